@@ -1,0 +1,202 @@
+//! Settings: built-in defaults < TOML file (`--config`) < environment (`TAPEDECK_*`) < flags.
+//! Sections follow the modules that read them. `tapedeck serve --print-config` prints the result.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server binds; port 0 picks a free port (printed at startup).
+    pub listen: String,
+    pub data_dir: PathBuf,
+    /// Log filter in `RUST_LOG` syntax; `RUST_LOG` itself wins when set.
+    pub log: String,
+    pub ingest: IngestConfig,
+    pub storage: StorageConfig,
+    pub retention: RetentionConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Create a stream on its first ingest instead of answering 404.
+    pub auto_create: bool,
+    /// A producer that sends no byte for this long is disconnected.
+    pub idle_timeout_secs: u64,
+    /// Largest accepted box and fragment (moof+mdat). 50 MB holds a 10 s 40 Mbit/s GOP.
+    pub max_fragment_bytes: u64,
+    /// Overlap between a fragment and the previous one that is absorbed as clock jitter (the
+    /// fragment is moved to start where the previous one ended); larger overlaps are refused.
+    pub jitter_tolerance_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// A stream's fragment file is closed and a new one started past this size...
+    pub file_roll_bytes: u64,
+    /// ...or this age, so retention can free space file by file.
+    pub file_roll_secs: u64,
+    /// How a commit group is made durable: "syncfs" (one call for the whole data filesystem),
+    /// "fdatasync" (each touched file), or "auto" (syncfs when a group touches many files).
+    pub sync: SyncMode,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    Auto,
+    Syncfs,
+    Fdatasync,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Retention given to streams created without one (including auto-created streams).
+    pub default_hours: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            log: "info".into(),
+            ingest: IngestConfig::default(),
+            storage: StorageConfig::default(),
+            retention: RetentionConfig::default(),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            auto_create: true,
+            idle_timeout_secs: 30,
+            max_fragment_bytes: 50_000_000,
+            jitter_tolerance_ms: 1000,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            file_roll_bytes: 256 * 1024 * 1024,
+            file_roll_secs: 600,
+            sync: SyncMode::Auto,
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { default_hours: 72 }
+    }
+}
+
+/// Values from the environment and the command line; `None` keeps the file's (or default) value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub log: Option<String>,
+}
+
+impl Config {
+    /// Loads the TOML file (when given) over the defaults, then applies overrides.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::invalid(format!("cannot read config file {}: {e}", path.display()))
+                })?;
+                Self::from_toml(&text).map_err(|e| {
+                    Error::invalid(format!("config file {}: {}", path.display(), e.message))
+                })?
+            }
+            None => Config::default(),
+        };
+        if let Some(v) = &overrides.listen {
+            config.listen = v.clone();
+        }
+        if let Some(v) = &overrides.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = &overrides.log {
+            config.log = v.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config> {
+        toml::from_str(text).map_err(|e| Error::invalid(e.to_string()))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.ingest.max_fragment_bytes < 1024 {
+            return Err(Error::invalid(
+                "ingest.max_fragment_bytes must be at least 1024",
+            ));
+        }
+        if self.ingest.idle_timeout_secs == 0 {
+            return Err(Error::invalid(
+                "ingest.idle_timeout_secs must be at least 1",
+            ));
+        }
+        if self.storage.file_roll_bytes < 1024 * 1024 {
+            return Err(Error::invalid(
+                "storage.file_roll_bytes must be at least 1 MiB",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:9000\"\n[ingest]\nidle_timeout_secs = 5\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9000");
+        assert_eq!(c.ingest.idle_timeout_secs, 5);
+        assert!(c.ingest.auto_create, "unset keys keep defaults");
+        let o = Overrides {
+            listen: Some("127.0.0.1:1".into()),
+            ..Default::default()
+        };
+        assert_eq!(Config::load(Some(&path), &o).unwrap().listen, "127.0.0.1:1");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = Config::from_toml("[ingest]\nidle_timeout = 5\n").unwrap_err();
+        assert!(e.message.contains("idle_timeout"), "{}", e.message);
+    }
+
+    #[test]
+    fn printed_config_parses_back() {
+        let c = Config::default();
+        let back = Config::from_toml(&c.to_toml()).unwrap();
+        assert_eq!(back.listen, c.listen);
+        assert_eq!(back.storage.sync, SyncMode::Auto);
+    }
+}

@@ -1,0 +1,35 @@
+//! Fragmented MP4 (ISO-BMFF) handling for ingest and playback: pure, bytes in / facts out.
+//!
+//! Nothing here does I/O, spawns tasks or knows about tokio or SQLite, so the same code is driven by
+//! the HTTP ingest path, by tests (real samples, every chunking, corruptions) and by benches.
+//!
+//! - [`Splitter`] cuts a producer's byte stream into init segments and `moof`+`mdat` fragments.
+//! - [`InitFacts`] describes the tracks of an init segment (codec strings, timescales, defaults).
+//! - [`fragment_facts`] says when a fragment starts, how long it is and whether it starts with a
+//!   keyframe.
+//! - [`rewrite_fragment`] moves a fragment onto the stream's single media timeline (new `tfdt`s),
+//!   fixing the data offsets that the rewrite disturbs.
+//!
+//! Boxes are decoded with `mp4-atom`; walking and rebuilding is done at the byte level so that boxes
+//! the crate does not model are kept verbatim.
+
+mod boxes;
+mod codec;
+mod error;
+mod fragment;
+mod init;
+mod layout;
+mod nal;
+mod prft;
+mod rewrite;
+mod splitter;
+
+pub use error::Fmp4Error;
+pub use fragment::{fragment_facts, fragment_facts_at, FragmentFacts, TrackRun};
+pub use init::{InitFacts, TrackInfo, TrackKind};
+pub use prft::ProducerReference;
+pub use rewrite::rewrite_fragment;
+pub use splitter::{Event, RawFragment, Splitter};
+
+#[cfg(test)]
+mod testutil;

@@ -1,0 +1,110 @@
+//! The HTTP surface: the axum router, shared state and server lifecycle. Handlers parse and
+//! validate requests and shape responses; they never parse boxes or touch files.
+
+mod error;
+mod fragments;
+mod ingest;
+mod params;
+mod streams;
+
+pub use error::status_of;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::ingest::Ingest;
+use crate::store::Store;
+use axum::http::{header, Method};
+use axum::routing::{get, put};
+use axum::Router;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{Any, CorsLayer};
+
+/// How long shutdown waits for uploads to persist and connections to close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub ingest: Ingest,
+    pub config: Config,
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/streams", get(streams::list).post(streams::create))
+        .route(
+            "/streams/{name}",
+            get(streams::describe)
+                .patch(streams::update)
+                .delete(streams::delete),
+        )
+        .route("/streams/{name}/sessions", get(streams::sessions))
+        .route(
+            "/streams/{name}/ingest",
+            put(ingest::upload).post(ingest::upload),
+        )
+        .route(
+            "/streams/{name}/ingest/{file}",
+            put(ingest::segment_file)
+                .post(ingest::segment_file)
+                .delete(ingest::delete_file),
+        )
+        .route("/streams/{name}/fragments", get(fragments::list))
+        .route("/streams/{name}/fragments/{number}", get(fragments::bytes))
+        .route("/streams/{name}/inits/{id}", get(fragments::init));
+    // Reads may come from players on other origins (hls.js fetches with XHR).
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
+        .allow_headers(Any)
+        .expose_headers([header::CONTENT_LENGTH, header::CONTENT_RANGE, header::ETAG]);
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .nest("/api/v1", api)
+        .fallback(|| async { Error::not_found("no such endpoint; the API lives under /api/v1") })
+        .layer(cors)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Runs the server until `shutdown` fires, then stops accepting, lets uploads persist what they
+/// received, and closes the store.
+pub async fn serve(config: Config, clock: SharedClock, shutdown: CancellationToken) -> Result<()> {
+    let store = Store::open(&config.data_dir, &config.storage, clock)?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| Error::invalid(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener.local_addr()?;
+    let ingest = Ingest::new(store.clone(), config.clone(), shutdown.clone());
+    let app = router(AppState {
+        store: store.clone(),
+        ingest,
+        config: config.clone(),
+    });
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "tapedeck serving");
+    // Tests and scripts read this line to learn the port when listening on port 0.
+    println!("tapedeck listening on http://{addr}");
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown({
+        let s = shutdown.clone();
+        async move { s.cancelled().await }
+    });
+    let server = tokio::spawn(async move { server.await });
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: no new connections; persisting what was received");
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server error during shutdown"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+        Err(_) => tracing::warn!("connections still open after the grace period; closing anyway"),
+    }
+    store.shutdown().await;
+    tracing::info!("store closed; bye");
+    Ok(())
+}

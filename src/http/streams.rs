@@ -1,0 +1,182 @@
+//! Stream API: create, list, describe, update, delete, sessions.
+
+use super::params::{self, QueryMap};
+use super::AppState;
+use crate::error::{Error, Result};
+use crate::store::StreamRow;
+use crate::stream_name::validate_stream_name;
+use crate::timefmt::format_us;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+const MAX_TAGS: usize = 50;
+const MAX_TAG_LEN: usize = 256;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    retention_hours: Option<u64>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    retention_hours: Option<u64>,
+    tags: Option<BTreeMap<String, String>>,
+}
+
+fn validate_tags(tags: &BTreeMap<String, String>) -> Result<()> {
+    if tags.len() > MAX_TAGS {
+        return Err(Error::invalid(format!(
+            "at most {MAX_TAGS} tags per stream"
+        )));
+    }
+    for (k, v) in tags {
+        if k.is_empty() || k.len() > MAX_TAG_LEN || v.len() > MAX_TAG_LEN {
+            return Err(Error::invalid(format!(
+                "tag keys must be 1 to {MAX_TAG_LEN} bytes and values at most {MAX_TAG_LEN}; '{}' is not",
+                k.chars().take(40).collect::<String>()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The describe document of a stream.
+pub(super) async fn describe_json(state: &AppState, s: &StreamRow) -> Result<Value> {
+    let init = match s.last_init_id {
+        Some(id) => state.store.init(s.id, id).await?,
+        None => None,
+    };
+    let connected = state.ingest.is_connected(&s.name);
+    let status = if connected {
+        "live"
+    } else if s.fragment_count == 0 {
+        "empty"
+    } else {
+        "idle"
+    };
+    let video = init
+        .as_ref()
+        .and_then(|i| i.tracks.iter().find(|t| t.kind == "video"));
+    Ok(json!({
+        "name": s.name,
+        "status": status,
+        "producer_connected": connected,
+        "created": format_us(s.created_us),
+        "retention_hours": s.retention_hours,
+        "tags": s.tags,
+        "fragment_count": s.fragment_count,
+        "bytes": s.total_bytes,
+        "first_time": s.first_producer_us.map(format_us),
+        "last_time": s.last_end_us.map(format_us),
+        "last_fragment": (s.last_number > 0).then_some(s.last_number),
+        "codecs": init.as_ref().map(|i| i.codecs.clone()),
+        "resolution": video.and_then(|v| Some(format!("{}x{}", v.width?, v.height?))),
+        "tracks": init.as_ref().map(|i| i.tracks.clone()).unwrap_or_default(),
+        "init": init.as_ref().map(|i| i.id),
+    }))
+}
+
+pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<impl IntoResponse> {
+    let b: CreateBody = params::json_body(&body)?;
+    validate_stream_name(&b.name)?;
+    validate_tags(&b.tags)?;
+    let retention = b
+        .retention_hours
+        .unwrap_or(state.config.retention.default_hours);
+    let row = state
+        .store
+        .create_stream(&b.name, retention, b.tags)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(describe_json(&state, &row).await?),
+    ))
+}
+
+pub async fn list(State(state): State<AppState>, Query(q): Query<QueryMap>) -> Result<Json<Value>> {
+    let limit = params::limit(&q, 100, 1000)?;
+    let prefix = q.get("prefix").cloned();
+    if let Some(p) = prefix.as_deref().filter(|p| !p.is_empty()) {
+        validate_stream_name(p).map_err(|_| {
+            Error::invalid(format!(
+                "invalid 'prefix' '{p}': stream names use A-Z, a-z, 0-9, '_', '.', '-'"
+            ))
+        })?;
+    }
+    let after = q.get("after").cloned();
+    let rows = state.store.list_streams(prefix, after, limit).await?;
+    let next = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|r| r.name.clone()))
+        .flatten();
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        out.push(describe_json(&state, r).await?);
+    }
+    Ok(Json(json!({"streams": out, "next": next})))
+}
+
+pub async fn describe(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>> {
+    validate_stream_name(&name)?;
+    let row = state.store.require_stream(&name).await?;
+    Ok(Json(describe_json(&state, &row).await?))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    validate_stream_name(&name)?;
+    let b: UpdateBody = params::json_body(&body)?;
+    if let Some(t) = &b.tags {
+        validate_tags(t)?;
+    }
+    let row = state
+        .store
+        .update_stream(&name, b.retention_hours, b.tags)
+        .await?;
+    Ok(Json(describe_json(&state, &row).await?))
+}
+
+pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode> {
+    validate_stream_name(&name)?;
+    state.store.delete_stream(&name).await?;
+    state.ingest.stream_deleted(&name);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn sessions(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<QueryMap>,
+) -> Result<Json<Value>> {
+    validate_stream_name(&name)?;
+    let limit = params::limit(&q, 50, 1000)?;
+    let s = state.store.require_stream(&name).await?;
+    let rows = state.store.sessions(s.id, limit).await?;
+    let out: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "session": r.id, "kind": r.kind, "remote": r.remote,
+                "started": format_us(r.started_us), "ended": r.ended_us.map(format_us),
+                "end_reason": r.end_reason,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"sessions": out})))
+}

@@ -1,0 +1,130 @@
+//! Producer sessions: HTTP body -> fMP4 splitter -> store, with acks and limits.
+//! Two ways in: one long upload per session (`upload.rs`) and a series of segment files as
+//! ffmpeg's HLS and DASH muxers PUT them (`segments.rs`).
+
+mod registry;
+mod segments;
+mod session;
+pub mod timeline;
+mod upload;
+
+pub use segments::SegmentOutcome;
+pub use session::{fragment_json, Summary};
+pub use upload::{UploadOutcome, UploadParams};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::store::{Store, StreamRow};
+use registry::Registry;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct Ingest {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    config: Config,
+    registry: Registry,
+    series: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<segments::Series>>>>>,
+    shutdown: CancellationToken,
+}
+
+impl Ingest {
+    pub fn new(store: Store, config: Config, shutdown: CancellationToken) -> Ingest {
+        let ingest = Ingest {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                registry: Registry::default(),
+                series: Mutex::new(HashMap::new()),
+                shutdown,
+            }),
+        };
+        let reaper = ingest.clone();
+        tokio::spawn(async move { reaper.reap_idle_series().await });
+        ingest
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The stream to ingest into: existing, or created when `ingest.auto_create` is on.
+    async fn resolve_stream(&self, name: &str) -> Result<StreamRow> {
+        if let Some(s) = self.inner.store.stream(name).await? {
+            return Ok(s);
+        }
+        if !self.inner.config.ingest.auto_create {
+            return Err(Error::not_found(format!(
+                "stream '{name}' does not exist and ingest.auto_create is off; create it first \
+                 with POST /api/v1/streams"
+            )));
+        }
+        let created = self
+            .inner
+            .store
+            .create_stream(
+                name,
+                self.inner.config.retention.default_hours,
+                BTreeMap::new(),
+            )
+            .await;
+        match created {
+            Ok(s) => {
+                tracing::info!(stream = name, "stream auto-created on first ingest");
+                Ok(s)
+            }
+            // Two producers raced to create it: use the winner's.
+            Err(e) if e.kind == crate::error::Kind::Conflict => {
+                self.inner.store.require_stream(name).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The stream an upload will go to (created if allowed), for early errors.
+    pub async fn resolve_stream_pub(&self, name: &str) -> Result<StreamRow> {
+        self.resolve_stream(name).await
+    }
+
+    /// Whether a producer is sending to the stream right now.
+    pub fn is_connected(&self, name: &str) -> bool {
+        if self.inner.registry.is_active(name) {
+            return true;
+        }
+        let series = self
+            .inner
+            .series
+            .lock()
+            .ok()
+            .and_then(|m| m.get(name).cloned());
+        series.is_some_and(|s| {
+            s.try_lock()
+                .map(|s| {
+                    s.as_ref()
+                        .is_some_and(|s| !s.is_expired(self.idle_timeout()))
+                })
+                .unwrap_or(true)
+        })
+    }
+
+    /// Disconnects the producer of a deleted stream.
+    pub fn stream_deleted(&self, name: &str) {
+        self.inner.registry.stop(name);
+        if let Ok(mut m) = self.inner.series.lock() {
+            m.remove(name);
+        }
+    }
+
+    fn idle_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.inner.config.ingest.idle_timeout_secs)
+    }
+
+    fn jitter_tolerance_us(&self) -> i64 {
+        (self.inner.config.ingest.jitter_tolerance_ms as i64).saturating_mul(1000)
+    }
+}

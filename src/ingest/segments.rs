@@ -1,0 +1,306 @@
+//! Segment-file ingest, as ffmpeg's `-f hls -hls_segment_type fmp4 -method PUT` and `-f dash
+//! -method PUT` send it: an init file, then media segment files (with `styp`/`sidx` before the
+//! `moof`), and playlists/manifests (accepted and ignored: tapedeck makes its own), plus DELETEs
+//! of old segments (accepted, no effect: retention is ours).
+//!
+//! The uploads to one stream form one session (a "series") until they pause for longer than
+//! `ingest.idle_timeout_secs`. A re-sent identical fragment (same session, same bytes) is
+//! stored once.
+
+use super::session::{Session, Summary};
+use super::timeline::{Anchor, SessionTimeline};
+use super::Ingest;
+use crate::error::{Error, Kind, Result};
+use crate::fmp4::{Event, Splitter};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Largest playlist/manifest body read (and discarded).
+const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// How many recent fragment digests a series remembers to drop re-sent fragments.
+const RECENT_DIGESTS: usize = 256;
+
+pub(crate) struct Series {
+    stream_id: i64,
+    session: Session,
+    last_activity: Instant,
+    recent: VecDeque<([u8; 32], i64)>,
+}
+
+impl Series {
+    pub(crate) fn is_expired(&self, idle: Duration) -> bool {
+        self.last_activity.elapsed() > idle
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SegmentOutcome {
+    /// What the file was taken as: "init", "media", "manifest".
+    pub kind: &'static str,
+    pub session: Option<i64>,
+    /// Numbers of the fragments stored from this file.
+    pub fragments: Vec<i64>,
+    /// Fragments that were already stored (re-sent) and were not stored again.
+    pub duplicates: Vec<i64>,
+}
+
+fn is_manifest(file: &str) -> bool {
+    let f = file.to_ascii_lowercase();
+    f.contains(".m3u8") || f.contains(".mpd")
+}
+
+impl Ingest {
+    pub async fn segment_file<S, E>(
+        &self,
+        name: &str,
+        file: &str,
+        remote: Option<String>,
+        mut body: S,
+    ) -> Result<SegmentOutcome>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        if is_manifest(file) {
+            let mut total = 0usize;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk
+                    .map_err(|e| Error::invalid(format!("the upload was interrupted: {e}")))?;
+                total += chunk.len();
+                if total > MAX_MANIFEST_BYTES {
+                    return Err(Error::new(
+                        Kind::TooLarge,
+                        format!("playlist '{file}' is over {MAX_MANIFEST_BYTES} bytes"),
+                    ));
+                }
+            }
+            return Ok(SegmentOutcome {
+                kind: "manifest",
+                session: None,
+                fragments: vec![],
+                duplicates: vec![],
+            });
+        }
+        let stream = self.resolve_stream(name).await?;
+        let series = self.series_for(name);
+        let mut guard = series.lock().await;
+        let fresh = match guard.as_ref() {
+            Some(s) => s.stream_id != stream.id || s.is_expired(self.idle_timeout()),
+            None => true,
+        };
+        if fresh {
+            if let Some(old) = guard.take() {
+                self.end_series(old, "idle: no segment for ingest.idle_timeout_secs")
+                    .await;
+            }
+            let current = self.inner.store.require_stream(name).await?;
+            let session_id = self
+                .inner
+                .store
+                .start_session(current.id, "segments", remote)
+                .await?;
+            tracing::info!(
+                stream = name,
+                session = session_id,
+                "segment series started"
+            );
+            let timeline = SessionTimeline::new(
+                Anchor::ServerClock,
+                current.last_end_us,
+                self.jitter_tolerance_us(),
+            );
+            *guard = Some(Series {
+                stream_id: current.id,
+                session: Session::new(
+                    self.inner.store.clone(),
+                    current.id,
+                    name,
+                    session_id,
+                    timeline,
+                ),
+                last_activity: Instant::now(),
+                recent: VecDeque::new(),
+            });
+        }
+        let series = guard.as_mut().expect("set above");
+        series.last_activity = Instant::now();
+        let result = self.feed_file(series, file, &mut body).await;
+        series.last_activity = Instant::now();
+        result
+    }
+
+    async fn feed_file<S, E>(
+        &self,
+        series: &mut Series,
+        file: &str,
+        body: &mut S,
+    ) -> Result<SegmentOutcome>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        use sha2::Digest;
+        let mut splitter = Splitter::new(self.inner.config.ingest.max_fragment_bytes);
+        let mut events = Vec::new();
+        // A segment file has no init of its own: put the series' init in front of it.
+        let had_init = match series.session.init_bytes() {
+            Some(init) => {
+                splitter.push(&init, &mut events)?;
+                events.clear();
+                true
+            }
+            None => false,
+        };
+        let mut saw_init = false;
+        let mut duplicates = Vec::new();
+        let refused_before = series.session.summary.refused;
+        let sink = None;
+        loop {
+            let chunk = match body.next().await {
+                None => break,
+                Some(Err(e)) => {
+                    return Err(Error::invalid(format!(
+                        "the upload of '{file}' was interrupted: {e}"
+                    )))
+                }
+                Some(Ok(c)) => c,
+            };
+            splitter
+                .push(&chunk, &mut events)
+                .map_err(|e| self.file_error(file, e.into(), had_init))?;
+            for ev in events.drain(..) {
+                let tag = match &ev {
+                    Event::Init { .. } => {
+                        saw_init = true;
+                        None
+                    }
+                    Event::Fragment(raw) => {
+                        let digest: [u8; 32] = sha2::Sha256::digest(&raw.bytes).into();
+                        if let Some((_, n)) = series.recent.iter().find(|(d, _)| *d == digest) {
+                            duplicates.push(*n);
+                            continue;
+                        }
+                        Some(digest)
+                    }
+                };
+                series
+                    .session
+                    .handle(ev, tag, &sink)
+                    .await
+                    .map_err(|e| self.file_error(file, e, had_init))?;
+            }
+        }
+        splitter
+            .finish()
+            .map_err(|e| self.file_error(file, e.into(), had_init))?;
+        series.session.finish(&sink).await;
+        let mut fragments = Vec::new();
+        for (tag, row) in series.session.take_acked() {
+            if let Some(d) = tag {
+                if series.recent.len() == RECENT_DIGESTS {
+                    series.recent.pop_front();
+                }
+                series.recent.push_back((d, row.number));
+            }
+            fragments.push(row.number);
+        }
+        let s = &series.session.summary;
+        if s.refused > refused_before {
+            let e = Error::new(
+                s.first_error_kind.unwrap_or(Kind::InvalidArgument),
+                format!("'{file}': {}", s.first_error.clone().unwrap_or_default()),
+            );
+            return Err(e);
+        }
+        let kind = if saw_init && fragments.is_empty() && duplicates.is_empty() {
+            "init"
+        } else {
+            "media"
+        };
+        Ok(SegmentOutcome {
+            kind,
+            session: Some(series.session.session_id),
+            fragments,
+            duplicates,
+        })
+    }
+
+    fn file_error(&self, file: &str, e: Error, had_init: bool) -> Error {
+        let hint = if !had_init && e.kind == Kind::FailedPrecondition {
+            " (upload the init file, e.g. init.mp4, before the segments)"
+        } else {
+            ""
+        };
+        Error::new(e.kind, format!("'{file}': {}{hint}", e.message))
+    }
+
+    pub(crate) fn series_for(&self, name: &str) -> Arc<tokio::sync::Mutex<Option<Series>>> {
+        let mut map = self.inner.series.lock().expect("series map lock");
+        map.entry(name.to_string()).or_default().clone()
+    }
+
+    async fn end_series(&self, mut series: Series, reason: &str) {
+        series.session.finish(&None).await;
+        let summary: &Summary = &series.session.summary;
+        tracing::info!(stream = %summary.stream, session = summary.session, fragments = summary.fragments, "segment series ended");
+        if let Err(e) = self
+            .inner
+            .store
+            .end_session(series.session.session_id, reason.to_string())
+            .await
+        {
+            tracing::warn!(error = %e, "could not record session end");
+        }
+    }
+
+    /// Ends series that have been idle past the timeout, so their sessions show as ended.
+    pub(crate) async fn reap_idle_series(&self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let all: Vec<(String, Arc<tokio::sync::Mutex<Option<Series>>>)> =
+                match self.inner.series.lock() {
+                    Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    Err(_) => continue,
+                };
+            for (name, series) in all {
+                let Ok(mut guard) = series.try_lock() else {
+                    continue;
+                };
+                if guard
+                    .as_ref()
+                    .is_some_and(|s| s.is_expired(self.idle_timeout()))
+                {
+                    if let Some(s) = guard.take() {
+                        self.end_series(s, "idle: no segment for ingest.idle_timeout_secs")
+                            .await;
+                    }
+                    if let Ok(mut m) = self.inner.series.lock() {
+                        if m.get(&name).is_some_and(|v| Arc::ptr_eq(v, &series)) {
+                            m.remove(&name);
+                        }
+                    }
+                }
+            }
+        }
+        // Shutdown: close every open series.
+        let all: Vec<_> = self
+            .inner
+            .series
+            .lock()
+            .map(|mut m| m.drain().map(|(_, v)| v).collect())
+            .unwrap_or_default();
+        for series in all {
+            if let Some(s) = series.lock().await.take() {
+                self.end_series(s, "server shutting down").await;
+            }
+        }
+    }
+}

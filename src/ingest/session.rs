@@ -1,0 +1,343 @@
+//! One ingest session's fragment pipeline: init handling, timeline placement, `tfdt` rewriting,
+//! appending to the store, and acks in fragment order. Shared by the long upload and the
+//! segment-file series.
+
+use super::timeline::SessionTimeline;
+use crate::error::{Error, Kind, Result};
+use crate::fmp4::{self, Event, InitFacts, RawFragment};
+use crate::store::{FragmentRow, NewFragment, Store, TrackSummary};
+use crate::timefmt::format_us;
+use bytes::Bytes;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Fragments appended but not yet acknowledged, per session. Bounds the memory one producer can
+/// hold while the disk is slow: past it, reading its body waits for acks.
+const MAX_INFLIGHT: usize = 16;
+
+/// Where ack lines go (the NDJSON response), if anywhere.
+pub type Sink = Option<mpsc::Sender<Bytes>>;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub session: i64,
+    pub stream: String,
+    pub first_fragment: Option<i64>,
+    pub last_fragment: Option<i64>,
+    pub fragments: u64,
+    pub bytes: u64,
+    pub media_duration_us: i64,
+    /// Fragments refused (bad timestamps, undecodable, not stored).
+    pub refused: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+    #[serde(skip)]
+    pub first_error_kind: Option<Kind>,
+}
+
+struct CurrentInit {
+    id: i64,
+    facts: Arc<InitFacts>,
+    bytes: Bytes,
+}
+
+struct Inflight {
+    tag: Option<[u8; 32]>,
+    rx: oneshot::Receiver<Result<FragmentRow>>,
+}
+
+pub struct Session {
+    store: Store,
+    stream_id: i64,
+    pub session_id: i64,
+    init: Option<CurrentInit>,
+    timeline: SessionTimeline,
+    inflight: VecDeque<Inflight>,
+    pub summary: Summary,
+    /// Rows acknowledged since the last `take_acked`, with the tag given at append.
+    acked: Vec<(Option<[u8; 32]>, FragmentRow)>,
+}
+
+pub async fn send_line(sink: &Sink, value: serde_json::Value) {
+    if let Some(tx) = sink {
+        let mut line = value.to_string().into_bytes();
+        line.push(b'\n');
+        // A client that stopped reading its acks does not stop the ingest.
+        let _ = tx.send(Bytes::from(line)).await;
+    }
+}
+
+pub fn fragment_json(r: &FragmentRow) -> serde_json::Value {
+    serde_json::json!({
+        "fragment": r.number,
+        "producer_time": format_us(r.producer_start_us),
+        "producer_time_us": r.producer_start_us,
+        "server_time": format_us(r.server_time_us),
+        "server_time_us": r.server_time_us,
+        "duration_us": r.duration_us,
+        "keyframe": r.keyframe,
+        "size_bytes": r.size_bytes,
+        "session": r.session_id,
+        "init": r.init_id,
+    })
+}
+
+impl Session {
+    pub fn new(
+        store: Store,
+        stream_id: i64,
+        stream_name: &str,
+        session_id: i64,
+        timeline: SessionTimeline,
+    ) -> Self {
+        Session {
+            store,
+            stream_id,
+            session_id,
+            init: None,
+            timeline,
+            inflight: VecDeque::new(),
+            summary: Summary {
+                session: session_id,
+                stream: stream_name.to_string(),
+                ..Default::default()
+            },
+            acked: Vec::new(),
+        }
+    }
+
+    pub fn init_bytes(&self) -> Option<Bytes> {
+        self.init.as_ref().map(|i| i.bytes.clone())
+    }
+
+    pub fn refuse(&mut self, e: &Error) {
+        self.summary.refused += 1;
+        if self.summary.first_error.is_none() {
+            self.summary.first_error = Some(e.message.clone());
+            self.summary.first_error_kind = Some(e.kind);
+        }
+    }
+
+    /// Handles one splitter event. `Err` means the session cannot go on.
+    pub async fn handle(&mut self, event: Event, tag: Option<[u8; 32]>, sink: &Sink) -> Result<()> {
+        match event {
+            Event::Init { bytes, facts } => self.on_init(bytes, facts).await,
+            Event::Fragment(raw) => self.on_fragment(raw, tag, sink).await,
+        }
+    }
+
+    async fn on_init(&mut self, bytes: Bytes, facts: InitFacts) -> Result<()> {
+        if let Some(cur) = &self.init {
+            if cur.bytes == bytes {
+                return Ok(());
+            }
+        }
+        if facts.tracks.is_empty() {
+            return Err(Error::new(
+                Kind::UnsupportedMedia,
+                "the init segment has no tracks",
+            ));
+        }
+        let tracks = facts
+            .tracks
+            .iter()
+            .map(|t| TrackSummary {
+                track_id: t.track_id,
+                kind: format!("{:?}", t.kind).to_lowercase(),
+                codec: t.codec.clone(),
+                timescale: t.timescale,
+                width: t.width,
+                height: t.height,
+                sample_rate: t.sample_rate,
+                channels: t.channels,
+            })
+            .collect();
+        let id = self
+            .store
+            .put_init(self.stream_id, bytes.clone(), facts.codecs(), tracks)
+            .await?;
+        self.init = Some(CurrentInit {
+            id,
+            facts: Arc::new(facts),
+            bytes,
+        });
+        Ok(())
+    }
+
+    async fn on_fragment(
+        &mut self,
+        raw: RawFragment,
+        tag: Option<[u8; 32]>,
+        sink: &Sink,
+    ) -> Result<()> {
+        let Some(init) = &self.init else {
+            return Err(fmp4::Fmp4Error::MediaBeforeInit.into());
+        };
+        let init_id = init.id;
+        let facts_init = init.facts.clone();
+        let placed = self.place(&facts_init, &raw);
+        let (new_fragment, placement, media_start_us, duration_us) = match placed {
+            Ok(p) => p,
+            Err(e) => {
+                send_line(sink, error_json(&e, Some(raw.stream_offset))).await;
+                tracing::warn!(session = self.session_id, error = %e, "fragment refused");
+                self.refuse(&e);
+                return Ok(());
+            }
+        };
+        let rx = self.store.append(NewFragment {
+            init_id,
+            ..new_fragment
+        })?;
+        self.timeline.commit(placement, media_start_us, duration_us);
+        self.inflight.push_back(Inflight { tag, rx });
+        if self.inflight.len() >= MAX_INFLIGHT {
+            self.ack_front(sink).await;
+        }
+        self.drain_ready(sink).await;
+        Ok(())
+    }
+
+    /// Facts, placement and rewrite of one fragment; any error refuses just this fragment.
+    fn place(
+        &self,
+        init: &InitFacts,
+        raw: &RawFragment,
+    ) -> Result<(NewFragment, super::timeline::Placement, i64, i64)> {
+        let facts = fmp4::fragment_facts(init, &raw.bytes)?;
+        let media_start_us = facts.start_us();
+        let duration_us = facts.duration_us();
+        let prft_start_us = raw.prft.as_ref().and_then(|p| {
+            let run = facts
+                .tracks
+                .iter()
+                .find(|r| r.track_id == p.reference_track_id)?;
+            let prft_media_us = ticks_to_us(p.media_time, run.timescale);
+            Some(media_start_us + (p.utc_time_us - prft_media_us))
+        });
+        let placement = self
+            .timeline
+            .place(media_start_us, prft_start_us, self.store.now_us())?;
+        let offset_us = placement.offset_us;
+        let negative = std::cell::Cell::new(None);
+        let rewritten =
+            fmp4::rewrite_fragment(init, &raw.bytes, raw.stream_offset, &|track_id, old| {
+                let ts = init
+                    .track(track_id)
+                    .map_or(1_000_000, |t| t.timescale.max(1));
+                let shift = (i128::from(offset_us) * i128::from(ts)).div_euclid(1_000_000);
+                let new = i128::from(old) + shift;
+                u64::try_from(new).unwrap_or_else(|_| {
+                    negative.set(Some(track_id));
+                    0
+                })
+            })?;
+        if let Some(track_id) = negative.get() {
+            return Err(Error::invalid(format!(
+                "track {track_id} would get a negative decode time on the stream timeline; \
+                 check producer_start"
+            )));
+        }
+        let run = facts.reference_run();
+        Ok((
+            NewFragment {
+                stream_id: self.stream_id,
+                session_id: self.session_id,
+                init_id: 0,
+                producer_start_us: placement.producer_start_us,
+                duration_us,
+                media_time: run.base_media_decode_time as i64,
+                timescale: i64::from(run.timescale),
+                keyframe: facts.starts_with_keyframe,
+                sample_count: facts.tracks.iter().map(|t| i64::from(t.sample_count)).sum(),
+                bytes: Bytes::from(rewritten),
+            },
+            placement,
+            media_start_us,
+            duration_us,
+        ))
+    }
+
+    async fn ack_front(&mut self, sink: &Sink) {
+        if let Some(f) = self.inflight.pop_front() {
+            let result = f.rx.await.unwrap_or_else(|_| {
+                Err(crate::error::Error::unavailable(
+                    "the store stopped before acknowledging",
+                ))
+            });
+            self.on_ack(f.tag, result, sink).await;
+        }
+    }
+
+    /// Emits acks that are already in, in order, without waiting.
+    pub async fn drain_ready(&mut self, sink: &Sink) {
+        while let Some(front) = self.inflight.front_mut() {
+            match front.rx.try_recv() {
+                Ok(result) => {
+                    let tag = front.tag;
+                    self.inflight.pop_front();
+                    self.on_ack(tag, result, sink).await;
+                }
+                Err(oneshot::error::TryRecvError::Empty) => break,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    let tag = front.tag;
+                    self.inflight.pop_front();
+                    self.on_ack(
+                        tag,
+                        Err(Error::unavailable("the store stopped before acknowledging")),
+                        sink,
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// Waits for every appended fragment's ack.
+    pub async fn finish(&mut self, sink: &Sink) {
+        while !self.inflight.is_empty() {
+            self.ack_front(sink).await;
+        }
+    }
+
+    pub fn take_acked(&mut self) -> Vec<(Option<[u8; 32]>, FragmentRow)> {
+        std::mem::take(&mut self.acked)
+    }
+
+    async fn on_ack(&mut self, tag: Option<[u8; 32]>, result: Result<FragmentRow>, sink: &Sink) {
+        match result {
+            Ok(row) => {
+                let s = &mut self.summary;
+                s.first_fragment.get_or_insert(row.number);
+                s.last_fragment = Some(row.number);
+                s.fragments += 1;
+                s.bytes += row.size_bytes as u64;
+                s.media_duration_us += row.duration_us;
+                let mut line = fragment_json(&row);
+                line["event"] = "persisted".into();
+                send_line(sink, line).await;
+                self.acked.push((tag, row));
+            }
+            Err(e) => {
+                tracing::warn!(session = self.session_id, error = %e, "fragment not stored");
+                send_line(sink, error_json(&e, None)).await;
+                self.refuse(&e);
+            }
+        }
+    }
+}
+
+pub fn ticks_to_us(ticks: u64, timescale: u32) -> i64 {
+    let us = i128::from(ticks) * 1_000_000 / i128::from(timescale.max(1));
+    i64::try_from(us).unwrap_or(i64::MAX)
+}
+
+pub fn error_json(e: &Error, offset: Option<u64>) -> serde_json::Value {
+    let mut v = serde_json::json!({"event": "error", "code": e.kind.code(), "message": e.message});
+    if let Some(o) = offset {
+        v["input_offset"] = o.into();
+    }
+    v
+}

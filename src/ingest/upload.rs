@@ -1,0 +1,181 @@
+//! The long upload: one HTTP request body carrying an endless fMP4 stream (ffmpeg `-f mp4
+//! -method PUT`, GStreamer, `curl -T`). Fragments are acknowledged as they become durable, while
+//! the body is still arriving.
+
+use super::session::{error_json, send_line, Session, Sink, Summary};
+use super::timeline::{Anchor, SessionTimeline};
+use super::Ingest;
+use crate::error::{Error, Kind};
+use crate::fmp4::Splitter;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+#[derive(Debug, Clone, Default)]
+pub struct UploadParams {
+    /// `producer_start` query parameter: wall clock of the session's first fragment.
+    pub producer_start_us: Option<i64>,
+    pub remote: Option<String>,
+}
+
+/// How an upload ended: what was stored, and the error that ended it or refused fragments.
+#[derive(Debug)]
+pub struct UploadOutcome {
+    pub summary: Summary,
+    pub error: Option<Error>,
+}
+
+impl Ingest {
+    pub async fn upload<S, E>(
+        &self,
+        name: &str,
+        params: UploadParams,
+        body: S,
+        sink: Sink,
+    ) -> UploadOutcome
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        match self.upload_inner(name, params, body, &sink).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                send_line(&sink, error_json(&e, None)).await;
+                UploadOutcome {
+                    summary: Summary {
+                        stream: name.to_string(),
+                        ..Default::default()
+                    },
+                    error: Some(e),
+                }
+            }
+        }
+    }
+
+    async fn upload_inner<S, E>(
+        &self,
+        name: &str,
+        params: UploadParams,
+        mut body: S,
+        sink: &Sink,
+    ) -> crate::error::Result<UploadOutcome>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        let store = self.inner.store.clone();
+        self.resolve_stream(name).await?;
+        let claim = self.inner.registry.claim(name, &self.inner.shutdown).await;
+        // Read the stream after the previous producer finished, so its end is final.
+        let stream = self.resolve_stream(name).await?;
+        let session_id = store
+            .start_session(stream.id, "upload", params.remote.clone())
+            .await?;
+        tracing::info!(stream = name, session = session_id, remote = ?params.remote, "upload session started");
+        send_line(
+            sink,
+            serde_json::json!({"event": "session_started", "session": session_id, "stream": name}),
+        )
+        .await;
+        let anchor = params
+            .producer_start_us
+            .map_or(Anchor::ServerClock, Anchor::ProducerStart);
+        let timeline = SessionTimeline::new(anchor, stream.last_end_us, self.jitter_tolerance_us());
+        let mut session = Session::new(store.clone(), stream.id, name, session_id, timeline);
+        let mut splitter = Splitter::new(self.inner.config.ingest.max_fragment_bytes);
+        let mut events = Vec::new();
+        let idle = self.idle_timeout();
+        let mut fatal: Option<Error> = None;
+        let end_reason;
+        loop {
+            let next = tokio::select! {
+                _ = claim.stop.cancelled() => {
+                    end_reason = if self.inner.shutdown.is_cancelled() {
+                        "server shutting down"
+                    } else {
+                        "stopped: another producer took over the stream, or it was deleted"
+                    };
+                    break;
+                }
+                next = tokio::time::timeout(idle, body.next()) => next,
+            };
+            let chunk = match next {
+                Err(_) => {
+                    fatal = Some(Error::new(
+                        Kind::DeadlineExceeded,
+                        format!(
+                            "no data received for {} s (ingest.idle_timeout_secs); disconnected",
+                            idle.as_secs()
+                        ),
+                    ));
+                    end_reason = "idle timeout";
+                    break;
+                }
+                Ok(None) => {
+                    if let Err(e) = splitter.finish() {
+                        fatal = Some(e.into());
+                    }
+                    end_reason = "end of upload";
+                    break;
+                }
+                Ok(Some(Err(e))) => {
+                    fatal = Some(Error::invalid(format!("the upload was interrupted: {e}")));
+                    end_reason = "connection lost";
+                    break;
+                }
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            if let Err(e) = splitter.push(&chunk, &mut events) {
+                fatal = Some(e.into());
+                end_reason = "bad input";
+                break;
+            }
+            let mut failed = None;
+            for ev in events.drain(..) {
+                if let Err(e) = session.handle(ev, None, sink).await {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            if let Some(e) = failed {
+                fatal = Some(e);
+                end_reason = "bad input";
+                break;
+            }
+            session.drain_ready(sink).await;
+        }
+        // Whatever was received is persisted and acknowledged before the session ends.
+        session.finish(sink).await;
+        drop(claim);
+        if let Some(e) = &fatal {
+            send_line(sink, error_json(e, Some(splitter.bytes_consumed()))).await;
+            tracing::warn!(stream = name, session = session_id, error = %e, "upload ended with an error");
+        }
+        if let Err(e) = store.end_session(session_id, end_reason.to_string()).await {
+            tracing::warn!(session = session_id, error = %e, "could not record session end");
+        }
+        let summary = session.summary.clone();
+        tracing::info!(
+            stream = name,
+            session = session_id,
+            fragments = summary.fragments,
+            reason = end_reason,
+            "upload session ended"
+        );
+        let mut end_line = serde_json::to_value(&summary).unwrap_or_default();
+        end_line["event"] = "session_ended".into();
+        end_line["reason"] = end_reason.into();
+        send_line(sink, end_line).await;
+        let error = fatal.or_else(|| {
+            summary.first_error.as_ref().map(|m| {
+                Error::new(
+                    summary.first_error_kind.unwrap_or(Kind::InvalidArgument),
+                    format!(
+                        "{} of the fragments were refused; first: {m}",
+                        summary.refused
+                    ),
+                )
+            })
+        });
+        Ok(UploadOutcome { summary, error })
+    }
+}

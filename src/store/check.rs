@@ -1,0 +1,252 @@
+//! `tapedeck check [--repair]`: compares the index with the fragment files.
+//!
+//! Problems (exit status 1 unless repaired): rows pointing at missing files or past their end,
+//! bytes at a row's offset that are not a `moof`+`mdat` of the row's size, files no row names,
+//! fragments naming unknown inits, stream totals that disagree with the rows. Notes (not
+//! problems): bytes past the last indexed fragment, which a crash leaves and the next start cuts.
+
+use super::files;
+use crate::error::Result;
+use rusqlite::{params, Connection};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+#[derive(Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub fragments_checked: u64,
+    pub files_checked: u64,
+    pub problems: Vec<String>,
+    pub notes: Vec<String>,
+    pub repaired: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+pub fn check(data_dir: &Path, repair: bool) -> Result<CheckReport> {
+    let _lock = if repair {
+        Some(super::lock_data_dir(data_dir)?)
+    } else {
+        None
+    };
+    let mut conn = super::open_db(data_dir)?;
+    super::schema::migrate(&mut conn)?;
+    let mut report = CheckReport::default();
+    let file_rows: HashMap<i64, i64> = {
+        let mut stmt = conn.prepare("SELECT id, stream_id FROM files")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        rows
+    };
+    let inits: HashSet<i64> = {
+        let mut stmt = conn.prepare("SELECT id FROM inits")?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        rows
+    };
+    let mut bad_rows: Vec<(i64, i64)> = Vec::new();
+    let mut indexed_end: HashMap<i64, u64> = HashMap::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT stream_id, number, file_id, file_offset, size_bytes, init_id FROM fragments \
+             ORDER BY file_id, file_offset",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut open: Option<(i64, Option<std::fs::File>, u64)> = None;
+        while let Some(r) = rows.next()? {
+            let (stream_id, number, file_id, offset, size, init_id): (
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+            ) = (
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            );
+            report.fragments_checked += 1;
+            let what = format!("stream {stream_id} fragment {number}");
+            if !inits.contains(&init_id) {
+                report.problems.push(format!(
+                    "{what}: names init {init_id}, which does not exist"
+                ));
+            }
+            if file_rows.get(&file_id) != Some(&stream_id) {
+                report.problems.push(format!(
+                    "{what}: names file {file_id}, which has no row for this stream"
+                ));
+                bad_rows.push((stream_id, number));
+                continue;
+            }
+            if open.as_ref().map(|o| o.0) != Some(file_id) {
+                let path = files::file_path(data_dir, stream_id, file_id);
+                let f = std::fs::File::open(&path).ok();
+                let len = f
+                    .as_ref()
+                    .and_then(|f| f.metadata().ok())
+                    .map_or(0, |m| m.len());
+                open = Some((file_id, f, len));
+            }
+            let (_, f, len) = open.as_ref().expect("set above");
+            let Some(f) = f else {
+                report
+                    .problems
+                    .push(format!("{what}: file {file_id} is missing"));
+                bad_rows.push((stream_id, number));
+                continue;
+            };
+            let end = (offset + size) as u64;
+            if end > *len {
+                report.problems.push(format!(
+                    "{what}: ends at byte {end} but file {file_id} has {len} bytes"
+                ));
+                bad_rows.push((stream_id, number));
+                continue;
+            }
+            if let Err(m) = verify_fragment_boxes(f, offset as u64, size as u64) {
+                report.problems.push(format!("{what}: {m}"));
+                bad_rows.push((stream_id, number));
+                continue;
+            }
+            let e = indexed_end.entry(file_id).or_default();
+            *e = (*e).max(end);
+        }
+    }
+    // Files on disk against the index.
+    for (stream_id, file_id, path) in files::list_files(data_dir)? {
+        report.files_checked += 1;
+        let len = std::fs::metadata(&path)?.len();
+        if file_rows.get(&file_id) != Some(&stream_id) {
+            report
+                .problems
+                .push(format!("file {} is not in the index", path.display()));
+            if repair {
+                std::fs::remove_file(&path)?;
+                report.repaired.push(format!("removed {}", path.display()));
+            }
+            continue;
+        }
+        let end = indexed_end.get(&file_id).copied().unwrap_or(0);
+        if len > end {
+            report.notes.push(format!(
+                "file {} has {} bytes past its last indexed fragment (unacknowledged; cut at next start)",
+                path.display(),
+                len - end
+            ));
+            if repair {
+                let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+                f.set_len(end)?;
+                f.sync_all()?;
+                report
+                    .repaired
+                    .push(format!("truncated {} to {end} bytes", path.display()));
+            }
+        }
+    }
+    if repair && !bad_rows.is_empty() {
+        let tx = conn.transaction()?;
+        for (stream_id, number) in &bad_rows {
+            tx.execute(
+                "DELETE FROM fragments WHERE stream_id = ? AND number = ?",
+                params![stream_id, number],
+            )?;
+        }
+        tx.commit()?;
+        report.repaired.push(format!(
+            "removed {} index rows whose bytes are not on disk",
+            bad_rows.len()
+        ));
+    }
+    check_totals(&conn, repair, &mut report)?;
+    Ok(report)
+}
+
+/// Checks that the bytes at `offset` are one `moof` followed by one `mdat`, `size` bytes in all.
+fn verify_fragment_boxes(
+    f: &std::fs::File,
+    offset: u64,
+    size: u64,
+) -> std::result::Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    let mut header = [0u8; 8];
+    let mut pos = offset;
+    for expected in [b"moof", b"mdat"] {
+        f.read_exact_at(&mut header, pos)
+            .map_err(|e| format!("cannot read: {e}"))?;
+        let box_size = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as u64;
+        let box_size = if box_size == 1 {
+            let mut large = [0u8; 8];
+            f.read_exact_at(&mut large, pos + 8)
+                .map_err(|e| format!("cannot read: {e}"))?;
+            u64::from_be_bytes(large)
+        } else {
+            box_size
+        };
+        if &header[4..8] != expected || box_size < 8 {
+            return Err(format!(
+                "bytes at offset {pos} are not a '{}' box",
+                String::from_utf8_lossy(expected)
+            ));
+        }
+        pos += box_size;
+    }
+    if pos != offset + size {
+        return Err(format!(
+            "moof+mdat are {} bytes, the index says {size}",
+            pos - offset
+        ));
+    }
+    Ok(())
+}
+
+fn check_totals(conn: &Connection, repair: bool, report: &mut CheckReport) -> Result<()> {
+    let mut stmt = conn.prepare(
+        "SELECT s.id, s.name, s.fragment_count, s.total_bytes, \
+         (SELECT COUNT(*) FROM fragments f WHERE f.stream_id = s.id), \
+         (SELECT COALESCE(SUM(size_bytes), 0) FROM fragments f WHERE f.stream_id = s.id) \
+         FROM streams s WHERE s.deleted_us IS NULL",
+    )?;
+    let rows: Vec<(i64, String, i64, i64, i64, i64)> = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, name, count, bytes, real_count, real_bytes) in rows {
+        if count != real_count || bytes != real_bytes {
+            report.problems.push(format!(
+                "stream '{name}': totals say {count} fragments / {bytes} bytes, rows hold {real_count} / {real_bytes}"
+            ));
+            if repair {
+                conn.execute(
+                    "UPDATE streams SET fragment_count = ?2, total_bytes = ?3, \
+                     first_producer_us = (SELECT MIN(producer_start_us) FROM fragments WHERE stream_id = ?1), \
+                     last_end_us = (SELECT MAX(producer_start_us + duration_us) FROM fragments WHERE stream_id = ?1) \
+                     WHERE id = ?1",
+                    params![id, real_count, real_bytes],
+                )?;
+                report
+                    .repaired
+                    .push(format!("recomputed totals of stream '{name}'"));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! Where fragment bytes live: `<data_dir>/streams/<stream id>/<file id>.frag`, append-only.
+//! Stream ids (not names) name the folders so a deleted stream's files never mix with those of
+//! a new stream of the same name.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+pub const STREAMS_DIR: &str = "streams";
+const FILE_SUFFIX: &str = ".frag";
+
+pub fn stream_dir(data_dir: &Path, stream_id: i64) -> PathBuf {
+    data_dir.join(STREAMS_DIR).join(stream_id.to_string())
+}
+
+pub fn file_path(data_dir: &Path, stream_id: i64, file_id: i64) -> PathBuf {
+    stream_dir(data_dir, stream_id).join(format!("{file_id:010}{FILE_SUFFIX}"))
+}
+
+/// The file id encoded in a fragment file's name, if it is one.
+pub fn parse_file_name(name: &str) -> Option<i64> {
+    name.strip_suffix(FILE_SUFFIX)?.parse().ok()
+}
+
+/// Makes a directory entry durable (new files, removed files).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Reads `len` bytes at `offset`.
+pub fn read_at(path: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(path)?;
+    let mut buf = vec![0u8; len];
+    f.read_exact_at(&mut buf, offset)?;
+    Ok(buf)
+}
+
+/// All (stream id, file id, path) of fragment files on disk.
+pub fn list_files(data_dir: &Path) -> std::io::Result<Vec<(i64, i64, PathBuf)>> {
+    let mut out = Vec::new();
+    let root = data_dir.join(STREAMS_DIR);
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return Ok(out);
+    };
+    for entry in entries {
+        let entry = entry?;
+        let Some(stream_id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        for f in std::fs::read_dir(entry.path())? {
+            let f = f?;
+            if let Some(file_id) = f.file_name().to_str().and_then(parse_file_name) {
+                out.push((stream_id, file_id, f.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let p = file_path(Path::new("/d"), 7, 42);
+        assert_eq!(p, Path::new("/d/streams/7/0000000042.frag"));
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(parse_file_name(name), Some(42));
+        assert_eq!(parse_file_name("x.tmp"), None);
+    }
+}

@@ -1,0 +1,492 @@
+//! The store: the only code that touches disk.
+//!
+//! ## Durability protocol
+//! Fragment bytes are appended to per-stream files (`files.rs`); the index is SQLite in WAL mode
+//! with `synchronous=FULL` (`schema.rs`). A fragment is acknowledged only after:
+//! 1. its bytes were written to its file (writer thread, `writer.rs`);
+//! 2. the bytes of its whole commit group were made durable (`fdatasync` of each touched file, or
+//!    one `syncfs` of the data filesystem), and any new file's directory entry was fsync'd;
+//! 3. one SQLite transaction holding the rows of the whole group (and the `files` row of any new
+//!    file) committed.
+//!
+//! So an index row never points at bytes that are not on disk. Bytes past the last indexed
+//! fragment of a file (a group that never committed) are garbage: startup recovery
+//! (`recovery.rs`) cuts them off and deletes files that no committed row names. Deletion goes the
+//! other way: index rows first, then files, so a reader never follows a row to a missing file;
+//! a reader that already opened a file keeps reading it (unlinked files live while open).
+
+mod check;
+mod files;
+mod queries;
+mod recovery;
+mod rows;
+mod schema;
+mod writer;
+
+pub use check::{check, CheckReport};
+pub use queries::{FragmentQuery, TimeKind};
+pub use rows::{FragmentRow, InitRow, NewFragment, SessionRow, StreamRow, TrackSummary};
+pub use writer::{GroupStats, StoreEvent};
+
+use crate::clock::SharedClock;
+use crate::config::StorageConfig;
+use crate::error::{Error, Result};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use tokio::sync::{broadcast, oneshot};
+use writer::{Command, WriterState};
+
+const DB_FILE: &str = "tapedeck.db";
+const LOCK_FILE: &str = "tapedeck.lock";
+/// Fragment rows removed per writer turn when purging a deleted stream, so a huge delete never
+/// holds the writer (and every producer's acks) for long.
+const PURGE_BATCH_ROWS: i64 = 5000;
+
+/// A cheap, cloneable handle to the store.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    data_dir: PathBuf,
+    tx: Mutex<Option<mpsc::Sender<Command>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    events: broadcast::Sender<StoreEvent>,
+    stats: Arc<Mutex<GroupStats>>,
+    clock: SharedClock,
+    _lock: File,
+}
+
+use std::fs::File;
+
+impl Store {
+    /// Opens (creating if needed) the data directory, migrates, recovers, starts the writer.
+    pub fn open(data_dir: &Path, config: &StorageConfig, clock: SharedClock) -> Result<Store> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            Error::internal(format!(
+                "cannot create data dir {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let lock = lock_data_dir(data_dir)?;
+        let mut conn = open_db(data_dir)?;
+        schema::migrate(&mut conn)?;
+        let recovered = recovery::recover(&mut conn, data_dir, clock.now_us())?;
+        let (events, _) = broadcast::channel(4096);
+        let stats = Arc::new(Mutex::new(GroupStats::default()));
+        let state = WriterState::new(
+            conn,
+            data_dir.to_path_buf(),
+            config.clone(),
+            clock.clone(),
+            events.clone(),
+            stats.clone(),
+            recovered.next_file_id,
+        );
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || state.run(rx))
+            .map_err(|e| Error::internal(format!("cannot start writer thread: {e}")))?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                data_dir: data_dir.to_path_buf(),
+                tx: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+                readers: Mutex::new(Vec::new()),
+                events,
+                stats,
+                clock,
+                _lock: lock,
+            }),
+        };
+        Ok(store)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    pub fn now_us(&self) -> i64 {
+        self.inner.clock.now_us()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.inner.events.subscribe()
+    }
+
+    pub fn group_stats(&self) -> GroupStats {
+        self.inner.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// Commits whatever is queued, then stops the writer and closes SQLite. Later writes fail
+    /// with `Unavailable`.
+    pub async fn shutdown(&self) {
+        let tx = self.inner.tx.lock().ok().and_then(|mut t| t.take());
+        if let Some(tx) = tx {
+            let (done_tx, done_rx) = oneshot::channel();
+            if tx.send(Command::Shutdown(done_tx)).is_ok() {
+                let _ = done_rx.await;
+            }
+        }
+        let thread = self.inner.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        if let Ok(mut r) = self.inner.readers.lock() {
+            r.clear();
+        }
+    }
+
+    fn send(&self, cmd: Command) -> Result<()> {
+        let guard = self
+            .inner
+            .tx
+            .lock()
+            .map_err(|_| Error::internal("writer channel poisoned"))?;
+        match guard.as_ref() {
+            Some(tx) => tx.send(cmd).map_err(|_| writer::shutdown_error()),
+            None => Err(writer::shutdown_error()),
+        }
+    }
+
+    /// Runs `f` on the writer thread, between commit groups.
+    async fn exec<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut WriterState) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Exec(Box::new(move |state| {
+            let _ = tx.send(f(state));
+        })))?;
+        rx.await.map_err(|_| writer::shutdown_error())?
+    }
+
+    /// Runs a read on a pooled connection off the async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner.readers.lock().ok().and_then(|mut r| r.pop());
+            let conn = match conn {
+                Some(c) => c,
+                None => open_db(&inner.data_dir)?,
+            };
+            let out = f(&conn);
+            if let Ok(mut r) = inner.readers.lock() {
+                r.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| Error::internal(format!("read task failed: {e}")))?
+    }
+
+    /// Queues a fragment for the next commit group. The returned receiver resolves once the
+    /// fragment is durable and indexed (the ack), or with the reason it is not.
+    pub fn append(&self, fragment: NewFragment) -> Result<oneshot::Receiver<Result<FragmentRow>>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Append(fragment, tx))?;
+        Ok(rx)
+    }
+
+    // ---- streams ----
+
+    pub async fn create_stream(
+        &self,
+        name: &str,
+        retention_hours: u64,
+        tags: BTreeMap<String, String>,
+    ) -> Result<StreamRow> {
+        let name = name.to_string();
+        self.exec(move |w| {
+            let now = w.now_us();
+            let tags = serde_json::to_string(&tags).unwrap_or_else(|_| "{}".into());
+            let r = w.conn.execute(
+                "INSERT INTO streams (name, created_us, retention_hours, tags) VALUES (?,?,?,?)",
+                params![name, now, retention_hours as i64, tags],
+            );
+            match r {
+                Ok(_) => {}
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) =>
+                {
+                    return Err(Error::conflict(format!("stream '{name}' already exists")));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            queries::stream_by_name(&w.conn, &name)?
+                .ok_or_else(|| Error::internal("created stream vanished"))
+        })
+        .await
+    }
+
+    pub async fn stream(&self, name: &str) -> Result<Option<StreamRow>> {
+        let name = name.to_string();
+        self.read(move |c| queries::stream_by_name(c, &name)).await
+    }
+
+    /// The stream, or a 404 naming it.
+    pub async fn require_stream(&self, name: &str) -> Result<StreamRow> {
+        self.stream(name)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("stream '{name}' does not exist")))
+    }
+
+    pub async fn list_streams(
+        &self,
+        prefix: Option<String>,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<StreamRow>> {
+        self.read(move |c| queries::list_streams(c, prefix.as_deref(), after.as_deref(), limit))
+            .await
+    }
+
+    pub async fn update_stream(
+        &self,
+        name: &str,
+        retention_hours: Option<u64>,
+        tags: Option<BTreeMap<String, String>>,
+    ) -> Result<StreamRow> {
+        let name = name.to_string();
+        self.exec(move |w| {
+            let tx = w.conn.transaction()?;
+            let found = queries::stream_by_name(&tx, &name)?
+                .ok_or_else(|| Error::not_found(format!("stream '{name}' does not exist")))?;
+            if let Some(h) = retention_hours {
+                tx.execute(
+                    "UPDATE streams SET retention_hours = ? WHERE id = ?",
+                    params![h as i64, found.id],
+                )?;
+            }
+            if let Some(t) = tags {
+                let t = serde_json::to_string(&t).unwrap_or_else(|_| "{}".into());
+                tx.execute(
+                    "UPDATE streams SET tags = ? WHERE id = ?",
+                    params![t, found.id],
+                )?;
+            }
+            let row = queries::stream_by_name(&tx, &name)?
+                .ok_or_else(|| Error::internal("updated stream vanished"))?;
+            tx.commit()?;
+            Ok(row)
+        })
+        .await
+    }
+
+    /// Makes the stream unreachable at once (its name is free again), then frees its rows and
+    /// files in bounded batches.
+    pub async fn delete_stream(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        let stream_id = self
+            .exec(move |w| {
+                let found = queries::stream_by_name(&w.conn, &name)?
+                    .ok_or_else(|| Error::not_found(format!("stream '{name}' does not exist")))?;
+                let now = w.now_us();
+                w.conn.execute(
+                    "UPDATE streams SET deleted_us = ? WHERE id = ?",
+                    params![now, found.id],
+                )?;
+                w.forget_stream(found.id);
+                w.emit(StoreEvent::StreamDeleted {
+                    stream_id: found.id,
+                });
+                Ok(found.id)
+            })
+            .await?;
+        let store = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.purge_deleted().await {
+                tracing::warn!(stream_id, error = %e, "purging deleted stream failed; retried at next start");
+            }
+        });
+        Ok(())
+    }
+
+    /// Removes rows and files of deleted streams, a batch per writer turn.
+    pub async fn purge_deleted(&self) -> Result<()> {
+        loop {
+            let done = self.exec(|w| purge_batch(w, PURGE_BATCH_ROWS)).await?;
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    // ---- inits and sessions ----
+
+    /// Stores an init once per distinct content per stream; returns its id.
+    pub async fn put_init(
+        &self,
+        stream_id: i64,
+        bytes: bytes::Bytes,
+        codecs: String,
+        tracks: Vec<TrackSummary>,
+    ) -> Result<i64> {
+        use sha2::Digest;
+        let sha = sha2::Sha256::digest(&bytes).to_vec();
+        self.exec(move |w| {
+            let existing: Option<i64> = w
+                .conn
+                .query_row(
+                    "SELECT id FROM inits WHERE stream_id = ? AND sha256 = ?",
+                    params![stream_id, sha],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(id) = existing {
+                return Ok(id);
+            }
+            let now = w.now_us();
+            let tracks = serde_json::to_string(&tracks).unwrap_or_else(|_| "[]".into());
+            w.conn.execute(
+                "INSERT INTO inits (stream_id, sha256, bytes, codecs, tracks, created_us) \
+                 VALUES (?,?,?,?,?,?)",
+                params![stream_id, sha, &bytes[..], codecs, tracks, now],
+            )?;
+            Ok(w.conn.last_insert_rowid())
+        })
+        .await
+    }
+
+    pub async fn start_session(
+        &self,
+        stream_id: i64,
+        kind: &'static str,
+        remote: Option<String>,
+    ) -> Result<i64> {
+        self.exec(move |w| {
+            let now = w.now_us();
+            w.conn.execute(
+                "INSERT INTO sessions (stream_id, kind, remote, started_us) VALUES (?,?,?,?)",
+                params![stream_id, kind, remote, now],
+            )?;
+            Ok(w.conn.last_insert_rowid())
+        })
+        .await
+    }
+
+    pub async fn end_session(&self, session_id: i64, reason: String) -> Result<()> {
+        self.exec(move |w| {
+            let now = w.now_us();
+            w.conn.execute(
+                "UPDATE sessions SET ended_us = ?, end_reason = ? WHERE id = ? AND ended_us IS NULL",
+                params![now, reason, session_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    // ---- reads ----
+
+    pub async fn fragments(&self, stream_id: i64, q: FragmentQuery) -> Result<Vec<FragmentRow>> {
+        self.read(move |c| queries::fragments(c, stream_id, &q))
+            .await
+    }
+
+    pub async fn fragment(&self, stream_id: i64, number: i64) -> Result<Option<FragmentRow>> {
+        self.read(move |c| queries::fragment(c, stream_id, number))
+            .await
+    }
+
+    pub async fn init(&self, stream_id: i64, init_id: i64) -> Result<Option<InitRow>> {
+        self.read(move |c| queries::init(c, stream_id, init_id))
+            .await
+    }
+
+    pub async fn sessions(&self, stream_id: i64, limit: u32) -> Result<Vec<SessionRow>> {
+        self.read(move |c| queries::sessions(c, stream_id, limit))
+            .await
+    }
+
+    pub async fn init_bytes(&self, stream_id: i64, init_id: i64) -> Result<Option<bytes::Bytes>> {
+        self.read(move |c| queries::init_bytes(c, stream_id, init_id))
+            .await
+    }
+
+    /// The stored bytes of one fragment.
+    pub async fn fragment_bytes(&self, row: &FragmentRow) -> Result<bytes::Bytes> {
+        let path = files::file_path(&self.inner.data_dir, row.stream_id, row.file_id);
+        let (offset, len) = (row.file_offset as u64, row.size_bytes as usize);
+        tokio::task::spawn_blocking(move || files::read_at(&path, offset, len))
+            .await
+            .map_err(|e| Error::internal(format!("read task failed: {e}")))?
+            .map(bytes::Bytes::from)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Error::not_found("the fragment was deleted")
+                } else {
+                    e.into()
+                }
+            })
+    }
+}
+
+/// One purge step: deletes up to `limit` fragment rows of deleted streams; when a stream has none
+/// left, its other rows and then its folder. Returns true when nothing is left to purge.
+fn purge_batch(w: &mut WriterState, limit: i64) -> Result<bool> {
+    let stream: Option<i64> = w
+        .conn
+        .query_row(
+            "SELECT id FROM streams WHERE deleted_us IS NOT NULL LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(stream_id) = stream else {
+        return Ok(true);
+    };
+    let removed = w.conn.execute(
+        "DELETE FROM fragments WHERE stream_id = ?1 AND number IN \
+         (SELECT number FROM fragments WHERE stream_id = ?1 ORDER BY number LIMIT ?2)",
+        params![stream_id, limit],
+    )?;
+    if removed as i64 == limit {
+        return Ok(false);
+    }
+    let tx = w.conn.transaction()?;
+    for sql in [
+        "DELETE FROM files WHERE stream_id = ?",
+        "DELETE FROM inits WHERE stream_id = ?",
+        "DELETE FROM sessions WHERE stream_id = ?",
+        "DELETE FROM streams WHERE id = ?",
+    ] {
+        tx.execute(sql, [stream_id])?;
+    }
+    tx.commit()?;
+    let dir = files::stream_dir(&w.data_dir, stream_id);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    tracing::info!(stream_id, "deleted stream purged");
+    Ok(false)
+}
+
+pub(crate) fn open_db(data_dir: &Path) -> Result<Connection> {
+    let conn = Connection::open(data_dir.join(DB_FILE))?;
+    schema::configure(&conn)?;
+    Ok(conn)
+}
+
+/// One server per data directory: a second one would corrupt the fragment files.
+fn lock_data_dir(data_dir: &Path) -> Result<File> {
+    use std::os::fd::AsRawFd;
+    let f = File::create(data_dir.join(LOCK_FILE))?;
+    // SAFETY: flock only uses the descriptor, which `f` keeps open.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(Error::unavailable(format!(
+            "data dir {} is in use by another tapedeck process",
+            data_dir.display()
+        )));
+    }
+    Ok(f)
+}

@@ -1,0 +1,155 @@
+//! Read-side SQL. Each function takes a connection so it serves the reader pool and the writer.
+
+use super::rows::*;
+use crate::error::Result;
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Which clock a time range refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeKind {
+    Producer,
+    Server,
+}
+
+/// A page of fragments: those overlapping `[start_us, end_us)` in producer time (or made durable
+/// in that range in server time), numbered after `after`, at most `limit`, ordered by number.
+#[derive(Debug, Clone)]
+pub struct FragmentQuery {
+    pub time: TimeKind,
+    pub start_us: Option<i64>,
+    pub end_us: Option<i64>,
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+pub fn stream_by_name(c: &Connection, name: &str) -> Result<Option<StreamRow>> {
+    let sql = format!("SELECT {STREAM_COLUMNS} FROM streams WHERE name = ? AND deleted_us IS NULL");
+    Ok(c.prepare_cached(&sql)?
+        .query_row([name], StreamRow::from_row)
+        .optional()?)
+}
+
+pub fn list_streams(
+    c: &Connection,
+    prefix: Option<&str>,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<StreamRow>> {
+    // Names are limited to [A-Za-z0-9_.-], so a prefix never contains GLOB metacharacters.
+    let glob = format!("{}*", prefix.unwrap_or(""));
+    let sql = format!(
+        "SELECT {STREAM_COLUMNS} FROM streams WHERE deleted_us IS NULL AND name GLOB ? \
+         AND name > ? ORDER BY name LIMIT ?"
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt
+        .query_map(
+            params![glob, after.unwrap_or(""), limit],
+            StreamRow::from_row,
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+pub fn fragments(c: &Connection, stream_id: i64, q: &FragmentQuery) -> Result<Vec<FragmentRow>> {
+    let after = q.after.unwrap_or(0);
+    let start = q.start_us.unwrap_or(i64::MIN);
+    let end = q.end_us.unwrap_or(i64::MAX);
+    let rows = match q.time {
+        TimeKind::Producer => {
+            // Producer time never goes backwards within a stream, so number order is time order:
+            // begin at the last fragment starting at or before `start` (it may overlap it).
+            let first: i64 = c
+                .prepare_cached(
+                    "SELECT COALESCE(MAX(number), 0) FROM fragments \
+                     WHERE stream_id = ? AND producer_start_us <= ?",
+                )?
+                .query_row(params![stream_id, start], |r| r.get(0))?;
+            let sql = format!(
+                "SELECT {FRAGMENT_COLUMNS} FROM fragments WHERE stream_id = ? AND number >= ? \
+                 AND number > ? AND producer_start_us < ? AND producer_start_us + duration_us > ? \
+                 ORDER BY number LIMIT ?"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(
+                    params![stream_id, first, after, end, start, q.limit],
+                    FragmentRow::from_row,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows
+        }
+        TimeKind::Server => {
+            let sql = format!(
+                "SELECT {FRAGMENT_COLUMNS} FROM fragments WHERE stream_id = ? AND number > ? \
+                 AND server_time_us >= ? AND server_time_us < ? ORDER BY number LIMIT ?"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(
+                    params![stream_id, after, start, end, q.limit],
+                    FragmentRow::from_row,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows
+        }
+    };
+    Ok(rows)
+}
+
+pub fn fragment(c: &Connection, stream_id: i64, number: i64) -> Result<Option<FragmentRow>> {
+    let sql =
+        format!("SELECT {FRAGMENT_COLUMNS} FROM fragments WHERE stream_id = ? AND number = ?");
+    Ok(c.prepare_cached(&sql)?
+        .query_row(params![stream_id, number], FragmentRow::from_row)
+        .optional()?)
+}
+
+pub fn init(c: &Connection, stream_id: i64, init_id: i64) -> Result<Option<InitRow>> {
+    Ok(c.prepare_cached(
+        "SELECT id, stream_id, codecs, tracks, length(bytes), created_us FROM inits \
+         WHERE stream_id = ? AND id = ?",
+    )?
+    .query_row(params![stream_id, init_id], |r| {
+        let tracks: String = r.get(3)?;
+        Ok(InitRow {
+            id: r.get(0)?,
+            stream_id: r.get(1)?,
+            codecs: r.get(2)?,
+            tracks: serde_json::from_str(&tracks).unwrap_or_default(),
+            size_bytes: r.get(4)?,
+            created_us: r.get(5)?,
+        })
+    })
+    .optional()?)
+}
+
+pub fn init_bytes(c: &Connection, stream_id: i64, init_id: i64) -> Result<Option<bytes::Bytes>> {
+    Ok(
+        c.prepare_cached("SELECT bytes FROM inits WHERE stream_id = ? AND id = ?")?
+            .query_row(params![stream_id, init_id], |r| r.get::<_, Vec<u8>>(0))
+            .optional()?
+            .map(bytes::Bytes::from),
+    )
+}
+
+pub fn sessions(c: &Connection, stream_id: i64, limit: u32) -> Result<Vec<SessionRow>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT id, stream_id, kind, remote, started_us, ended_us, end_reason FROM sessions \
+         WHERE stream_id = ? ORDER BY id DESC LIMIT ?",
+    )?;
+    let rows = stmt
+        .query_map(params![stream_id, limit], |r| {
+            Ok(SessionRow {
+                id: r.get(0)?,
+                stream_id: r.get(1)?,
+                kind: r.get(2)?,
+                remote: r.get(3)?,
+                started_us: r.get(4)?,
+                ended_us: r.get(5)?,
+                end_reason: r.get(6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}

@@ -1,0 +1,141 @@
+//! The SQLite schema and its migrations. `PRAGMA user_version` holds the number of migrations
+//! applied; each migration runs once, in its own transaction, in order. Never edit a released
+//! migration: add a new one.
+
+use crate::error::{Error, Result};
+use rusqlite::Connection;
+
+/// Migration 1: the fragment log index.
+const V1: &str = r#"
+-- One row per stream name ever created. A deleted stream keeps its row (with deleted_us set)
+-- until its fragments and files are gone, so a new stream with the same name gets a new id and
+-- starts empty.
+CREATE TABLE streams (
+    id                INTEGER PRIMARY KEY,
+    name              TEXT NOT NULL,
+    created_us        INTEGER NOT NULL,            -- server clock, µs since the Unix epoch
+    retention_hours   INTEGER NOT NULL,            -- 0 = live only
+    tags              TEXT NOT NULL DEFAULT '{}',  -- JSON object, string -> string
+    deleted_us        INTEGER,                     -- set by delete; cleanup follows
+    -- Running totals kept in the same transaction as the fragment rows they count, so describe
+    -- never scans the fragments of a stream.
+    fragment_count    INTEGER NOT NULL DEFAULT 0,
+    total_bytes       INTEGER NOT NULL DEFAULT 0,
+    first_producer_us INTEGER,                     -- producer start of the oldest fragment
+    last_end_us       INTEGER,                     -- producer end of the newest fragment
+    last_number       INTEGER NOT NULL DEFAULT 0,  -- fragment numbers are never reused
+    last_init_id      INTEGER
+);
+CREATE UNIQUE INDEX streams_live_name ON streams(name) WHERE deleted_us IS NULL;
+
+-- Init segments (ftyp+moov), stored once per distinct content per stream.
+CREATE TABLE inits (
+    id          INTEGER PRIMARY KEY,
+    stream_id   INTEGER NOT NULL REFERENCES streams(id),
+    sha256      BLOB NOT NULL,
+    bytes       BLOB NOT NULL,
+    codecs      TEXT NOT NULL,     -- RFC 6381 list, e.g. "avc1.64001e,mp4a.40.2"
+    tracks      TEXT NOT NULL,     -- JSON array of track facts (kind, timescale, codec, size)
+    created_us  INTEGER NOT NULL,
+    UNIQUE (stream_id, sha256)
+);
+
+-- One producer connection, or one series of segment-file uploads.
+CREATE TABLE sessions (
+    id          INTEGER PRIMARY KEY,
+    stream_id   INTEGER NOT NULL REFERENCES streams(id),
+    kind        TEXT NOT NULL,     -- 'upload' | 'segments'
+    remote      TEXT,              -- peer address as seen by the server
+    started_us  INTEGER NOT NULL,
+    ended_us    INTEGER,
+    end_reason  TEXT
+);
+CREATE INDEX sessions_stream ON sessions(stream_id, id);
+
+-- Append-only fragment files. A row is committed in the same transaction as the first fragment
+-- that lives in the file, so a file without a row is garbage from a crash.
+CREATE TABLE files (
+    id          INTEGER PRIMARY KEY,
+    stream_id   INTEGER NOT NULL REFERENCES streams(id),
+    created_us  INTEGER NOT NULL
+);
+CREATE INDEX files_stream ON files(stream_id, id);
+
+-- The fragment log. A row exists only once its bytes are durable (see store/mod.rs).
+CREATE TABLE fragments (
+    stream_id         INTEGER NOT NULL,
+    number            INTEGER NOT NULL,   -- per stream from 1, strictly increasing
+    session_id        INTEGER NOT NULL,
+    init_id           INTEGER NOT NULL,
+    producer_start_us INTEGER NOT NULL,   -- on the stream timeline (the rewritten tfdt)
+    duration_us       INTEGER NOT NULL,   -- of the reference (video, else first) track
+    server_time_us    INTEGER NOT NULL,   -- when the fragment became durable
+    media_time        INTEGER NOT NULL,   -- the producer's original tfdt of the reference track
+    timescale         INTEGER NOT NULL,   -- of the reference track
+    keyframe          INTEGER NOT NULL,   -- 1 when the fragment starts with a video sync sample
+    sample_count      INTEGER NOT NULL,   -- all tracks
+    file_id           INTEGER NOT NULL,
+    file_offset       INTEGER NOT NULL,
+    size_bytes        INTEGER NOT NULL,
+    PRIMARY KEY (stream_id, number)
+) WITHOUT ROWID;
+CREATE INDEX fragments_producer ON fragments(stream_id, producer_start_us);
+CREATE INDEX fragments_server ON fragments(stream_id, server_time_us);
+CREATE INDEX fragments_file ON fragments(file_id, file_offset);
+"#;
+
+const MIGRATIONS: &[&str] = &[V1];
+
+/// Connection settings shared by the writer and the readers.
+pub fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a commit is durable when it returns, which is what an ack promises.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// Brings the database to the newest schema.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        return Err(Error::internal(format!(
+            "the database schema is version {version}, newer than this tapedeck knows ({}); \
+             use a newer tapedeck",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied schema migration");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_is_idempotent() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn refuses_newer_schema() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        assert!(migrate(&mut conn).is_err());
+    }
+}

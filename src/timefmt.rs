@@ -1,0 +1,68 @@
+//! Times as they appear in URLs and JSON: RFC 3339 (`2026-11-25T17:00:00Z`) or integer
+//! milliseconds since the Unix epoch in, RFC 3339 with microseconds out. Internally every time is
+//! microseconds since the Unix epoch (`i64`).
+
+use crate::error::{Error, Result};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// Parses a query-parameter time. `what` names the parameter for the error message.
+pub fn parse_time_us(what: &str, text: &str) -> Result<i64> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        let ms: i64 = text.parse().map_err(|_| bad_time(what, text))?;
+        return ms.checked_mul(1000).ok_or_else(|| bad_time(what, text));
+    }
+    let t = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| bad_time(what, text))?;
+    let us = t.unix_timestamp_nanos() / 1000;
+    i64::try_from(us).map_err(|_| bad_time(what, text))
+}
+
+fn bad_time(what: &str, text: &str) -> Error {
+    Error::invalid(format!(
+        "'{what}' must be an RFC 3339 time like 2026-11-25T17:00:00Z or integer milliseconds \
+         since the Unix epoch; got '{text}'"
+    ))
+}
+
+/// Formats microseconds since the epoch as RFC 3339 UTC with microsecond precision.
+pub fn format_us(us: i64) -> String {
+    let nanos = i128::from(us) * 1000;
+    match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(t) => t.format(&Rfc3339).unwrap_or_else(|_| us.to_string()),
+        Err(_) => us.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rfc3339_and_epoch_ms() {
+        assert_eq!(
+            parse_time_us("start", "1970-01-01T00:00:01Z").unwrap(),
+            1_000_000
+        );
+        assert_eq!(
+            parse_time_us("start", "2026-11-25T17:00:00.5+01:00").unwrap(),
+            parse_time_us("start", "2026-11-25T16:00:00.500Z").unwrap()
+        );
+        assert_eq!(parse_time_us("start", "1500").unwrap(), 1_500_000);
+    }
+
+    #[test]
+    fn rejects_garbage_with_named_parameter() {
+        let e = parse_time_us("end", "yesterday").unwrap_err();
+        assert!(e.message.contains("'end'"), "{}", e.message);
+        assert!(parse_time_us("end", "99999999999999999999").is_err());
+        assert!(parse_time_us("end", "").is_err());
+    }
+
+    #[test]
+    fn formats_round_trip() {
+        let us = 1_764_090_000_123_456;
+        assert_eq!(parse_time_us("t", &format_us(us)).unwrap(), us);
+        assert_eq!(format_us(0), "1970-01-01T00:00:00Z");
+    }
+}
