@@ -95,6 +95,9 @@ pub fn fragment_facts_at(
     facts(init, fragment, Some(moof_stream_offset))
 }
 
+/// Where a track's first sample's flags came from, where its data starts (if known) and its size.
+type FirstSample = (FlagSource, Option<u64>, u32);
+
 fn facts(
     init: &InitFacts,
     fragment: &[u8],
@@ -103,14 +106,17 @@ fn facts(
     let layout = FragmentLayout::parse(init, fragment, moof_stream_offset)?;
     let mut tracks: Vec<TrackRun> = Vec::new();
     // Per track: first sample's flags source and data position, for NAL confirmation.
-    let mut firsts: Vec<(u32, Option<(FlagSource, Option<u64>, u32)>)> = Vec::new();
+    let mut firsts: Vec<(u32, Option<FirstSample>)> = Vec::new();
     for traf in &layout.trafs {
         let track_id = traf.tfhd.track_id;
         let Some(info) = init.track(track_id) else {
             continue; // FragmentLayout::parse already refused unknown tracks.
         };
         let count: u64 = traf.runs.iter().map(|r| u64::from(r.sample_count)).sum();
-        let duration: u64 = traf.runs.iter().map(|r| r.duration).sum();
+        let duration = traf
+            .runs
+            .iter()
+            .fold(0u64, |acc, r| acc.saturating_add(r.duration));
         let first = traf.runs.iter().find_map(|r| {
             r.first_sample
                 .map(|(size, flags, src)| (size, flags, src, r.data_start))
@@ -121,7 +127,7 @@ fn facts(
             ))
         };
         if let Some(run) = tracks.iter_mut().find(|t| t.track_id == track_id) {
-            run.duration += duration;
+            run.duration = run.duration.saturating_add(duration);
             run.sample_count =
                 u32::try_from(u64::from(run.sample_count) + count).map_err(|_| too_many())?;
             continue;

@@ -104,14 +104,14 @@ impl<'a> FragmentLayout<'a> {
                         prev_traf_end,
                     )?;
                     prev_traf_end = match traf.runs.last() {
-                        Some(r) => r.data_start.map(|s| s + r.data_len),
+                        Some(r) => r.data_start.map(|s| s.saturating_add(r.data_len)),
                         None => traf_base(&traf.tfhd, moof_stream_offset, prev_traf_end, at)?,
                     };
                     for run in &traf.runs {
                         let Some(start) = run.data_start else {
                             continue;
                         };
-                        let run_end = start + run.data_len;
+                        let run_end = start.saturating_add(run.data_len);
                         if run.data_len > 0 && (start < mdat_body_start as u64 || run_end > end) {
                             return Err(Fmp4Error::Malformed(format!(
                                 "a trun of track {} (traf at byte offset {at}) points at sample data \
@@ -223,7 +223,7 @@ fn parse_traf<'a>(
                     (Some(_), None) => None,
                     (None, _) => next_start,
                 };
-                next_start = run.data_start.map(|s| s + run.data_len);
+                next_start = run.data_start.map(|s| s.saturating_add(run.data_len));
                 runs.push(run);
             }
             _ => {}
@@ -269,8 +269,9 @@ fn run_totals(
         }
         mp4_atom::TrunSamples::Explicit(entries) => {
             for e in entries {
-                duration += u64::from(e.duration.unwrap_or(default_duration));
-                data_len += u64::from(e.size.unwrap_or(default_size));
+                duration =
+                    duration.saturating_add(u64::from(e.duration.unwrap_or(default_duration)));
+                data_len = data_len.saturating_add(u64::from(e.size.unwrap_or(default_size)));
             }
         }
     }

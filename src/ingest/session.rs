@@ -206,7 +206,7 @@ impl Session {
         init: &InitFacts,
         raw: &RawFragment,
     ) -> Result<(NewFragment, super::timeline::Placement, i64, i64)> {
-        let facts = fmp4::fragment_facts(init, &raw.bytes)?;
+        let facts = fmp4::fragment_facts_at(init, &raw.bytes, raw.stream_offset)?;
         let media_start_us = facts.start_us();
         let duration_us = facts.duration_us();
         let prft_start_us = raw.prft.as_ref().and_then(|p| {

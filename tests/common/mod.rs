@@ -1,0 +1,269 @@
+//! Test harness: runs the real `tapedeck` binary on a random loopback port with a temp data dir,
+//! and helpers for real clients (ffmpeg, ffprobe, curl) that skip with a printed reason when a
+//! client is missing, unless TAPEDECK_REQUIRE_CLIENTS=1 (set by .ci/run), where they fail.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tapedeck");
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// A server on a fresh temp data dir.
+    pub fn start() -> Server {
+        Self::start_with_config("")
+    }
+
+    /// A server on a fresh temp data dir with extra TOML configuration.
+    pub fn start_with_config(toml: &str) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut s = Self::start_in(tmp.path(), toml);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// A server on `root/data` (kept across restarts), configured with `toml`.
+    pub fn start_in(root: &Path, toml: &str) -> Server {
+        let data_dir = root.join("data");
+        let config = root.join("tapedeck.toml");
+        std::fs::write(&config, toml).expect("write config");
+        let log_path = root.join(format!("server-{}.log", std::process::id()));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("log file");
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env("RUST_LOG", "info,tower_http=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn tapedeck");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("tapedeck listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(b) => b,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not start; log:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
+        };
+        Server {
+            child: Some(child),
+            base,
+            data_dir,
+            log_path,
+            _tmp: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/v1{}", self.base, path)
+    }
+
+    /// SIGKILL: the process gets no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        unsafe_sigterm(c.id());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("server did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("client")
+}
+
+pub fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(name)
+}
+
+/// Whether an external client program is usable. Missing: skip (print why) or, in CI, fail.
+pub fn have(program: &str) -> bool {
+    let ok = Command::new(program)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        if std::env::var("TAPEDECK_REQUIRE_CLIENTS").as_deref() == Ok("1") {
+            panic!("{program} is required (TAPEDECK_REQUIRE_CLIENTS=1) but was not found");
+        }
+        eprintln!("SKIPPED: {program} not found; install it to run this test");
+    }
+    ok
+}
+
+/// Decoded video frames in a file, counted by ffprobe.
+pub fn ffprobe_frames(path: &Path) -> u64 {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_frames",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().trim_end_matches(',').parse().unwrap_or_else(|_| {
+        panic!(
+            "ffprobe gave no frame count for {}: {} {}",
+            path.display(),
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Decoded audio frames (packets) of the first audio stream.
+pub fn ffprobe_audio_frames(path: &Path) -> u64 {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v", "error", "-select_streams", "a:0", "-count_frames", "-show_entries",
+            "stream=nb_read_frames", "-of", "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    String::from_utf8_lossy(&out.stdout).trim().trim_end_matches(',').parse().unwrap_or(0)
+}
+
+pub fn get_json(url: &str) -> serde_json::Value {
+    let r = client().get(url).send().expect("GET");
+    let status = r.status();
+    let body = r.text().unwrap_or_default();
+    assert!(status.is_success(), "GET {url}: {status} {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: bad JSON {e}: {body}"))
+}
+
+/// All fragment rows of a stream (pages through the API).
+pub fn all_fragments(server: &Server, stream: &str) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut after = 0i64;
+    loop {
+        let page = get_json(&server.api(&format!("/streams/{stream}/fragments?limit=1000&after={after}")));
+        let frags = page["fragments"].as_array().cloned().unwrap_or_default();
+        out.extend(frags);
+        match page["next"].as_i64() {
+            Some(n) => after = n,
+            None => return out,
+        }
+    }
+}
+
+pub fn get_bytes(url: &str) -> Vec<u8> {
+    let r = client().get(url).send().expect("GET");
+    assert!(r.status().is_success(), "GET {url}: {}", r.status());
+    r.bytes().expect("body").to_vec()
+}
+
+/// Writes every stored fragment of a stream after its init into one file, as a player would
+/// read them, and returns its path (inside `dir`). Init changes are written inline.
+pub fn reassemble(server: &Server, stream: &str, dir: &Path) -> PathBuf {
+    let mut out = Vec::new();
+    let mut current_init = None;
+    for f in all_fragments(server, stream) {
+        let init = f["init"].as_i64().unwrap();
+        if current_init != Some(init) {
+            out.extend(get_bytes(&server.api(&format!("/streams/{stream}/inits/{init}"))));
+            current_init = Some(init);
+        }
+        out.extend(get_bytes(&server.api(&format!("/streams/{stream}/fragments/{}", f["fragment"]))));
+    }
+    let path = dir.join(format!("{stream}-reassembled.mp4"));
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+/// Runs `tapedeck check` on a data dir; returns (exit code, stdout).
+pub fn run_check(data_dir: &Path, repair: bool) -> (i32, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("check").arg("--data-dir").arg(data_dir);
+    if repair {
+        cmd.arg("--repair");
+    }
+    let out = cmd.output().expect("run check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
