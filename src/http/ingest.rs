@@ -3,6 +3,7 @@
 use super::error::error_response_with;
 use super::params::QueryMap;
 use super::AppState;
+use super::PeerInfo;
 use crate::error::{Error, Result};
 use crate::ingest::UploadParams;
 use crate::stream_name::validate_stream_name;
@@ -13,7 +14,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
-use std::net::SocketAddr;
 
 const NDJSON: &str = "application/x-ndjson";
 
@@ -21,7 +21,7 @@ pub async fn upload(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<QueryMap>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<PeerInfo>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
@@ -41,7 +41,7 @@ pub async fn upload(
         .is_some_and(|v| v.contains(NDJSON));
     let params = UploadParams {
         producer_start_us,
-        remote: Some(peer.to_string()),
+        remote: Some(peer.addr.to_string()),
     };
     let body = body.into_data_stream().boxed();
     if wants_acks {
@@ -55,7 +55,12 @@ pub async fn upload(
         let lines = tokio_stream_from(rx);
         return Ok(([(header::CONTENT_TYPE, NDJSON)], Body::from_stream(lines)).into_response());
     }
-    let outcome = state.ingest.upload(&name, params, body, None).await;
+    // On its own task: ffmpeg closes the connection without reading the response, which drops
+    // this handler; the upload must still persist everything it received and end its session.
+    let ingest = state.ingest.clone();
+    let outcome = tokio::spawn(async move { ingest.upload(&name, params, body, None).await })
+        .await
+        .map_err(|e| Error::internal(format!("upload task failed: {e}")))?;
     let summary = serde_json::to_value(&outcome.summary).unwrap_or_default();
     Ok(match outcome.error {
         None => Json(summary).into_response(),
@@ -72,28 +77,25 @@ fn tokio_stream_from(
 pub async fn segment_file(
     State(state): State<AppState>,
     Path((name, file)): Path<(String, String)>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<PeerInfo>,
     body: Body,
 ) -> Result<Response> {
     validate_stream_name(&name)?;
-    let outcome = state
-        .ingest
-        .segment_file(
-            &name,
-            &file,
-            Some(peer.to_string()),
-            body.into_data_stream(),
-        )
-        .await?;
-    let status = if outcome.kind == "manifest" {
-        StatusCode::NO_CONTENT
-    } else {
-        StatusCode::CREATED
-    };
-    if status == StatusCode::NO_CONTENT {
-        return Ok(status.into_response());
+    // Queued before any await: files are processed in arrival order (see ingest/segments.rs).
+    let task = state.ingest.segment_file(
+        &name,
+        &file,
+        Some(peer.addr.to_string()),
+        peer.accept_seq,
+        body.into_data_stream(),
+    );
+    let outcome = task
+        .await
+        .map_err(|e| Error::internal(format!("segment task failed: {e}")))??;
+    if outcome.kind == "manifest" {
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    Ok((status, Json(outcome)).into_response())
+    Ok((StatusCode::CREATED, Json(outcome)).into_response())
 }
 
 /// ffmpeg deletes segments that left its playlist window; retention is tapedeck's, so this only

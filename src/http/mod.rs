@@ -5,9 +5,11 @@ mod error;
 mod fragments;
 mod ingest;
 mod params;
+mod peer;
 mod streams;
 
 pub use error::status_of;
+pub use peer::PeerInfo;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -17,7 +19,6 @@ use crate::store::Store;
 use axum::http::{header, Method};
 use axum::routing::{get, put};
 use axum::Router;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{Any, CorsLayer};
@@ -89,7 +90,7 @@ pub async fn serve(config: Config, clock: SharedClock, shutdown: CancellationTok
     println!("tapedeck listening on http://{addr}");
     let server = axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app.into_make_service_with_connect_info::<PeerInfo>(),
     )
     .with_graceful_shutdown({
         let s = shutdown.clone();

@@ -29,7 +29,7 @@ struct Inner {
     store: Store,
     config: Config,
     registry: Registry,
-    series: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<segments::Series>>>>>,
+    series: Mutex<HashMap<String, Arc<segments::SeriesSlot>>>,
     shutdown: CancellationToken,
 }
 
@@ -103,7 +103,8 @@ impl Ingest {
             .ok()
             .and_then(|m| m.get(name).cloned());
         series.is_some_and(|s| {
-            s.try_lock()
+            s.series
+                .try_lock()
                 .map(|s| {
                     s.as_ref()
                         .is_some_and(|s| !s.is_expired(self.idle_timeout()))

@@ -15,7 +15,8 @@ use crate::fmp4::{Event, Splitter};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,46 +49,125 @@ pub struct SegmentOutcome {
     pub duplicates: Vec<i64>,
 }
 
+async fn drain_manifest<S, E>(file: &str, mut body: S) -> Result<SegmentOutcome>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
+    E: std::fmt::Display,
+{
+    let mut total = 0usize;
+    while let Some(chunk) = body.next().await {
+        let chunk =
+            chunk.map_err(|e| Error::invalid(format!("the upload was interrupted: {e}")))?;
+        total += chunk.len();
+        if total > MAX_MANIFEST_BYTES {
+            return Err(Error::new(
+                Kind::TooLarge,
+                format!("playlist '{file}' is over {MAX_MANIFEST_BYTES} bytes"),
+            ));
+        }
+    }
+    Ok(SegmentOutcome {
+        kind: "manifest",
+        session: None,
+        fragments: vec![],
+        duplicates: vec![],
+    })
+}
+
 fn is_manifest(file: &str) -> bool {
     let f = file.to_ascii_lowercase();
     f.contains(".m3u8") || f.contains(".mpd")
 }
 
+/// The per-stream place where segment files queue up. Files are processed one at a time in the
+/// order their connections were accepted: ffmpeg does not wait for one file's response before
+/// sending the next, so the init and several segments arrive at once on separate connections,
+/// and their requests may reach the handler in another order than they were sent.
+#[derive(Default)]
+pub(crate) struct SeriesSlot {
+    /// Files waiting or in progress, by (connection accept order, arrival order).
+    waiting: std::sync::Mutex<BTreeSet<(u64, u64)>>,
+    arrivals: AtomicU64,
+    turn: tokio::sync::Notify,
+    pub(crate) series: tokio::sync::Mutex<Option<Series>>,
+}
+
+/// How long a file waits for files sent before it (on connections accepted earlier) to show up.
+/// Requests of consecutive connections reach the handler within microseconds of each other;
+/// this covers scheduling delays with a wide margin at the cost of 25 ms per file.
+const REORDER_WINDOW: Duration = Duration::from_millis(25);
+
+/// Leaves the queue however the file's processing ends, and wakes the next one.
+struct Leave<'a>(&'a SeriesSlot, (u64, u64));
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.0.waiting.lock() {
+            w.remove(&self.1);
+        }
+        self.0.turn.notify_waiters();
+    }
+}
+
 impl Ingest {
-    pub async fn segment_file<S, E>(
+    /// Queues a segment file for its stream and processes it on its own task, so that a client
+    /// that closes its connection without reading the response (ffmpeg does) cannot cancel the
+    /// processing half-way. `accept_seq` orders files (see [`SeriesSlot`]).
+    pub fn segment_file<S, E>(
+        &self,
+        name: &str,
+        file: &str,
+        remote: Option<String>,
+        accept_seq: u64,
+        body: S,
+    ) -> tokio::task::JoinHandle<Result<SegmentOutcome>>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let ingest = self.clone();
+        let (name, file) = (name.to_string(), file.to_string());
+        if is_manifest(&file) {
+            return tokio::spawn(async move { drain_manifest(&file, body).await });
+        }
+        let slot = self.series_for(&name);
+        let key = (accept_seq, slot.arrivals.fetch_add(1, Ordering::SeqCst));
+        if let Ok(mut w) = slot.waiting.lock() {
+            w.insert(key);
+        }
+        tokio::spawn(async move {
+            let _leave = Leave(&slot, key);
+            tokio::time::sleep(REORDER_WINDOW).await;
+            loop {
+                let notified = slot.turn.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let first = slot.waiting.lock().ok().and_then(|w| w.first().copied());
+                if first == Some(key) {
+                    break;
+                }
+                notified.await;
+            }
+            let mut guard = slot.series.lock().await;
+            ingest
+                .segment_file_in_turn(&name, &file, remote, body, &mut guard)
+                .await
+        })
+    }
+
+    async fn segment_file_in_turn<S, E>(
         &self,
         name: &str,
         file: &str,
         remote: Option<String>,
         mut body: S,
+        guard: &mut Option<Series>,
     ) -> Result<SegmentOutcome>
     where
-        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        if is_manifest(file) {
-            let mut total = 0usize;
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk
-                    .map_err(|e| Error::invalid(format!("the upload was interrupted: {e}")))?;
-                total += chunk.len();
-                if total > MAX_MANIFEST_BYTES {
-                    return Err(Error::new(
-                        Kind::TooLarge,
-                        format!("playlist '{file}' is over {MAX_MANIFEST_BYTES} bytes"),
-                    ));
-                }
-            }
-            return Ok(SegmentOutcome {
-                kind: "manifest",
-                session: None,
-                fragments: vec![],
-                duplicates: vec![],
-            });
-        }
         let stream = self.resolve_stream(name).await?;
-        let series = self.series_for(name);
-        let mut guard = series.lock().await;
         let fresh = match guard.as_ref() {
             Some(s) => s.stream_id != stream.id || s.is_expired(self.idle_timeout()),
             None => true,
@@ -97,11 +177,10 @@ impl Ingest {
                 self.end_series(old, "idle: no segment for ingest.idle_timeout_secs")
                     .await;
             }
-            let current = self.inner.store.require_stream(name).await?;
             let session_id = self
                 .inner
                 .store
-                .start_session(current.id, "segments", remote)
+                .start_session(stream.id, "segments", remote)
                 .await?;
             tracing::info!(
                 stream = name,
@@ -110,14 +189,14 @@ impl Ingest {
             );
             let timeline = SessionTimeline::new(
                 Anchor::ServerClock,
-                current.last_end_us,
+                stream.last_end_us,
                 self.jitter_tolerance_us(),
             );
             *guard = Some(Series {
-                stream_id: current.id,
+                stream_id: stream.id,
                 session: Session::new(
                     self.inner.store.clone(),
-                    current.id,
+                    stream.id,
                     name,
                     session_id,
                     timeline,
@@ -238,7 +317,7 @@ impl Ingest {
         Error::new(e.kind, format!("'{file}': {}{hint}", e.message))
     }
 
-    pub(crate) fn series_for(&self, name: &str) -> Arc<tokio::sync::Mutex<Option<Series>>> {
+    pub(crate) fn series_for(&self, name: &str) -> Arc<SeriesSlot> {
         let mut map = self.inner.series.lock().expect("series map lock");
         map.entry(name.to_string()).or_default().clone()
     }
@@ -265,13 +344,14 @@ impl Ingest {
                 _ = self.inner.shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            let all: Vec<(String, Arc<tokio::sync::Mutex<Option<Series>>>)> =
-                match self.inner.series.lock() {
-                    Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                    Err(_) => continue,
-                };
-            for (name, series) in all {
-                let Ok(mut guard) = series.try_lock() else {
+            // Slots stay in the map (one small entry per stream): removing one could let two
+            // slots, and so two sessions, exist for a stream at once.
+            let all: Vec<Arc<SeriesSlot>> = match self.inner.series.lock() {
+                Ok(m) => m.values().cloned().collect(),
+                Err(_) => continue,
+            };
+            for series in all {
+                let Ok(mut guard) = series.series.try_lock() else {
                     continue;
                 };
                 if guard
@@ -281,11 +361,6 @@ impl Ingest {
                     if let Some(s) = guard.take() {
                         self.end_series(s, "idle: no segment for ingest.idle_timeout_secs")
                             .await;
-                    }
-                    if let Ok(mut m) = self.inner.series.lock() {
-                        if m.get(&name).is_some_and(|v| Arc::ptr_eq(v, &series)) {
-                            m.remove(&name);
-                        }
                     }
                 }
             }
@@ -298,7 +373,7 @@ impl Ingest {
             .map(|mut m| m.drain().map(|(_, v)| v).collect())
             .unwrap_or_default();
         for series in all {
-            if let Some(s) = series.lock().await.take() {
+            if let Some(s) = series.series.lock().await.take() {
                 self.end_series(s, "server shutting down").await;
             }
         }

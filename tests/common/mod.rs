@@ -121,7 +121,9 @@ impl Server {
 }
 
 fn unsafe_sigterm(pid: u32) {
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
 }
 
 impl Drop for Server {
@@ -138,7 +140,9 @@ pub fn client() -> reqwest::blocking::Client {
 }
 
 pub fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("samples")
+        .join(name)
 }
 
 /// Whether an external client program is usable. Missing: skip (print why) or, in CI, fail.
@@ -176,27 +180,41 @@ pub fn ffprobe_frames(path: &Path) -> u64 {
         .output()
         .expect("run ffprobe");
     let text = String::from_utf8_lossy(&out.stdout);
-    text.trim().trim_end_matches(',').parse().unwrap_or_else(|_| {
-        panic!(
-            "ffprobe gave no frame count for {}: {} {}",
-            path.display(),
-            text,
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    text.trim()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap_or_else(|_| {
+            panic!(
+                "ffprobe gave no frame count for {}: {} {}",
+                path.display(),
+                text,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
 }
 
 /// Decoded audio frames (packets) of the first audio stream.
 pub fn ffprobe_audio_frames(path: &Path) -> u64 {
     let out = Command::new("ffprobe")
         .args([
-            "-v", "error", "-select_streams", "a:0", "-count_frames", "-show_entries",
-            "stream=nb_read_frames", "-of", "csv=p=0",
+            "-v",
+            "error",
+            "-select_streams",
+            "a:0",
+            "-count_frames",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
         ])
         .arg(path)
         .output()
         .expect("run ffprobe");
-    String::from_utf8_lossy(&out.stdout).trim().trim_end_matches(',').parse().unwrap_or(0)
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap_or(0)
 }
 
 pub fn get_json(url: &str) -> serde_json::Value {
@@ -212,7 +230,9 @@ pub fn all_fragments(server: &Server, stream: &str) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     let mut after = 0i64;
     loop {
-        let page = get_json(&server.api(&format!("/streams/{stream}/fragments?limit=1000&after={after}")));
+        let page = get_json(&server.api(&format!(
+            "/streams/{stream}/fragments?limit=1000&after={after}"
+        )));
         let frags = page["fragments"].as_array().cloned().unwrap_or_default();
         out.extend(frags);
         match page["next"].as_i64() {
@@ -236,10 +256,14 @@ pub fn reassemble(server: &Server, stream: &str, dir: &Path) -> PathBuf {
     for f in all_fragments(server, stream) {
         let init = f["init"].as_i64().unwrap();
         if current_init != Some(init) {
-            out.extend(get_bytes(&server.api(&format!("/streams/{stream}/inits/{init}"))));
+            out.extend(get_bytes(
+                &server.api(&format!("/streams/{stream}/inits/{init}")),
+            ));
             current_init = Some(init);
         }
-        out.extend(get_bytes(&server.api(&format!("/streams/{stream}/fragments/{}", f["fragment"]))));
+        out.extend(get_bytes(
+            &server.api(&format!("/streams/{stream}/fragments/{}", f["fragment"])),
+        ));
     }
     let path = dir.join(format!("{stream}-reassembled.mp4"));
     std::fs::write(&path, out).unwrap();

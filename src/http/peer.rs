@@ -1,0 +1,30 @@
+//! Who is on the other end of a connection, and in which order connections were accepted.
+//! The accept order is the order a producer opened them: ffmpeg's segment muxers open one
+//! connection per file, in file order, without waiting for responses, so the accept sequence
+//! lets segment files be processed in the order they were sent even when their requests are
+//! parsed in another order.
+
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::net::TcpListener;
+
+static ACCEPTED: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    pub addr: SocketAddr,
+    /// Position of this connection in the server's accept order.
+    pub accept_seq: u64,
+}
+
+impl Connected<IncomingStream<'_, TcpListener>> for PeerInfo {
+    /// Called by the accept loop, one connection at a time, in accept order.
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+        PeerInfo {
+            addr: *stream.remote_addr(),
+            accept_seq: ACCEPTED.fetch_add(1, Ordering::SeqCst),
+        }
+    }
+}
