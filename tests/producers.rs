@@ -24,6 +24,21 @@ fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// ffmpeg's segment muxers do not wait for responses: wait until the server has stored them.
+fn wait_for_fragments(server: &Server, stream: &str, at_least: i64) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    wait_until(&format!("{at_least} fragments in {stream}"), Duration::from_secs(15), || {
+        match client().get(server.api(&format!("/streams/{stream}"))).send() {
+            Ok(r) if r.status().is_success() => {
+                last = r.json().unwrap();
+                last["fragment_count"].as_i64().unwrap_or(0) >= at_least
+            }
+            _ => false,
+        }
+    });
+    last
+}
+
 fn assert_same_frames(server: &Server, stream: &str, source: &str) {
     let dir = tempfile::tempdir().unwrap();
     let stored = reassemble(server, stream, dir.path());
@@ -120,8 +135,7 @@ fn ffmpeg_hls_muxer_put_segments() {
                 &url,
             ]),
     );
-    let desc = get_json(&server.api("/streams/hls1"));
-    assert!(desc["fragment_count"].as_i64().unwrap() >= 5, "{desc}");
+    wait_for_fragments(&server, "hls1", 5);
     assert_same_frames(&server, "hls1", "h264_aac_gop2s.mp4");
     let sessions = get_json(&server.api("/streams/hls1/sessions"));
     assert_eq!(
@@ -157,8 +171,7 @@ fn ffmpeg_dash_muxer_put_segments() {
                 &url,
             ]),
     );
-    let desc = get_json(&server.api("/streams/dash1"));
-    assert!(desc["fragment_count"].as_i64().unwrap() >= 5, "{desc}");
+    wait_for_fragments(&server, "dash1", 5);
     assert_same_frames(&server, "dash1", "h264_aac_gop2s.mp4");
 }
 
