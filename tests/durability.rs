@@ -165,3 +165,60 @@ fn sigkill_during_ffmpeg_upload_loses_no_acknowledged_fragment() {
     }
     assert!(acked.len() >= 19, "acked {} fragments", acked.len());
 }
+
+fn frag_files(data_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for stream in std::fs::read_dir(data_dir.join("streams")).unwrap() {
+        for f in std::fs::read_dir(stream.unwrap().path()).unwrap() {
+            out.push(f.unwrap().path());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn check_reports_and_repairs_inconsistencies() {
+    let root = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(root.path(), "");
+    let body = std::fs::read(sample("h264_aac_gop2s.mp4")).unwrap();
+    let r = client().put(server.api("/streams/chk/ingest")).body(body).send().unwrap();
+    assert!(r.status().is_success());
+    assert_eq!(server.stop(), Some(0));
+    let data = root.path().join("data");
+    let (code, out) = run_check(&data, false);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("checked 5 fragments in 1 files"), "{out}");
+
+    let files = frag_files(&data);
+    let file = files[0].clone();
+    let len = std::fs::metadata(&file).unwrap().len();
+    // 1. An unacknowledged tail (what a crash leaves) is a note, not a problem.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+    std::io::Write::write_all(&mut f, b"half a fragment").unwrap();
+    drop(f);
+    let (code, out) = run_check(&data, false);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("15 bytes past its last indexed fragment"), "{out}");
+    // 2. A file no row names, and 3. an indexed fragment cut in half.
+    let orphan = file.with_file_name("0000009999.frag");
+    std::fs::write(&orphan, b"junk").unwrap();
+    std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(len - 1000).unwrap();
+    let (code, out) = run_check(&data, false);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("is not in the index"), "{out}");
+    assert!(out.contains("fragment 5: ends at byte"), "{out}");
+    assert!(out.contains("problem: stream"), "{out}");
+    // Repair, then the index and files agree and the stream lost just the damaged fragment.
+    let (code, out) = run_check(&data, true);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("repaired:"), "{out}");
+    assert!(!orphan.exists());
+    let (code, out) = run_check(&data, false);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok: index and files agree"), "{out}");
+    let server = Server::start_in(root.path(), "");
+    let desc = get_json(&server.api("/streams/chk"));
+    assert_eq!(desc["fragment_count"], 4, "{desc}");
+    assert_eq!(all_fragments(&server, "chk").len(), 4);
+}
