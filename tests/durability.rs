@@ -182,7 +182,11 @@ fn check_reports_and_repairs_inconsistencies() {
     let root = tempfile::tempdir().unwrap();
     let mut server = Server::start_in(root.path(), "");
     let body = std::fs::read(sample("h264_aac_gop2s.mp4")).unwrap();
-    let r = client().put(server.api("/streams/chk/ingest")).body(body).send().unwrap();
+    let r = client()
+        .put(server.api("/streams/chk/ingest"))
+        .body(body)
+        .send()
+        .unwrap();
     assert!(r.status().is_success());
     assert_eq!(server.stop(), Some(0));
     let data = root.path().join("data");
@@ -194,16 +198,27 @@ fn check_reports_and_repairs_inconsistencies() {
     let file = files[0].clone();
     let len = std::fs::metadata(&file).unwrap().len();
     // 1. An unacknowledged tail (what a crash leaves) is a note, not a problem.
-    let mut f = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
     std::io::Write::write_all(&mut f, b"half a fragment").unwrap();
     drop(f);
     let (code, out) = run_check(&data, false);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("15 bytes past its last indexed fragment"), "{out}");
+    assert!(
+        out.contains("15 bytes past its last indexed fragment"),
+        "{out}"
+    );
     // 2. A file no row names, and 3. an indexed fragment cut in half.
     let orphan = file.with_file_name("0000009999.frag");
     std::fs::write(&orphan, b"junk").unwrap();
-    std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(len - 1000).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len - 1000)
+        .unwrap();
     let (code, out) = run_check(&data, false);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("is not in the index"), "{out}");

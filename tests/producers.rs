@@ -27,15 +27,20 @@ fn run_ok(cmd: &mut Command) -> String {
 /// ffmpeg's segment muxers do not wait for responses: wait until the server has stored them.
 fn wait_for_fragments(server: &Server, stream: &str, at_least: i64) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
-    wait_until(&format!("{at_least} fragments in {stream}"), Duration::from_secs(15), || {
-        match client().get(server.api(&format!("/streams/{stream}"))).send() {
+    wait_until(
+        &format!("{at_least} fragments in {stream}"),
+        Duration::from_secs(15),
+        || match client()
+            .get(server.api(&format!("/streams/{stream}")))
+            .send()
+        {
             Ok(r) if r.status().is_success() => {
                 last = r.json().unwrap();
                 last["fragment_count"].as_i64().unwrap_or(0) >= at_least
             }
             _ => false,
-        }
-    });
+        },
+    );
     last
 }
 
