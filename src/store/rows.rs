@@ -56,11 +56,16 @@ pub struct FragmentRow {
     pub file_id: i64,
     pub file_offset: i64,
     pub size_bytes: i64,
+    pub segment_start: bool,
+    pub discontinuity: bool,
+    pub segment_seq: i64,
+    pub disc_seq: i64,
 }
 
 pub(crate) const FRAGMENT_COLUMNS: &str = "stream_id, number, session_id, init_id, \
      producer_start_us, duration_us, server_time_us, media_time, timescale, keyframe, \
-     sample_count, file_id, file_offset, size_bytes";
+     sample_count, file_id, file_offset, size_bytes, segment_start, discontinuity, segment_seq, \
+     disc_seq";
 
 impl FragmentRow {
     pub fn producer_end_us(&self) -> i64 {
@@ -83,6 +88,10 @@ impl FragmentRow {
             file_id: r.get(11)?,
             file_offset: r.get(12)?,
             size_bytes: r.get(13)?,
+            segment_start: r.get(14)?,
+            discontinuity: r.get(15)?,
+            segment_seq: r.get(16)?,
+            disc_seq: r.get(17)?,
         })
     }
 }

@@ -77,11 +77,20 @@ CREATE TABLE fragments (
     file_id           INTEGER NOT NULL,
     file_offset       INTEGER NOT NULL,
     size_bytes        INTEGER NOT NULL,
+    -- Playback structure, decided once at ingest from the previous fragment of the stream:
+    -- a discontinuity starts at a new session, a new init or a jump in producer time; a segment
+    -- starts at a video keyframe or a discontinuity. The counters give HLS media sequence and
+    -- discontinuity sequence numbers that never change, even after retention removes rows.
+    segment_start     INTEGER NOT NULL,   -- 1 when this fragment starts a segment
+    discontinuity     INTEGER NOT NULL,   -- 1 when this fragment starts a discontinuity
+    segment_seq       INTEGER NOT NULL,   -- segments started before and by this fragment, minus 1
+    disc_seq          INTEGER NOT NULL,   -- discontinuities started before and by this fragment
     PRIMARY KEY (stream_id, number)
 ) WITHOUT ROWID;
 CREATE INDEX fragments_producer ON fragments(stream_id, producer_start_us);
 CREATE INDEX fragments_server ON fragments(stream_id, server_time_us);
 CREATE INDEX fragments_file ON fragments(file_id, file_offset);
+CREATE INDEX fragments_segment ON fragments(stream_id, segment_seq);
 "#;
 
 const MIGRATIONS: &[&str] = &[V1];

@@ -61,7 +61,22 @@ struct OpenFile {
 struct StreamCursor {
     next_number: i64,
     file: Option<OpenFile>,
+    prev: Option<PrevFragment>,
 }
+
+/// What the next fragment's segment and discontinuity flags are decided from.
+#[derive(Clone, Copy)]
+struct PrevFragment {
+    session_id: i64,
+    init_id: i64,
+    end_us: i64,
+    segment_seq: i64,
+    disc_seq: i64,
+}
+
+/// A jump in producer time larger than this between consecutive fragments is a discontinuity.
+/// Smaller gaps (a dropped frame, clock jitter) play through without one.
+pub const DISCONTINUITY_GAP_US: i64 = 500_000;
 
 struct Touched {
     stream_id: i64,
@@ -182,11 +197,34 @@ impl WriterState {
                 })?;
             match row {
                 Some((last_number, None)) => {
+                    let prev = self
+                        .conn
+                        .query_row(
+                            "SELECT session_id, init_id, producer_start_us + duration_us, \
+                             segment_seq, disc_seq FROM fragments WHERE stream_id = ? \
+                             ORDER BY number DESC LIMIT 1",
+                            [stream_id],
+                            |r| {
+                                Ok(PrevFragment {
+                                    session_id: r.get(0)?,
+                                    init_id: r.get(1)?,
+                                    end_us: r.get(2)?,
+                                    segment_seq: r.get(3)?,
+                                    disc_seq: r.get(4)?,
+                                })
+                            },
+                        )
+                        .map(Some)
+                        .or_else(|e| match e {
+                            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                            e => Err(e),
+                        })?;
                     self.cursors.insert(
                         stream_id,
                         StreamCursor {
                             next_number: last_number + 1,
                             file: None,
+                            prev,
                         },
                     );
                 }
@@ -253,6 +291,28 @@ impl WriterState {
         }
         f.len += frag.bytes.len() as u64;
         let file_id = f.id;
+        let (discontinuity, segment_start, segment_seq, disc_seq) = match cursor.prev {
+            None => (false, true, 0, 0),
+            Some(p) => {
+                let disc = p.session_id != frag.session_id
+                    || p.init_id != frag.init_id
+                    || (frag.producer_start_us - p.end_us).abs() > DISCONTINUITY_GAP_US;
+                let start = disc || frag.keyframe;
+                (
+                    disc,
+                    start,
+                    p.segment_seq + i64::from(start),
+                    p.disc_seq + i64::from(disc),
+                )
+            }
+        };
+        cursor.prev = Some(PrevFragment {
+            session_id: frag.session_id,
+            init_id: frag.init_id,
+            end_us: frag.producer_start_us + frag.duration_us,
+            segment_seq,
+            disc_seq,
+        });
         let row = FragmentRow {
             stream_id: frag.stream_id,
             number: cursor.next_number,
@@ -268,6 +328,10 @@ impl WriterState {
             file_id,
             file_offset: offset as i64,
             size_bytes: frag.bytes.len() as i64,
+            segment_start,
+            discontinuity,
+            segment_seq,
+            disc_seq,
         };
         cursor.next_number += 1;
         self.next_file_id = next_file_id;
@@ -355,7 +419,8 @@ impl WriterState {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO fragments (stream_id, number, session_id, init_id, producer_start_us, \
                  duration_us, server_time_us, media_time, timescale, keyframe, sample_count, \
-                 file_id, file_offset, size_bytes) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                 file_id, file_offset, size_bytes, segment_start, discontinuity, segment_seq, \
+                 disc_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             )?;
             let mut totals: HashMap<i64, (i64, i64, i64, i64, i64, i64)> = HashMap::new();
             for p in &self.pending {
@@ -374,7 +439,11 @@ impl WriterState {
                     r.sample_count,
                     r.file_id,
                     r.file_offset,
-                    r.size_bytes
+                    r.size_bytes,
+                    r.segment_start,
+                    r.discontinuity,
+                    r.segment_seq,
+                    r.disc_seq
                 ])?;
                 let t = totals.entry(r.stream_id).or_insert((
                     0,
