@@ -10,6 +10,7 @@ pub mod error;
 pub mod fmp4;
 pub mod http;
 pub mod ingest;
+pub mod playback;
 pub mod store;
 pub mod stream_name;
 pub mod timefmt;

@@ -1,6 +1,7 @@
 //! The HTTP surface: the axum router, shared state and server lifecycle. Handlers parse and
 //! validate requests and shape responses; they never parse boxes or touch files.
 
+mod clip;
 mod error;
 mod fragments;
 mod ingest;
@@ -55,7 +56,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/streams/{name}/fragments", get(fragments::list))
         .route("/streams/{name}/fragments/{number}", get(fragments::bytes))
-        .route("/streams/{name}/inits/{id}", get(fragments::init));
+        .route("/streams/{name}/inits/{id}", get(fragments::init))
+        .route("/streams/{name}/clip.mp4", get(clip::clip));
     // Reads may come from players on other origins (hls.js fetches with XHR).
     let cors = CorsLayer::new()
         .allow_origin(Any)

@@ -1,0 +1,4 @@
+//! Playback: HLS playlists as pure functions of index rows, and the serving of segments, parts,
+//! inits and clips. Reads the fragment log through the store; never touches files itself.
+
+pub mod clip;
