@@ -69,12 +69,14 @@ impl FragmentFacts {
     }
 }
 
-/// Ticks to microseconds without overflow (i128), saturating at i64::MAX.
-pub(crate) fn ticks_to_us(ticks: u64, timescale: u32) -> i64 {
+/// Ticks to microseconds, rounded to the nearest (so 2.65 s at 90 kHz is not 2.649999 s), without
+/// overflow (i128), saturating at i64::MAX.
+pub fn ticks_to_us(ticks: u64, timescale: u32) -> i64 {
     if timescale == 0 {
         return 0;
     }
-    let us = i128::from(ticks) * 1_000_000 / i128::from(timescale);
+    let ts = i128::from(timescale);
+    let us = (i128::from(ticks) * 1_000_000 + ts / 2) / ts;
     i64::try_from(us).unwrap_or(i64::MAX)
 }
 

@@ -25,7 +25,7 @@ mod rewrite;
 mod splitter;
 
 pub use error::Fmp4Error;
-pub use fragment::{fragment_facts, fragment_facts_at, FragmentFacts, TrackRun};
+pub use fragment::{fragment_facts, fragment_facts_at, ticks_to_us, FragmentFacts, TrackRun};
 pub use init::{InitFacts, TrackInfo, TrackKind};
 pub use prft::ProducerReference;
 pub use rewrite::rewrite_fragment;

@@ -41,3 +41,57 @@ impl IntoResponse for Error {
         (status_of(self.kind), Json(error_body(&self))).into_response()
     }
 }
+
+/// Turns error responses made outside the handlers (axum's extractor rejections, 405 for a
+/// wrong method) into the JSON error format, so every error a client sees has one shape.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::header;
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let code = match status.as_u16() {
+        404 => "NOT_FOUND",
+        405 => "METHOD_NOT_ALLOWED",
+        408 => "DEADLINE_EXCEEDED",
+        409 => "CONFLICT",
+        412 => "FAILED_PRECONDITION",
+        413 => "TOO_LARGE",
+        415 => "UNSUPPORTED_MEDIA",
+        416 => "RANGE_NOT_SATISFIABLE",
+        503 => "UNAVAILABLE",
+        400..=499 => "INVALID_ARGUMENT",
+        _ => "INTERNAL",
+    };
+    let message = match (status.as_u16(), text.is_empty()) {
+        (405, _) => {
+            let allowed = parts
+                .headers
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            format!("this endpoint does not take that method; allowed: {allowed}")
+        }
+        (_, false) => String::from_utf8_lossy(&text).into_owned(),
+        (_, true) => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    Response::from_parts(parts, axum::body::Body::from(body))
+}

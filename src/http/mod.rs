@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .nest("/api/v1", api)
         .fallback(|| async { Error::not_found("no such endpoint; the API lives under /api/v1") })
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(cors)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

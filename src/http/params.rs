@@ -11,7 +11,14 @@ pub fn time(q: &QueryMap, key: &str) -> Result<Option<i64>> {
     q.get(key).map(|v| parse_time_us(key, v)).transpose()
 }
 
+/// A non-negative integer parameter (unsigned parse, so "-1" is refused).
 pub fn int<T: std::str::FromStr>(q: &QueryMap, key: &str) -> Result<Option<T>> {
+    if q.get(key).is_some_and(|v| v.trim().starts_with('-')) {
+        return Err(Error::invalid(format!(
+            "'{key}' must be a non-negative integer; got '{}'",
+            q[key]
+        )));
+    }
     q.get(key)
         .map(|v| {
             v.trim().parse::<T>().map_err(|_| {

@@ -214,7 +214,7 @@ impl Session {
                 .tracks
                 .iter()
                 .find(|r| r.track_id == p.reference_track_id)?;
-            let prft_media_us = ticks_to_us(p.media_time, run.timescale);
+            let prft_media_us = fmp4::ticks_to_us(p.media_time, run.timescale);
             Some(media_start_us + (p.utc_time_us - prft_media_us))
         });
         let placement = self
@@ -267,6 +267,28 @@ impl Session {
                     "the store stopped before acknowledging",
                 ))
             });
+            self.on_ack(f.tag, result, sink).await;
+        }
+    }
+
+    pub fn has_inflight(&self) -> bool {
+        !self.inflight.is_empty()
+    }
+
+    /// Waits for the oldest fragment's ack without taking it, so it is cancel-safe (usable in
+    /// `select!`); hand the result to [`Session::take_oldest`].
+    pub async fn oldest_ack(&mut self) -> Result<FragmentRow> {
+        match self.inflight.front_mut() {
+            Some(f) => (&mut f.rx).await.unwrap_or_else(|_| {
+                Err(Error::unavailable("the store stopped before acknowledging"))
+            }),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Reports the oldest fragment's ack, received by [`Session::oldest_ack`].
+    pub async fn take_oldest(&mut self, result: Result<FragmentRow>, sink: &Sink) {
+        if let Some(f) = self.inflight.pop_front() {
             self.on_ack(f.tag, result, sink).await;
         }
     }
@@ -327,11 +349,6 @@ impl Session {
             }
         }
     }
-}
-
-pub fn ticks_to_us(ticks: u64, timescale: u32) -> i64 {
-    let us = i128::from(ticks) * 1_000_000 / i128::from(timescale.max(1));
-    i64::try_from(us).unwrap_or(i64::MAX)
 }
 
 pub fn error_json(e: &Error, offset: Option<u64>) -> serde_json::Value {

@@ -78,14 +78,23 @@ impl SessionTimeline {
             if start < end {
                 let overlap = end - start;
                 if overlap > self.jitter_tolerance_us {
+                    let advice = if prft_start_us.is_some() {
+                        "the time comes from the fragment's prft box: the producer's prft wall \
+                         clock must advance with the media it sends (uploading a file faster than \
+                         real time with wall-clock prft does not)"
+                            .to_string()
+                    } else {
+                        format!(
+                            "pass producer_start later than {} (or omit it to append)",
+                            format_us(end)
+                        )
+                    };
                     return Err(Error::invalid(format!(
                         "the fragment would start at {}, {:.3} s before the end of the stream's \
-                         newest fragment ({}); producer time never goes backwards within a stream. \
-                         Pass producer_start later than {} (or omit it to append)",
+                         newest fragment ({}); producer time never goes backwards within a stream; {advice}",
                         format_us(start),
                         overlap as f64 / 1e6,
                         format_us(end),
-                        format_us(end)
                     )));
                 }
                 offset_us += overlap;

@@ -24,6 +24,11 @@ pub struct UploadOutcome {
     pub error: Option<Error>,
 }
 
+enum Step<T> {
+    Ack(crate::error::Result<crate::store::FragmentRow>),
+    Body(T),
+}
+
 impl Ingest {
     pub async fn upload<S, E>(
         &self,
@@ -87,6 +92,7 @@ impl Ingest {
         let mut fatal: Option<Error> = None;
         let end_reason;
         loop {
+            // Acks go out as soon as fragments are durable, also while the producer is quiet.
             let next = tokio::select! {
                 _ = claim.stop.cancelled() => {
                     end_reason = if self.inner.shutdown.is_cancelled() {
@@ -96,7 +102,15 @@ impl Ingest {
                     };
                     break;
                 }
-                next = tokio::time::timeout(idle, body.next()) => next,
+                ack = session.oldest_ack(), if session.has_inflight() => Step::Ack(ack),
+                next = tokio::time::timeout(idle, body.next()) => Step::Body(next),
+            };
+            let next = match next {
+                Step::Ack(ack) => {
+                    session.take_oldest(ack, sink).await;
+                    continue;
+                }
+                Step::Body(next) => next,
             };
             let chunk = match next {
                 Err(_) => {
