@@ -16,6 +16,42 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub storage: StorageConfig,
     pub retention: RetentionConfig,
+    pub hls: HlsConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HlsConfig {
+    /// Complete segments in the live playlist (the window is also kept at three target
+    /// durations or more, as the HLS spec requires).
+    pub live_window_segments: usize,
+    /// A live playlist for a stream with no producer and no fragment newer than this is a 404.
+    pub live_idle_secs: u64,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig {
+            live_window_segments: 6,
+            live_idle_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Longest clip (`clip.mp4`) one request may ask for.
+    pub max_clip_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_clip_secs: 24 * 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,6 +104,8 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             storage: StorageConfig::default(),
             retention: RetentionConfig::default(),
+            hls: HlsConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
