@@ -75,8 +75,9 @@ pub struct StorageConfig {
     pub file_roll_bytes: u64,
     /// ...or this age, so retention can free space file by file.
     pub file_roll_secs: u64,
-    /// How a commit group is made durable: "syncfs" (one call for the whole data filesystem),
-    /// "fdatasync" (each touched file), or "auto" (syncfs when a group touches many files).
+    /// How a commit group is made durable: "fdatasync" of each touched file (in parallel), or
+    /// "syncfs" (one call for the whole data filesystem, which also flushes other programs'
+    /// writes on it). "auto" is "fdatasync".
     pub sync: SyncMode,
 }
 

@@ -13,9 +13,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
-/// Fragments appended but not yet acknowledged, per session. Bounds the memory one producer can
-/// hold while the disk is slow: past it, reading its body waits for acks.
-const MAX_INFLIGHT: usize = 16;
+/// Fragments appended but not yet acknowledged, per session, bounded by count and bytes. Bounds
+/// the memory one producer can hold while the disk is slow (past it, reading its body waits for
+/// acks) while leaving enough in flight for a fast producer to fill whole commit groups.
+const MAX_INFLIGHT: usize = 64;
+const MAX_INFLIGHT_BYTES: usize = 32 * 1024 * 1024;
 
 /// Where ack lines go (the NDJSON response), if anywhere.
 pub type Sink = Option<mpsc::Sender<Bytes>>;
@@ -45,6 +47,7 @@ struct CurrentInit {
 
 struct Inflight {
     tag: Option<[u8; 32]>,
+    size_bytes: usize,
     rx: oneshot::Receiver<Result<FragmentRow>>,
 }
 
@@ -55,6 +58,7 @@ pub struct Session {
     init: Option<CurrentInit>,
     timeline: SessionTimeline,
     inflight: VecDeque<Inflight>,
+    inflight_bytes: usize,
     pub summary: Summary,
     /// Rows acknowledged since the last `take_acked`, with the tag given at append.
     acked: Vec<(Option<[u8; 32]>, FragmentRow)>,
@@ -99,6 +103,7 @@ impl Session {
             init: None,
             timeline,
             inflight: VecDeque::new(),
+            inflight_bytes: 0,
             summary: Summary {
                 session: session_id,
                 stream: stream_name.to_string(),
@@ -187,13 +192,19 @@ impl Session {
                 return Ok(());
             }
         };
+        let size_bytes = new_fragment.bytes.len();
         let rx = self.store.append(NewFragment {
             init_id,
             ..new_fragment
         })?;
         self.timeline.commit(placement, media_start_us, duration_us);
-        self.inflight.push_back(Inflight { tag, rx });
-        if self.inflight.len() >= MAX_INFLIGHT {
+        self.inflight.push_back(Inflight {
+            tag,
+            size_bytes,
+            rx,
+        });
+        self.inflight_bytes += size_bytes;
+        while self.inflight.len() >= MAX_INFLIGHT || self.inflight_bytes >= MAX_INFLIGHT_BYTES {
             self.ack_front(sink).await;
         }
         self.drain_ready(sink).await;
@@ -261,7 +272,7 @@ impl Session {
     }
 
     async fn ack_front(&mut self, sink: &Sink) {
-        if let Some(f) = self.inflight.pop_front() {
+        if let Some(f) = self.pop_inflight() {
             let result = f.rx.await.unwrap_or_else(|_| {
                 Err(crate::error::Error::unavailable(
                     "the store stopped before acknowledging",
@@ -269,6 +280,12 @@ impl Session {
             });
             self.on_ack(f.tag, result, sink).await;
         }
+    }
+
+    fn pop_inflight(&mut self) -> Option<Inflight> {
+        let f = self.inflight.pop_front()?;
+        self.inflight_bytes -= f.size_bytes;
+        Some(f)
     }
 
     pub fn has_inflight(&self) -> bool {
@@ -288,7 +305,7 @@ impl Session {
 
     /// Reports the oldest fragment's ack, received by [`Session::oldest_ack`].
     pub async fn take_oldest(&mut self, result: Result<FragmentRow>, sink: &Sink) {
-        if let Some(f) = self.inflight.pop_front() {
+        if let Some(f) = self.pop_inflight() {
             self.on_ack(f.tag, result, sink).await;
         }
     }
@@ -299,13 +316,13 @@ impl Session {
             match front.rx.try_recv() {
                 Ok(result) => {
                     let tag = front.tag;
-                    self.inflight.pop_front();
+                    self.pop_inflight();
                     self.on_ack(tag, result, sink).await;
                 }
                 Err(oneshot::error::TryRecvError::Empty) => break,
                 Err(oneshot::error::TryRecvError::Closed) => {
                     let tag = front.tag;
-                    self.inflight.pop_front();
+                    self.pop_inflight();
                     self.on_ack(
                         tag,
                         Err(Error::unavailable("the store stopped before acknowledging")),

@@ -2,3 +2,5 @@
 //! inits and clips. Reads the fragment log through the store; never touches files itself.
 
 pub mod clip;
+pub mod playlist;
+pub mod segments;
