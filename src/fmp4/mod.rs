@@ -9,11 +9,13 @@
 //!   keyframe.
 //! - [`rewrite_fragment`] moves a fragment onto the stream's single media timeline (new `tfdt`s),
 //!   fixing the data offsets that the rewrite disturbs.
+//! - [`clip`] plans downloadable clips (progressive or fragmented) from stored fragments' moofs.
 //!
 //! Boxes are decoded with `mp4-atom`; walking and rebuilding is done at the byte level so that boxes
 //! the crate does not model are kept verbatim.
 
 mod boxes;
+pub mod clip;
 mod codec;
 mod error;
 mod fragment;
@@ -24,6 +26,10 @@ mod prft;
 mod rewrite;
 mod splitter;
 
+pub use clip::{
+    fragment_head_len, same_track_layout, ClipFragment, ClipPlan, FragmentedBuilder, Piece,
+    ProgressiveBuilder, Pushed,
+};
 pub use error::Fmp4Error;
 pub use fragment::{fragment_facts, fragment_facts_at, ticks_to_us, FragmentFacts, TrackRun};
 pub use init::{InitFacts, TrackInfo, TrackKind};

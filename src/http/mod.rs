@@ -4,9 +4,11 @@
 mod clip;
 mod error;
 mod fragments;
+mod hls;
 mod ingest;
 mod params;
 mod peer;
+pub mod range;
 mod streams;
 
 pub use error::status_of;
@@ -16,10 +18,12 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ingest::Ingest;
+use crate::playback::hls::Hls;
 use crate::store::Store;
 use axum::http::{header, Method};
 use axum::routing::{get, put};
 use axum::Router;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{Any, CorsLayer};
@@ -31,6 +35,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 pub struct AppState {
     pub store: Store,
     pub ingest: Ingest,
+    pub hls: Arc<Hls>,
     pub config: Config,
 }
 
@@ -57,7 +62,17 @@ pub fn router(state: AppState) -> Router {
         .route("/streams/{name}/fragments", get(fragments::list))
         .route("/streams/{name}/fragments/{number}", get(fragments::bytes))
         .route("/streams/{name}/inits/{id}", get(fragments::init))
-        .route("/streams/{name}/clip.mp4", get(clip::clip));
+        .route("/streams/{name}/clip.mp4", get(clip::clip))
+        .route("/streams/{name}/hls/init/{file}", get(hls::init))
+        .route("/streams/{name}/hls/segments/{file}", get(hls::segment))
+        .route("/streams/{name}/hls/parts/{file}", get(hls::part));
+    // Playlists are text that compresses well (Apple requires gzip for them).
+    let playlists = Router::new()
+        .route("/streams/{name}/hls/master.m3u8", get(hls::master))
+        .route("/streams/{name}/hls/live.m3u8", get(hls::live))
+        .route("/streams/{name}/hls/archive.m3u8", get(hls::archive))
+        .layer(tower_http::compression::CompressionLayer::new());
+    let api = api.merge(playlists);
     // Reads may come from players on other origins (hls.js fetches with XHR).
     let cors = CorsLayer::new()
         .allow_origin(Any)
@@ -86,6 +101,7 @@ pub async fn serve(config: Config, clock: SharedClock, shutdown: CancellationTok
     let app = router(AppState {
         store: store.clone(),
         ingest,
+        hls: Arc::new(Hls::new(store.clone(), config.hls.clone())),
         config: config.clone(),
     });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "tapedeck serving");

@@ -2,5 +2,6 @@
 //! inits and clips. Reads the fragment log through the store; never touches files itself.
 
 pub mod clip;
+pub mod hls;
 pub mod playlist;
 pub mod segments;

@@ -78,78 +78,26 @@ pub fn program_date_time(us: i64) -> String {
 pub fn media_playlist(p: &MediaPlaylist<'_>) -> String {
     let mut out = String::with_capacity(256 + p.segments.len() * 120);
     let q = p.query;
-    out.push_str("#EXTM3U\n#EXT-X-VERSION:6\n");
-    let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", p.target_duration_s);
-    match p.kind {
-        Kind::Live => {
-            match p.part_target_us {
-                Some(pt) => {
-                    // PART-HOLD-BACK must be at least twice the part target; three is advised.
-                    let _ = writeln!(
-                        out,
-                        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={}",
-                        secs(3 * pt)
-                    );
-                    let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={}", secs(pt));
-                }
-                None => out.push_str("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES\n"),
-            }
-        }
-        Kind::Event => out.push_str("#EXT-X-PLAYLIST-TYPE:EVENT\n"),
-        Kind::Vod => out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n"),
-    }
-    let first = p.segments.first();
-    let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", first.map_or(0, |s| s.seq));
-    // The DSN of the first segment; no DISCONTINUITY tag is written before it (1.2 item 4).
-    let _ = writeln!(
-        out,
-        "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
-        first.map_or(0, |s| s.disc_seq)
+    write_header(
+        &mut out,
+        p.kind,
+        p.target_duration_s,
+        p.part_target_us,
+        p.segments.first(),
     );
-    out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
     let end_us = p.segments.last().map_or(0, |s| s.end_us());
     let mut prev: Option<&Segment> = None;
     for (i, seg) in p.segments.iter().enumerate() {
         let is_open = p.last_open && i + 1 == p.segments.len();
-        if let Some(prev) = prev {
-            if seg.disc_seq != prev.disc_seq {
-                out.push_str("#EXT-X-DISCONTINUITY\n");
-            }
-        }
-        if prev.is_none_or(|prev| prev.init_id != seg.init_id) {
-            let _ = writeln!(out, "#EXT-X-MAP:URI=\"init/{}.mp4{q}\"", seg.init_id);
-        }
-        let _ = writeln!(
-            out,
-            "#EXT-X-PROGRAM-DATE-TIME:{}",
-            program_date_time(seg.start_us)
-        );
         let with_parts = p.kind == Kind::Live
             && p.part_target_us.is_some()
             && (is_open || end_us - seg.start_us <= p.parts_window_us);
-        if with_parts {
-            for (j, part) in seg.parts.iter().enumerate() {
-                let _ = write!(
-                    out,
-                    "#EXT-X-PART:DURATION={},URI=\"parts/{}.{j}.m4s{q}\"",
-                    secs(part.duration_us),
-                    seg.first_fragment
-                );
-                if part.independent {
-                    out.push_str(",INDEPENDENT=YES");
-                }
-                out.push('\n');
-            }
-        }
-        if !is_open {
-            let _ = writeln!(out, "#EXTINF:{},", secs(seg.duration_us));
-            let _ = writeln!(out, "segments/{}.m4s{q}", seg.first_fragment);
-        }
+        write_segment(&mut out, seg, prev, is_open, with_parts, q);
         prev = Some(seg);
     }
     if p.kind == Kind::Live && p.part_target_us.is_some() {
         if let Some(last) = p.segments.last() {
-            // The next part: the fragment after the newest one (1.2, 2.x PRELOAD-HINT).
+            // The next part: the fragment after the newest one (2.x PRELOAD-HINT).
             let (n, i) = if p.last_open {
                 (last.first_fragment, last.parts.len())
             } else {
@@ -165,6 +113,83 @@ pub fn media_playlist(p: &MediaPlaylist<'_>) -> String {
         out.push_str("#EXT-X-ENDLIST\n");
     }
     out
+}
+
+/// The tags before the first segment.
+pub fn write_header(
+    out: &mut String,
+    kind: Kind,
+    target_duration_s: u64,
+    part_target_us: Option<i64>,
+    first: Option<&Segment>,
+) {
+    out.push_str("#EXTM3U\n#EXT-X-VERSION:6\n");
+    let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target_duration_s}");
+    match kind {
+        Kind::Live => match part_target_us {
+            Some(pt) => {
+                // PART-HOLD-BACK must be at least twice the part target; three is advised.
+                let _ = writeln!(
+                    out,
+                    "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={}",
+                    secs(3 * pt)
+                );
+                let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={}", secs(pt));
+            }
+            None => out.push_str("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES\n"),
+        },
+        Kind::Event => out.push_str("#EXT-X-PLAYLIST-TYPE:EVENT\n"),
+        Kind::Vod => out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n"),
+    }
+    let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", first.map_or(0, |s| s.seq));
+    // The DSN of the first segment; no DISCONTINUITY tag is written before it (1.2 item 4).
+    let _ = writeln!(
+        out,
+        "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+        first.map_or(0, |s| s.disc_seq)
+    );
+    out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+}
+
+/// One segment: DISCONTINUITY and MAP when needed, PROGRAM-DATE-TIME, its parts (LL-HLS), and
+/// unless it is still open, its EXTINF and URI.
+pub fn write_segment(
+    out: &mut String,
+    seg: &Segment,
+    prev: Option<&Segment>,
+    is_open: bool,
+    with_parts: bool,
+    q: &str,
+) {
+    if prev.is_some_and(|p| p.disc_seq != seg.disc_seq) {
+        out.push_str("#EXT-X-DISCONTINUITY\n");
+    }
+    if prev.is_none_or(|p| p.init_id != seg.init_id) {
+        let _ = writeln!(out, "#EXT-X-MAP:URI=\"init/{}.mp4{q}\"", seg.init_id);
+    }
+    let _ = writeln!(
+        out,
+        "#EXT-X-PROGRAM-DATE-TIME:{}",
+        program_date_time(seg.start_us)
+    );
+    if with_parts {
+        for (j, part) in seg.parts.iter().enumerate() {
+            let _ = write!(
+                out,
+                "#EXT-X-PART:DURATION={},URI=\"parts/{}.{j}.m4s{q}\"",
+                secs(part.duration_us),
+                seg.first_fragment
+            );
+            if part.independent {
+                out.push_str(",INDEPENDENT=YES");
+            }
+            out.push('\n');
+        }
+    }
+    if !is_open {
+        let _ = writeln!(out, "#EXTINF:{},", secs(seg.duration_us));
+        let _ = writeln!(out, "segments/{}.m4s{q}", seg.first_fragment);
+    }
 }
 
 /// One variant: the stream as stored.

@@ -397,6 +397,50 @@ impl Store {
             .await
     }
 
+    pub async fn latest_fragment(&self, stream_id: i64) -> Result<Option<FragmentRow>> {
+        self.read(move |c| queries::latest_fragment(c, stream_id))
+            .await
+    }
+
+    pub async fn fragments_from_segment(
+        &self,
+        stream_id: i64,
+        from_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<FragmentRow>> {
+        self.read(move |c| queries::fragments_from_segment(c, stream_id, from_seq, limit))
+            .await
+    }
+
+    pub async fn fragments_from_number(
+        &self,
+        stream_id: i64,
+        from_number: i64,
+        end_us: i64,
+        limit: u32,
+    ) -> Result<Vec<FragmentRow>> {
+        self.read(move |c| queries::fragments_from_number(c, stream_id, from_number, end_us, limit))
+            .await
+    }
+
+    pub async fn segment_start_near(
+        &self,
+        stream_id: i64,
+        t_us: i64,
+    ) -> Result<Option<FragmentRow>> {
+        self.read(move |c| queries::segment_start_near(c, stream_id, t_us))
+            .await
+    }
+
+    pub async fn segment_fragments(
+        &self,
+        stream_id: i64,
+        first_number: i64,
+    ) -> Result<Vec<FragmentRow>> {
+        self.read(move |c| queries::segment_fragments(c, stream_id, first_number))
+            .await
+    }
+
     pub async fn init(&self, stream_id: i64, init_id: i64) -> Result<Option<InitRow>> {
         self.read(move |c| queries::init(c, stream_id, init_id))
             .await
@@ -427,6 +471,55 @@ impl Store {
                     e.into()
                 }
             })
+    }
+}
+
+impl Store {
+    /// The fragments of a clip of `[start_us, end_us)`: see [`queries::clip_fragments`].
+    pub async fn clip_fragments(
+        &self,
+        stream_id: i64,
+        start_us: i64,
+        end_us: i64,
+        limit: u32,
+    ) -> Result<Vec<FragmentRow>> {
+        self.read(move |c| queries::clip_fragments(c, stream_id, start_us, end_us, limit))
+            .await
+    }
+
+    /// `len` bytes at `offset` within a stored fragment (clamped to the fragment). Blocking: for
+    /// code already on a blocking thread (e.g. reading many moofs in one task).
+    pub fn fragment_range_blocking(
+        &self,
+        row: &FragmentRow,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>> {
+        let size = row.size_bytes as u64;
+        let offset = offset.min(size);
+        let len = len.min(size - offset) as usize;
+        let path = files::file_path(&self.inner.data_dir, row.stream_id, row.file_id);
+        files::read_at(&path, row.file_offset as u64 + offset, len).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::not_found("the fragment was deleted")
+            } else {
+                e.into()
+            }
+        })
+    }
+
+    /// [`Store::fragment_range_blocking`] off the async threads.
+    pub async fn fragment_range(
+        &self,
+        row: &FragmentRow,
+        offset: u64,
+        len: u64,
+    ) -> Result<bytes::Bytes> {
+        let (store, row) = (self.clone(), row.clone());
+        tokio::task::spawn_blocking(move || store.fragment_range_blocking(&row, offset, len))
+            .await
+            .map_err(|e| Error::internal(format!("read task failed: {e}")))?
+            .map(bytes::Bytes::from)
     }
 }
 

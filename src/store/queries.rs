@@ -97,6 +97,59 @@ pub fn fragments(c: &Connection, stream_id: i64, q: &FragmentQuery) -> Result<Ve
     Ok(rows)
 }
 
+/// The fragments of a clip of `[start_us, end_us)` (producer time), by number: from the segment
+/// start at or before the first fragment that ends after `start_us` (else the next segment start),
+/// through the last fragment starting before `end_us`; at most `limit`.
+pub fn clip_fragments(
+    c: &Connection,
+    stream_id: i64,
+    start_us: i64,
+    end_us: i64,
+    limit: u32,
+) -> Result<Vec<FragmentRow>> {
+    let one = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<Option<i64>> {
+        Ok(c.prepare_cached(sql)?.query_row(p, |r| r.get(0))?)
+    };
+    // Producer time never goes backwards, so number order is time order.
+    let at = one(
+        "SELECT MAX(number) FROM fragments WHERE stream_id = ? AND producer_start_us <= ?",
+        &[&stream_id, &start_us],
+    )?;
+    let first = one(
+        "SELECT MIN(number) FROM fragments WHERE stream_id = ? AND number >= ? \
+         AND producer_start_us + duration_us > ?",
+        &[&stream_id, &at.unwrap_or(0), &start_us],
+    )?;
+    let Some(first) = first else {
+        return Ok(Vec::new());
+    };
+    let segment = match one(
+        "SELECT MAX(number) FROM fragments WHERE stream_id = ? AND number <= ? AND segment_start",
+        &[&stream_id, &first],
+    )? {
+        Some(n) => Some(n),
+        None => one(
+            "SELECT MIN(number) FROM fragments WHERE stream_id = ? AND number > ? AND segment_start",
+            &[&stream_id, &first],
+        )?,
+    };
+    let Some(segment) = segment else {
+        return Ok(Vec::new());
+    };
+    let sql = format!(
+        "SELECT {FRAGMENT_COLUMNS} FROM fragments WHERE stream_id = ? AND number >= ? \
+         AND producer_start_us < ? ORDER BY number LIMIT ?"
+    );
+    let rows = c
+        .prepare_cached(&sql)?
+        .query_map(
+            params![stream_id, segment, end_us, limit],
+            FragmentRow::from_row,
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
 pub fn fragment(c: &Connection, stream_id: i64, number: i64) -> Result<Option<FragmentRow>> {
     let sql =
         format!("SELECT {FRAGMENT_COLUMNS} FROM fragments WHERE stream_id = ? AND number = ?");
@@ -152,4 +205,102 @@ pub fn sessions(c: &Connection, stream_id: i64, limit: u32) -> Result<Vec<Sessio
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+fn collect_fragments(
+    c: &Connection,
+    sql_where: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<FragmentRow>> {
+    let sql = format!("SELECT {FRAGMENT_COLUMNS} FROM fragments WHERE {sql_where}");
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt
+        .query_map(params, FragmentRow::from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// The newest fragment of a stream.
+pub fn latest_fragment(c: &Connection, stream_id: i64) -> Result<Option<FragmentRow>> {
+    Ok(collect_fragments(
+        c,
+        "stream_id = ? ORDER BY number DESC LIMIT 1",
+        params![stream_id],
+    )?
+    .pop())
+}
+
+/// Fragments of segments numbered `from_seq` and later, in order, at most `limit`.
+pub fn fragments_from_segment(
+    c: &Connection,
+    stream_id: i64,
+    from_seq: i64,
+    limit: u32,
+) -> Result<Vec<FragmentRow>> {
+    collect_fragments(
+        c,
+        "stream_id = ? AND segment_seq >= ? ORDER BY number LIMIT ?",
+        params![stream_id, from_seq, limit],
+    )
+}
+
+/// Fragments numbered `from_number` and later that start before `end_us`, at most `limit`.
+pub fn fragments_from_number(
+    c: &Connection,
+    stream_id: i64,
+    from_number: i64,
+    end_us: i64,
+    limit: u32,
+) -> Result<Vec<FragmentRow>> {
+    collect_fragments(
+        c,
+        "stream_id = ? AND number >= ? AND producer_start_us < ? ORDER BY number LIMIT ?",
+        params![stream_id, from_number, end_us, limit],
+    )
+}
+
+/// The fragment that starts the segment playing at `t_us` (the last segment start at or
+/// before it), else the first segment start after it.
+pub fn segment_start_near(
+    c: &Connection,
+    stream_id: i64,
+    t_us: i64,
+) -> Result<Option<FragmentRow>> {
+    let before = collect_fragments(
+        c,
+        "stream_id = ? AND producer_start_us <= ? AND segment_start = 1 \
+         ORDER BY producer_start_us DESC LIMIT 1",
+        params![stream_id, t_us],
+    )?
+    .pop();
+    if before.is_some() {
+        return Ok(before);
+    }
+    Ok(collect_fragments(
+        c,
+        "stream_id = ? AND producer_start_us > ? AND segment_start = 1 \
+         ORDER BY producer_start_us LIMIT 1",
+        params![stream_id, t_us],
+    )?
+    .pop())
+}
+
+/// The fragments of the segment whose first fragment is `first_number` (empty when that
+/// fragment does not start a segment).
+pub fn segment_fragments(
+    c: &Connection,
+    stream_id: i64,
+    first_number: i64,
+) -> Result<Vec<FragmentRow>> {
+    let Some(first) = fragment(c, stream_id, first_number)? else {
+        return Ok(Vec::new());
+    };
+    if !first.segment_start {
+        return Ok(Vec::new());
+    }
+    collect_fragments(
+        c,
+        "stream_id = ? AND segment_seq = ? AND number >= ? ORDER BY number",
+        params![stream_id, first.segment_seq, first_number],
+    )
 }

@@ -1,0 +1,141 @@
+//! HLS endpoints: multivariant, live (LL-HLS, blocking reload) and archive playlists; init,
+//! segment and part media. Playlists are built in `playback`; this maps requests and headers.
+
+use super::params::{self, QueryMap};
+use super::range::{serve_bytes, IMMUTABLE};
+use super::AppState;
+use crate::error::{Error, Result};
+use crate::playback::hls::{Blocking, Connected};
+use crate::store::StreamRow;
+use crate::stream_name::validate_stream_name;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+const M3U8: &str = "application/vnd.apple.mpegurl";
+const SEGMENT: &str = "video/iso.segment";
+const MP4: &str = "video/mp4";
+
+async fn stream(state: &AppState, name: &str) -> Result<StreamRow> {
+    validate_stream_name(name)?;
+    state.store.require_stream(name).await
+}
+
+fn connected(state: &AppState, name: &str) -> Connected {
+    let ingest = state.ingest.clone();
+    let name = name.to_string();
+    Arc::new(move || ingest.is_connected(&name))
+}
+
+fn playlist(text: String, cache_control: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, M3U8),
+            (header::CACHE_CONTROL, cache_control),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+/// Parses `{n}.{ext}` or `{n}.{i}.{ext}` file names into numbers.
+fn numbers(file: &str, ext: &str, count: usize) -> Result<Vec<i64>> {
+    let bad = || Error::not_found(format!("no such media file '{file}'"));
+    let stem = file.strip_suffix(ext).ok_or_else(bad)?;
+    let parts: Vec<i64> = stem
+        .split('.')
+        .map(|p| p.parse::<i64>().ok().filter(|n| *n >= 0))
+        .collect::<Option<_>>()
+        .ok_or_else(bad)?;
+    if parts.len() != count {
+        return Err(bad());
+    }
+    Ok(parts)
+}
+
+pub async fn master(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response> {
+    let s = stream(&state, &name).await?;
+    let text = state.hls.master(&s, "").await?;
+    Ok(playlist(text, "no-cache"))
+}
+
+pub async fn live(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<QueryMap>,
+) -> Result<Response> {
+    let s = stream(&state, &name).await?;
+    let blocking = Blocking {
+        msn: params::int::<i64>(&q, "_HLS_msn")?,
+        part: params::int::<i64>(&q, "_HLS_part")?,
+    };
+    let text = state
+        .hls
+        .live(&s, connected(&state, &name), blocking, "")
+        .await?;
+    Ok(playlist(text, "no-cache"))
+}
+
+pub async fn archive(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<QueryMap>,
+) -> Result<Response> {
+    let s = stream(&state, &name).await?;
+    let start = params::time(&q, "start")?;
+    let end = params::time(&q, "end")?;
+    let closed = end.is_some_and(|e| e <= state.store.now_us());
+    let text = state
+        .hls
+        .archive(&s, start, end, state.ingest.is_connected(&name), "")
+        .await?;
+    // A closed range never changes (until retention removes it); an open one grows.
+    Ok(playlist(
+        text,
+        if closed {
+            "public, max-age=60"
+        } else {
+            "no-cache"
+        },
+    ))
+}
+
+pub async fn init(
+    State(state): State<AppState>,
+    Path((name, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let s = stream(&state, &name).await?;
+    let id = numbers(&file, ".mp4", 1)?[0];
+    let (bytes, etag) = state.hls.init(&s, id).await?;
+    Ok(serve_bytes(&headers, bytes, MP4, &etag, IMMUTABLE))
+}
+
+pub async fn segment(
+    State(state): State<AppState>,
+    Path((name, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let s = stream(&state, &name).await?;
+    let n = numbers(&file, ".m4s", 1)?[0];
+    let (bytes, etag) = state
+        .hls
+        .segment(&s, n, state.ingest.is_connected(&name))
+        .await?;
+    Ok(serve_bytes(&headers, bytes, SEGMENT, &etag, IMMUTABLE))
+}
+
+pub async fn part(
+    State(state): State<AppState>,
+    Path((name, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let s = stream(&state, &name).await?;
+    let v = numbers(&file, ".m4s", 2)?;
+    let (bytes, etag) = state
+        .hls
+        .part(&s, v[0], v[1], connected(&state, &name))
+        .await?;
+    Ok(serve_bytes(&headers, bytes, SEGMENT, &etag, IMMUTABLE))
+}

@@ -1,0 +1,483 @@
+//! The HLS service: reads index rows from the store, groups them into segments and renders
+//! playlists (pure, `playlist.rs`); serves segment, part and init bytes; holds blocking playlist
+//! reloads and preload-hinted parts until the media exists.
+
+use super::playlist::{self, Kind, MediaPlaylist, Variant};
+use super::segments::{group_segments, Segment};
+use crate::config::HlsConfig;
+use crate::error::{Error, Result};
+use crate::store::{FragmentRow, Store, StoreEvent, StreamRow};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Rows read per query when walking a long archive range.
+const ARCHIVE_PAGE_ROWS: u32 = 5000;
+/// Rows read for a live window; far more than any window needs.
+const LIVE_WINDOW_ROWS: u32 = 4000;
+/// Recent segments measured for the master playlist's BANDWIDTH.
+const BANDWIDTH_SEGMENTS: i64 = 30;
+
+/// Whether a producer is connected to the stream right now (asked again while a request waits).
+pub type Connected = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Live playlist values that must not change for a playlist's life: they only ever grow.
+#[derive(Debug, Clone, Copy, Default)]
+struct LiveTiming {
+    target_duration_s: u64,
+    part_target_us: i64,
+}
+
+pub struct Hls {
+    store: Store,
+    config: HlsConfig,
+    timing: Mutex<HashMap<i64, LiveTiming>>,
+}
+
+/// `_HLS_msn` / `_HLS_part` of a blocking playlist reload.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Blocking {
+    pub msn: Option<i64>,
+    pub part: Option<i64>,
+}
+
+struct LiveView {
+    segments: Vec<Segment>,
+    last_open: bool,
+    timing: LiveTiming,
+    low_latency: bool,
+    newest_seq: i64,
+}
+
+impl LiveView {
+    /// Whether the playlist holds segment `msn` (complete), or part `part` of it, or later.
+    fn satisfies(&self, msn: i64, part: Option<i64>) -> bool {
+        let n = self.segments.len();
+        self.segments.iter().enumerate().any(|(i, s)| {
+            let complete = !(self.last_open && i + 1 == n);
+            match part {
+                None => complete && s.seq >= msn,
+                Some(p) => s.seq > msn || (s.seq == msn && (complete || s.parts.len() as i64 > p)),
+            }
+        })
+    }
+}
+
+/// A stream sends LL-HLS parts when its segments hold more than one fragment.
+fn is_low_latency(segments: &[Segment]) -> bool {
+    segments.iter().any(|s| s.parts.len() > 1)
+}
+
+impl Hls {
+    pub fn new(store: Store, config: HlsConfig) -> Hls {
+        Hls {
+            store,
+            config,
+            timing: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn live_view(&self, stream: &StreamRow, connected: bool) -> Result<LiveView> {
+        let latest = self
+            .store
+            .latest_fragment(stream.id)
+            .await?
+            .ok_or_else(|| {
+                Error::not_found(format!("stream '{}' has no media yet", stream.name))
+            })?;
+        let idle_us = (self.config.live_idle_secs as i64).saturating_mul(1_000_000);
+        if !connected && self.store.now_us() - latest.server_time_us > idle_us {
+            return Err(Error::not_found(format!(
+                "stream '{}' is not live: no producer is connected and nothing was recorded in \
+                 the last {} s; play the archive with archive.m3u8?start=...",
+                stream.name, self.config.live_idle_secs
+            )));
+        }
+        let window = self.config.live_window_segments.max(1) as i64;
+        let from_seq = latest.segment_seq - 3 * window - 3;
+        let rows = self
+            .store
+            .fragments_from_segment(stream.id, from_seq, LIVE_WINDOW_ROWS)
+            .await?;
+        let all = group_segments(&rows);
+        let low_latency = is_low_latency(&all);
+        let last_open = low_latency && connected;
+        let timing = {
+            let mut map = self
+                .timing
+                .lock()
+                .map_err(|_| Error::internal("timing lock"))?;
+            let t = map.entry(stream.id).or_default();
+            t.target_duration_s = t.target_duration_s.max(playlist::target_duration_for(&all));
+            if low_latency {
+                let longest_part = all
+                    .iter()
+                    .flat_map(|s| s.parts.iter().map(|p| p.duration_us))
+                    .max()
+                    .unwrap_or(0);
+                // Whole milliseconds, rounded up, so every part fits.
+                t.part_target_us = t.part_target_us.max((longest_part + 999) / 1000 * 1000);
+            }
+            *t
+        };
+        // The window: `window` complete segments, more if needed to reach three target
+        // durations (HLS 6.2.2), plus the open segment.
+        let complete_count = all.len() - usize::from(last_open && !all.is_empty());
+        let min_us = 3 * timing.target_duration_s as i64 * 1_000_000;
+        let mut first = complete_count;
+        let mut dur = 0;
+        while first > 0 && ((complete_count - first) < window as usize || dur < min_us) {
+            first -= 1;
+            dur += all[first].duration_us;
+        }
+        let segments = all[first..].to_vec();
+        Ok(LiveView {
+            segments,
+            last_open,
+            timing,
+            low_latency,
+            newest_seq: latest.segment_seq,
+        })
+    }
+
+    fn render_live(&self, view: &LiveView, query: &str) -> String {
+        let td = view.timing.target_duration_s.max(1);
+        playlist::media_playlist(&MediaPlaylist {
+            kind: Kind::Live,
+            target_duration_s: td,
+            part_target_us: view.low_latency.then_some(view.timing.part_target_us),
+            segments: &view.segments,
+            last_open: view.last_open,
+            parts_window_us: 3 * td as i64 * 1_000_000,
+            query,
+            ended: false,
+        })
+    }
+
+    /// The live playlist; with `_HLS_msn` it waits until that segment (or part) is in it.
+    pub async fn live(
+        &self,
+        stream: &StreamRow,
+        connected: Connected,
+        blocking: Blocking,
+        query: &str,
+    ) -> Result<String> {
+        if blocking.part.is_some() && blocking.msn.is_none() {
+            return Err(Error::invalid("_HLS_part needs _HLS_msn"));
+        }
+        let started = Instant::now();
+        let mut events = self.store.subscribe();
+        loop {
+            let view = self.live_view(stream, connected()).await?;
+            let Some(msn) = blocking.msn else {
+                return Ok(self.render_live(&view, query));
+            };
+            if view.satisfies(msn, blocking.part) {
+                return Ok(self.render_live(&view, query));
+            }
+            if msn > view.newest_seq + 2 {
+                return Err(Error::invalid(format!(
+                    "_HLS_msn={msn} is more than two segments ahead of the newest segment ({})",
+                    view.newest_seq
+                )));
+            }
+            let limit = Duration::from_secs(3 * view.timing.target_duration_s.max(1));
+            let Some(left) = limit.checked_sub(started.elapsed()) else {
+                return Err(Error::unavailable(format!(
+                    "segment {msn} did not become available within three target durations ({} s)",
+                    limit.as_secs()
+                )));
+            };
+            wait_for_fragment(&mut events, stream.id, left).await;
+        }
+    }
+
+    /// Walks the segments from `from_number` up to `end_us`, a page of rows at a time.
+    async fn for_each_segment(
+        &self,
+        stream_id: i64,
+        from_number: i64,
+        end_us: i64,
+        mut f: impl FnMut(Segment),
+    ) -> Result<()> {
+        let mut next = from_number;
+        let mut carry: Vec<FragmentRow> = Vec::new();
+        loop {
+            let rows = self
+                .store
+                .fragments_from_number(stream_id, next, end_us, ARCHIVE_PAGE_ROWS)
+                .await?;
+            let full = rows.len() == ARCHIVE_PAGE_ROWS as usize;
+            if let Some(last) = rows.last() {
+                next = last.number + 1;
+            }
+            carry.extend(rows);
+            let mut segs = group_segments(&carry);
+            if full {
+                // The last segment may go on in the next page.
+                if let Some(last) = segs.pop() {
+                    carry.retain(|r| r.number >= last.first_fragment);
+                }
+            } else {
+                carry.clear();
+            }
+            segs.into_iter().for_each(&mut f);
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A VOD playlist of `[start, end)`, or an EVENT playlist growing into live when `end` is
+    /// open or still in the future. Ranges of any length: rows are read a page at a time.
+    pub async fn archive(
+        &self,
+        stream: &StreamRow,
+        start_us: Option<i64>,
+        end_us: Option<i64>,
+        connected: bool,
+        query: &str,
+    ) -> Result<String> {
+        let start_us = start_us.or(stream.first_producer_us).unwrap_or(0);
+        if let Some(end) = end_us {
+            if end <= start_us {
+                return Err(Error::invalid("'end' must be after 'start'"));
+            }
+        }
+        let no_media = || {
+            Error::not_found(format!(
+                "stream '{}' has no media in that range",
+                stream.name
+            ))
+        };
+        let first = self
+            .store
+            .segment_start_near(stream.id, start_us)
+            .await?
+            .ok_or_else(no_media)?;
+        let end = end_us.unwrap_or(i64::MAX);
+        if first.producer_start_us >= end {
+            return Err(no_media());
+        }
+        let closed = end_us.is_some_and(|e| e <= self.store.now_us());
+        // Pass 1: the target duration, which the header needs before any segment.
+        let mut td = 1;
+        let mut count = 0usize;
+        let mut low_latency = false;
+        let mut last: Option<Segment> = None;
+        self.for_each_segment(stream.id, first.number, end, |s| {
+            td = td.max(playlist::rounded_secs(s.duration_us));
+            low_latency |= s.parts.len() > 1;
+            count += 1;
+            last = Some(s);
+        })
+        .await?;
+        if count == 0 {
+            return Err(no_media());
+        }
+        // A segment still being recorded is left out until it is complete.
+        let latest = self.store.latest_fragment(stream.id).await?;
+        let skip_last = !closed
+            && connected
+            && low_latency
+            && last
+                .as_ref()
+                .zip(latest.as_ref())
+                .is_some_and(|(s, l)| s.last_fragment() == l.number);
+        let take = count - usize::from(skip_last);
+        // Pass 2: the text, segment by segment.
+        let mut out = String::new();
+        let mut prev: Option<Segment> = None;
+        let mut written = 0usize;
+        let kind = if closed { Kind::Vod } else { Kind::Event };
+        self.for_each_segment(stream.id, first.number, end, |s| {
+            if written == take {
+                return;
+            }
+            if prev.is_none() {
+                playlist::write_header(&mut out, kind, td, None, Some(&s));
+            }
+            playlist::write_segment(&mut out, &s, prev.as_ref(), false, false, query);
+            written += 1;
+            prev = Some(s);
+        })
+        .await?;
+        if prev.is_none() {
+            return Err(no_media());
+        }
+        if kind == Kind::Vod {
+            out.push_str("#EXT-X-ENDLIST\n");
+        }
+        Ok(out)
+    }
+
+    /// The multivariant playlist: one variant, the stream as recorded.
+    pub async fn master(&self, stream: &StreamRow, query: &str) -> Result<String> {
+        let no_media = || Error::not_found(format!("stream '{}' has no media yet", stream.name));
+        let init_id = stream.last_init_id.ok_or_else(no_media)?;
+        let init = self
+            .store
+            .init(stream.id, init_id)
+            .await?
+            .ok_or_else(no_media)?;
+        let latest = self
+            .store
+            .latest_fragment(stream.id)
+            .await?
+            .ok_or_else(no_media)?;
+        let rows = self
+            .store
+            .fragments_from_segment(
+                stream.id,
+                latest.segment_seq - BANDWIDTH_SEGMENTS,
+                LIVE_WINDOW_ROWS,
+            )
+            .await?;
+        let segs = group_segments(&rows);
+        let bps = |bytes: i64, us: i64| (bytes.max(0) as u64 * 8 * 1_000_000) / us.max(1) as u64;
+        let peak = segs
+            .iter()
+            .map(|s| bps(s.size_bytes, s.duration_us))
+            .max()
+            .unwrap_or(0);
+        let total_bytes: i64 = segs.iter().map(|s| s.size_bytes).sum();
+        let total_us: i64 = segs.iter().map(|s| s.duration_us).sum();
+        let video = init.tracks.iter().find(|t| t.kind == "video");
+        let uri = format!("live.m3u8{query}");
+        Ok(playlist::master_playlist(&Variant {
+            uri: &uri,
+            peak_bandwidth_bps: peak,
+            average_bandwidth_bps: bps(total_bytes, total_us),
+            codecs: &init.codecs,
+            resolution: video.and_then(|v| Some((v.width?, v.height?))),
+            frame_rate: None,
+        }))
+    }
+
+    /// The bytes of the segment starting at fragment `first`, once it is complete, and its ETag.
+    pub async fn segment(
+        &self,
+        stream: &StreamRow,
+        first: i64,
+        connected: bool,
+    ) -> Result<(Bytes, String)> {
+        let rows = self.store.segment_fragments(stream.id, first).await?;
+        let Some(last) = rows.last() else {
+            return Err(Error::not_found(format!(
+                "stream '{}' has no segment starting at fragment {first}",
+                stream.name
+            )));
+        };
+        if connected && self.may_grow(stream.id, last).await? {
+            return Err(Error::not_found(format!(
+                "segment {first} is still being recorded; it is listed in live.m3u8 once complete"
+            )));
+        }
+        let mut body =
+            bytes::BytesMut::with_capacity(rows.iter().map(|r| r.size_bytes as usize).sum());
+        for r in &rows {
+            body.extend_from_slice(&self.store.fragment_bytes(r).await?);
+        }
+        Ok((
+            body.freeze(),
+            format!("\"{}-s{}-{}\"", stream.id, first, last.number),
+        ))
+    }
+
+    /// Whether more fragments may still join the segment ending with `last`: it is the newest
+    /// fragment of a stream that sends LL-HLS parts.
+    async fn may_grow(&self, stream_id: i64, last: &FragmentRow) -> Result<bool> {
+        let Some(latest) = self.store.latest_fragment(stream_id).await? else {
+            return Ok(false);
+        };
+        if latest.number != last.number {
+            return Ok(false);
+        }
+        let rows = self
+            .store
+            .fragments_from_segment(stream_id, latest.segment_seq - 3, LIVE_WINDOW_ROWS)
+            .await?;
+        Ok(is_low_latency(&group_segments(&rows)))
+    }
+
+    /// Part `i` of the segment starting at fragment `n`: fragment `n + i`. A part announced by
+    /// a preload hint may be asked for before it exists: the request waits for it (up to three
+    /// target durations) while a producer is connected.
+    pub async fn part(
+        &self,
+        stream: &StreamRow,
+        n: i64,
+        i: i64,
+        connected: Connected,
+    ) -> Result<(Bytes, String)> {
+        let number = n
+            .checked_add(i)
+            .filter(|_| i >= 0)
+            .ok_or_else(|| Error::invalid("bad part index"))?;
+        let started = Instant::now();
+        let mut events = self.store.subscribe();
+        loop {
+            if let Some(row) = self.store.fragment(stream.id, number).await? {
+                let bytes = self.store.fragment_bytes(&row).await?;
+                return Ok((bytes, format!("\"{}-p{}\"", stream.id, number)));
+            }
+            let latest = self.store.latest_fragment(stream.id).await?;
+            let next_expected = latest.as_ref().map_or(1, |l| l.number + 1);
+            if number > next_expected + 1 || !connected() {
+                return Err(Error::not_found(format!(
+                    "stream '{}' has no fragment {number} (part {i} of segment {n})",
+                    stream.name
+                )));
+            }
+            let td = self
+                .timing
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&stream.id).map(|t| t.target_duration_s))
+                .unwrap_or(2)
+                .max(1);
+            let limit = Duration::from_secs(3 * td);
+            let Some(left) = limit.checked_sub(started.elapsed()) else {
+                return Err(Error::unavailable(format!(
+                    "part {n}.{i} did not become available within {} s",
+                    limit.as_secs()
+                )));
+            };
+            wait_for_fragment(&mut events, stream.id, left).await;
+        }
+    }
+
+    pub async fn init(&self, stream: &StreamRow, init_id: i64) -> Result<(Bytes, String)> {
+        let bytes = self
+            .store
+            .init_bytes(stream.id, init_id)
+            .await?
+            .ok_or_else(|| {
+                Error::not_found(format!("stream '{}' has no init {init_id}", stream.name))
+            })?;
+        Ok((bytes, format!("\"{}-i{}\"", stream.id, init_id)))
+    }
+}
+
+/// Waits until a fragment of the stream is persisted, or `timeout` passes.
+async fn wait_for_fragment(
+    events: &mut tokio::sync::broadcast::Receiver<StoreEvent>,
+    stream_id: i64,
+    timeout: Duration,
+) {
+    let _ = tokio::time::timeout(timeout, async {
+        loop {
+            match events.recv().await {
+                Ok(StoreEvent::FragmentPersisted(r)) if r.stream_id == stream_id => return,
+                Ok(_) => {}
+                // Missed events: recheck the index.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    std::future::pending::<()>().await
+                }
+            }
+        }
+    })
+    .await;
+}
