@@ -10,6 +10,7 @@ mod params;
 mod peer;
 pub mod range;
 mod streams;
+mod timeline;
 
 pub use error::status_of;
 pub use peer::PeerInfo;
@@ -62,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/streams/{name}/fragments", get(fragments::list))
         .route("/streams/{name}/fragments/{number}", get(fragments::bytes))
         .route("/streams/{name}/inits/{id}", get(fragments::init))
+        .route("/streams/{name}/timeline", get(timeline::timeline))
         .route("/streams/{name}/clip.mp4", get(clip::clip))
         .route("/streams/{name}/hls/init/{file}", get(hls::init))
         .route("/streams/{name}/hls/segments/{file}", get(hls::segment))

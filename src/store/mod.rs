@@ -25,7 +25,7 @@ mod writer;
 
 pub use check::{check, CheckReport};
 pub use queries::{FragmentQuery, TimeKind};
-pub use rows::{FragmentRow, InitRow, NewFragment, SessionRow, StreamRow, TrackSummary};
+pub use rows::{FragmentRow, InitRow, NewFragment, SessionRow, SpanRow, StreamRow, TrackSummary};
 pub use writer::{GroupStats, StoreEvent};
 
 use crate::clock::SharedClock;
@@ -397,6 +397,18 @@ impl Store {
             .await
     }
 
+    /// Recorded spans overlapping `[start_us, end_us)`, oldest first, at most `limit`.
+    pub async fn spans(
+        &self,
+        stream_id: i64,
+        start_us: i64,
+        end_us: i64,
+        limit: u32,
+    ) -> Result<Vec<SpanRow>> {
+        self.read(move |c| queries::spans(c, stream_id, start_us, end_us, limit))
+            .await
+    }
+
     pub async fn latest_fragment(&self, stream_id: i64) -> Result<Option<FragmentRow>> {
         self.read(move |c| queries::latest_fragment(c, stream_id))
             .await
@@ -548,6 +560,7 @@ fn purge_batch(w: &mut WriterState, limit: i64) -> Result<bool> {
     let tx = w.conn.transaction()?;
     for sql in [
         "DELETE FROM files WHERE stream_id = ?",
+        "DELETE FROM spans WHERE stream_id = ?",
         "DELETE FROM inits WHERE stream_id = ?",
         "DELETE FROM sessions WHERE stream_id = ?",
         "DELETE FROM streams WHERE id = ?",

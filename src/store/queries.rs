@@ -304,3 +304,29 @@ pub fn segment_fragments(
         params![stream_id, first.segment_seq, first_number],
     )
 }
+
+pub fn spans(
+    c: &Connection,
+    stream_id: i64,
+    start_us: i64,
+    end_us: i64,
+    limit: u32,
+) -> Result<Vec<SpanRow>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT first_number, last_number, start_us, end_us, fragments, bytes FROM spans \
+         WHERE stream_id = ? AND end_us > ? AND start_us < ? ORDER BY end_us LIMIT ?",
+    )?;
+    let rows = stmt
+        .query_map(params![stream_id, start_us, end_us, limit], |r| {
+            Ok(SpanRow {
+                first_number: r.get(0)?,
+                last_number: r.get(1)?,
+                start_us: r.get(2)?,
+                end_us: r.get(3)?,
+                fragments: r.get(4)?,
+                bytes: r.get(5)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}

@@ -149,3 +149,14 @@ pub struct NewFragment {
     pub sample_count: i64,
     pub bytes: bytes::Bytes,
 }
+
+/// A recorded span: a run of fragments without a gap in producer time.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SpanRow {
+    pub first_number: i64,
+    pub last_number: i64,
+    pub start_us: i64,
+    pub end_us: i64,
+    pub fragments: i64,
+    pub bytes: i64,
+}

@@ -91,6 +91,21 @@ CREATE INDEX fragments_producer ON fragments(stream_id, producer_start_us);
 CREATE INDEX fragments_server ON fragments(stream_id, server_time_us);
 CREATE INDEX fragments_file ON fragments(file_id, file_offset);
 CREATE INDEX fragments_segment ON fragments(stream_id, segment_seq);
+
+-- Recorded spans: maximal runs of fragments without a gap in producer time (see
+-- writer::DISCONTINUITY_GAP_US), kept in the same transaction as the fragments, so a timeline
+-- over months of recording reads a handful of rows instead of millions.
+CREATE TABLE spans (
+    stream_id     INTEGER NOT NULL,
+    first_number  INTEGER NOT NULL,
+    last_number   INTEGER NOT NULL,
+    start_us      INTEGER NOT NULL,   -- producer time
+    end_us        INTEGER NOT NULL,
+    fragments     INTEGER NOT NULL,
+    bytes         INTEGER NOT NULL,
+    PRIMARY KEY (stream_id, first_number)
+) WITHOUT ROWID;
+CREATE INDEX spans_end ON spans(stream_id, end_us);
 "#;
 
 const MIGRATIONS: &[&str] = &[V1];

@@ -474,6 +474,7 @@ impl WriterState {
                     count, bytes, first, end, end, number, init, stream_id
                 ])?;
             }
+            update_spans(&tx, &self.pending)?;
         }
         tx.commit()?;
         Ok(server_time_us)
@@ -495,6 +496,109 @@ impl WriterState {
         }
         self.dirs_to_sync.clear();
     }
+}
+
+/// A span being extended or started by this group.
+struct SpanAcc {
+    first_number: i64,
+    last_number: i64,
+    start_us: i64,
+    end_us: i64,
+    fragments: i64,
+    bytes: i64,
+    /// Whether the row exists already (update) or not (insert).
+    stored: bool,
+}
+
+/// Extends each stream's newest span with the group's fragments, or starts new spans where
+/// producer time jumps by more than [`DISCONTINUITY_GAP_US`].
+fn update_spans(tx: &rusqlite::Transaction<'_>, pending: &[Pending]) -> Result<()> {
+    let mut open: HashMap<i64, SpanAcc> = HashMap::new();
+    let mut done: Vec<(i64, SpanAcc)> = Vec::new();
+    let mut newest = tx.prepare_cached(
+        "SELECT first_number, last_number, start_us, end_us, fragments, bytes FROM spans \
+         WHERE stream_id = ? ORDER BY first_number DESC LIMIT 1",
+    )?;
+    for p in pending {
+        let r = &p.row;
+        if !open.contains_key(&r.stream_id) {
+            let found = newest
+                .query_row([r.stream_id], |x| {
+                    Ok(SpanAcc {
+                        first_number: x.get(0)?,
+                        last_number: x.get(1)?,
+                        start_us: x.get(2)?,
+                        end_us: x.get(3)?,
+                        fragments: x.get(4)?,
+                        bytes: x.get(5)?,
+                        stored: true,
+                    })
+                })
+                .map(Some)
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                    e => Err(e),
+                })?;
+            if let Some(acc) = found {
+                open.insert(r.stream_id, acc);
+            }
+        }
+        let continues = open
+            .get(&r.stream_id)
+            .is_some_and(|a| (r.producer_start_us - a.end_us).abs() <= DISCONTINUITY_GAP_US);
+        if continues {
+            let a = open.get_mut(&r.stream_id).expect("checked above");
+            a.last_number = r.number;
+            a.end_us = a.end_us.max(r.producer_end_us());
+            a.fragments += 1;
+            a.bytes += r.size_bytes;
+        } else {
+            let fresh = SpanAcc {
+                first_number: r.number,
+                last_number: r.number,
+                start_us: r.producer_start_us,
+                end_us: r.producer_end_us(),
+                fragments: 1,
+                bytes: r.size_bytes,
+                stored: false,
+            };
+            if let Some(old) = open.insert(r.stream_id, fresh) {
+                done.push((r.stream_id, old));
+            }
+        }
+    }
+    done.extend(open);
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO spans (stream_id, first_number, last_number, start_us, end_us, fragments, \
+         bytes) VALUES (?,?,?,?,?,?,?)",
+    )?;
+    let mut update = tx.prepare_cached(
+        "UPDATE spans SET last_number = ?, end_us = ?, fragments = ?, bytes = ? \
+         WHERE stream_id = ? AND first_number = ?",
+    )?;
+    for (stream_id, a) in done {
+        if a.stored {
+            update.execute(params![
+                a.last_number,
+                a.end_us,
+                a.fragments,
+                a.bytes,
+                stream_id,
+                a.first_number
+            ])?;
+        } else {
+            insert.execute(params![
+                stream_id,
+                a.first_number,
+                a.last_number,
+                a.start_us,
+                a.end_us,
+                a.fragments,
+                a.bytes
+            ])?;
+        }
+    }
+    Ok(())
 }
 
 /// `fdatasync` of every file, spread over up to [`SYNC_THREADS`] threads; the first error wins.
