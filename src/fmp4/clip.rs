@@ -1172,10 +1172,13 @@ mod tests {
 
     /// An init and its fragments as the store holds them, with their producer times (µs) when
     /// moved by `shift_us` onto a stream timeline.
+    /// Stored bytes, producer start and end (µs).
+    type StoredFragment = (Vec<u8>, i64, i64);
+
     struct Stored {
         init: Vec<u8>,
         facts: InitFacts,
-        frags: Vec<(Vec<u8>, i64, i64)>,
+        frags: Vec<StoredFragment>,
     }
 
     fn stored(name: &str, shift_us: i64) -> Stored {
@@ -1201,7 +1204,7 @@ mod tests {
         Stored { init, facts, frags }
     }
 
-    fn clip_fragment(f: &(Vec<u8>, i64, i64), init: usize, disc: bool) -> ClipFragment<'_> {
+    fn clip_fragment(f: &StoredFragment, init: usize, disc: bool) -> ClipFragment<'_> {
         ClipFragment {
             init,
             head: &f.0,
@@ -1384,7 +1387,7 @@ mod tests {
         let s2 = stored("h264_aac_gop2s.mp4", end1);
         let end2 = s2.frags.last().unwrap().2;
         let s3 = stored("h264_aac_gop2s.mp4", end2 + 30_000_000);
-        let all: Vec<(usize, &(Vec<u8>, i64, i64))> = [&s1, &s2, &s3]
+        let all: Vec<(usize, &StoredFragment)> = [&s1, &s2, &s3]
             .iter()
             .flat_map(|s| s.frags.iter().enumerate())
             .collect();
@@ -1599,7 +1602,7 @@ mod tests {
         let s1 = stored("h264_aac_gop2s.mp4", T0_US);
         let end1 = s1.frags.last().unwrap().2;
         let s2 = stored("h264_aac_gop2s.mp4", end1 + 7_000_000);
-        let all: Vec<(usize, &(Vec<u8>, i64, i64))> = [&s1, &s2]
+        let all: Vec<(usize, &StoredFragment)> = [&s1, &s2]
             .iter()
             .flat_map(|s| s.frags.iter().enumerate())
             .collect();

@@ -3,6 +3,7 @@
 //! `If-None-Match`. Building the file is `playback::clip`'s work; this file only speaks HTTP.
 
 use super::params::{self, QueryMap};
+use super::range::{not_modified, requested_range, unsatisfiable, ByteRange};
 use super::AppState;
 use crate::error::{Error, Result};
 use crate::playback::clip::{self as playback, ClipFormat};
@@ -60,24 +61,16 @@ pub async fn clip(
         playback::select(&state.store, stream.id, &name, start_us, end_us, format).await?;
     let etag = HeaderValue::from_str(&selection.etag)
         .map_err(|_| Error::internal("clip ETag is not a header value"))?;
-    if if_none_match(&headers, &selection.etag) {
+    if not_modified(&headers, &selection.etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
     let clip = playback::build(&state.store, selection).await?;
     let len = clip.len();
 
-    // If-Range with another validator means "the whole new file", not a piece of it.
-    let range_applies = headers
-        .get(header::IF_RANGE)
-        .is_none_or(|v| v.as_bytes() == clip.etag.as_bytes());
-    let range = match headers.get(header::RANGE) {
-        Some(v) if range_applies => parse_range(v.to_str().unwrap_or(""), len),
-        _ => RangeRequest::Full,
-    };
-    let (status, first, last) = match range {
-        RangeRequest::Full => (StatusCode::OK, 0, len.saturating_sub(1)),
-        RangeRequest::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b),
-        RangeRequest::Unsatisfiable => return Ok(unsatisfiable(len, etag)),
+    let (status, first, last) = match requested_range(&headers, len, &clip.etag) {
+        ByteRange::Full => (StatusCode::OK, 0, len.saturating_sub(1)),
+        ByteRange::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
+        ByteRange::Unsatisfiable => return Ok(unsatisfiable(len)),
     };
     let body_len = if len == 0 { 0 } else { last - first + 1 };
 
@@ -115,127 +108,14 @@ pub async fn clip(
         .map_err(|e| Error::internal(format!("cannot build the clip response: {e}")))
 }
 
-/// `If-None-Match` lists our ETag (or `*`). Weak comparison, as RFC 9110 asks for this header.
-fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim())
-        .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
-}
-
-fn unsatisfiable(len: u64, etag: HeaderValue) -> Response {
-    let message = format!(
-        "the requested range starts past the end of the clip, which is {len} bytes; ask for \
-         bytes=0-{}",
-        len.saturating_sub(1)
-    );
-    let body = serde_json::json!({"error": {"code": "RANGE_NOT_SATISFIABLE", "message": message}});
-    (
-        StatusCode::RANGE_NOT_SATISFIABLE,
-        [
-            (header::CONTENT_RANGE, format!("bytes */{len}")),
-            (header::ACCEPT_RANGES, "bytes".to_string()),
-        ],
-        [(header::ETAG, etag)],
-        axum::Json(body),
-    )
-        .into_response()
-}
-
 /// `2026-11-25T17:00:00Z` → `20261125T170000Z`: safe in file names on every system.
 fn compact_time(us: i64) -> String {
     crate::timefmt::format_us(us).replace(['-', ':'], "")
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum RangeRequest {
-    /// No usable range: the whole clip (absent, malformed, several ranges, another unit).
-    Full,
-    /// First and last byte, inclusive, within the clip.
-    Part(u64, u64),
-    Unsatisfiable,
-}
-
-/// One `bytes=` range of RFC 9110 against a body of `len` bytes. Ranges this server does not
-/// serve (several at once) and malformed headers are ignored, as the RFC allows.
-fn parse_range(value: &str, len: u64) -> RangeRequest {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
-        return RangeRequest::Full;
-    };
-    let spec = spec.trim();
-    if spec.contains(',') {
-        return RangeRequest::Full;
-    }
-    let Some((a, b)) = spec.split_once('-') else {
-        return RangeRequest::Full;
-    };
-    let (a, b) = (a.trim(), b.trim());
-    let num = |s: &str| -> Option<u64> {
-        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
-            .then(|| s.parse().ok())
-            .flatten()
-    };
-    match (a.is_empty(), b.is_empty()) {
-        // bytes=-N: the last N bytes.
-        (true, false) => match num(b) {
-            Some(0) => RangeRequest::Unsatisfiable,
-            Some(_) if len == 0 => RangeRequest::Unsatisfiable,
-            Some(n) => RangeRequest::Part(len.saturating_sub(n), len - 1),
-            None => RangeRequest::Full,
-        },
-        // bytes=N-: from N to the end.
-        (false, true) => match num(a) {
-            Some(n) if n < len => RangeRequest::Part(n, len - 1),
-            Some(_) => RangeRequest::Unsatisfiable,
-            None => RangeRequest::Full,
-        },
-        (false, false) => match (num(a), num(b)) {
-            (Some(x), Some(y)) if x > y => RangeRequest::Full,
-            (Some(x), Some(_)) if x >= len => RangeRequest::Unsatisfiable,
-            (Some(x), Some(y)) => RangeRequest::Part(x, y.min(len - 1)),
-            _ => RangeRequest::Full,
-        },
-        (true, true) => RangeRequest::Full,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use RangeRequest::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-99", 1000), Part(0, 99));
-        assert_eq!(parse_range("bytes=10-5000", 1000), Part(10, 999));
-        assert_eq!(parse_range("bytes=900-", 1000), Part(900, 999));
-        assert_eq!(parse_range("bytes=-100", 1000), Part(900, 999));
-        assert_eq!(parse_range("bytes=-5000", 1000), Part(0, 999));
-        assert_eq!(parse_range("bytes=1000-", 1000), Unsatisfiable);
-        assert_eq!(parse_range("bytes=1000-1001", 1000), Unsatisfiable);
-        assert_eq!(parse_range("bytes=-0", 1000), Unsatisfiable);
-        assert_eq!(parse_range("bytes=5-1", 1000), Full);
-        assert_eq!(parse_range("bytes=0-1,5-6", 1000), Full);
-        assert_eq!(parse_range("items=0-1", 1000), Full);
-        assert_eq!(parse_range("bytes=x-1", 1000), Full);
-        assert_eq!(parse_range("bytes=-", 1000), Full);
-    }
-
-    #[test]
-    fn etags() {
-        let mut h = HeaderMap::new();
-        assert!(!if_none_match(&h, "\"a\""));
-        h.insert(
-            header::IF_NONE_MATCH,
-            HeaderValue::from_static("\"b\", W/\"a\""),
-        );
-        assert!(if_none_match(&h, "\"a\""));
-        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
-        assert!(if_none_match(&h, "\"a\""));
-    }
 
     #[test]
     fn file_name_time() {

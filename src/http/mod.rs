@@ -80,7 +80,13 @@ pub fn router(state: AppState) -> Router {
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
         .allow_headers(Any)
-        .expose_headers([header::CONTENT_LENGTH, header::CONTENT_RANGE, header::ETAG]);
+        .expose_headers([
+            header::CONTENT_LENGTH,
+            header::CONTENT_RANGE,
+            header::ETAG,
+            header::CONTENT_DISPOSITION,
+            header::HeaderName::from_static("x-tapedeck-clip-truncated"),
+        ]);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .nest("/api/v1", api)

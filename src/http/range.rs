@@ -59,12 +59,29 @@ pub fn parse_range(headers: &HeaderMap, total: u64) -> ByteRange {
     }
 }
 
-/// Whether `If-None-Match` names this ETag (or `*`).
+/// Whether `If-None-Match` lists this ETag (or `*`); weak comparison, as RFC 9110 asks for
+/// this header.
 pub fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
     headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
+}
+
+/// The range to serve, honouring `If-Range`: a validator other than the current ETag means the
+/// client's copy is stale, so it gets the whole body.
+pub fn requested_range(headers: &HeaderMap, total: u64, etag: &str) -> ByteRange {
+    let applies = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v.as_bytes() == etag.as_bytes());
+    if applies {
+        parse_range(headers, total)
+    } else {
+        ByteRange::Full
+    }
 }
 
 /// The 416 answer, in the JSON error format, with the length the client may ask for.
@@ -103,7 +120,7 @@ pub fn serve_bytes(
             .unwrap_or_default();
     }
     let total = data.len() as u64;
-    match parse_range(headers, total) {
+    match requested_range(headers, total, etag) {
         ByteRange::Full => base.body(Body::from(data)).unwrap_or_default(),
         ByteRange::Unsatisfiable => unsatisfiable(total),
         ByteRange::Partial { start, end } => {

@@ -39,8 +39,9 @@ const HEAD_GUESS_BYTES: u64 = 8 * 1024;
 const MAX_CLIP_FRAGMENTS: u32 = 500_000;
 /// Plans kept for repeated (Range) requests of the same clip.
 const CACHE_ENTRIES: usize = 8;
-/// Plans bigger than this (header bytes, mostly sample tables of very long clips) are not cached.
-const CACHE_MAX_PLAN_BYTES: u64 = 64 << 20;
+/// Bytes all cached plans may hold together (built headers: mostly the sample tables of long
+/// clips, about 10 MB per hour of 25 fps video with audio). A bigger plan is not cached.
+const CACHE_BUDGET_BYTES: u64 = 64 << 20;
 /// Bump when the bytes produced for the same fragments change, so old ETags stop matching.
 const CLIP_VERSION: u32 = 1;
 
@@ -330,35 +331,49 @@ async fn next_chunk(store: &Store, clip: &Clip, pos: u64, end: u64) -> Result<By
 
 // ---- plan cache ----
 
-fn cache() -> &'static Mutex<VecDeque<Arc<Clip>>> {
-    static CACHE: OnceLock<Mutex<VecDeque<Arc<Clip>>>> = OnceLock::new();
+/// Most recently used first, each with its weight in bytes.
+type PlanCache = Mutex<VecDeque<(Arc<Clip>, u64)>>;
+
+fn cache() -> &'static PlanCache {
+    static CACHE: OnceLock<PlanCache> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(VecDeque::new()))
 }
 
 fn cache_get(etag: &str) -> Option<Arc<Clip>> {
     let mut c = cache().lock().ok()?;
-    let i = c.iter().position(|x| x.etag == etag)?;
+    let i = c.iter().position(|(x, _)| x.etag == etag)?;
     let hit = c.remove(i)?;
-    c.push_front(hit.clone());
-    Some(hit)
+    let clip = hit.0.clone();
+    c.push_front(hit);
+    Some(clip)
 }
 
 fn cache_put(clip: &Arc<Clip>) {
-    let built: u64 = clip
+    let weight: u64 = clip
         .plan
         .pieces
         .iter()
         .map(|p| match p {
-            Piece::Bytes(b) => b.len() as u64,
+            Piece::Bytes(b) => b.len() as u64 + 32,
             Piece::Fragment { .. } => 32,
         })
-        .sum();
-    if built > CACHE_MAX_PLAN_BYTES {
+        .sum::<u64>()
+        + clip.rows.len() as u64 * std::mem::size_of::<FragmentRow>() as u64;
+    if weight > CACHE_BUDGET_BYTES {
         return;
     }
     if let Ok(mut c) = cache().lock() {
-        c.retain(|x| x.etag != clip.etag);
-        c.push_front(clip.clone());
-        c.truncate(CACHE_ENTRIES);
+        c.retain(|(x, _)| x.etag != clip.etag);
+        c.push_front((clip.clone(), weight));
+        let mut total = 0;
+        let keep = c
+            .iter()
+            .take(CACHE_ENTRIES)
+            .take_while(|(_, w)| {
+                total += w;
+                total <= CACHE_BUDGET_BYTES
+            })
+            .count();
+        c.truncate(keep);
     }
 }

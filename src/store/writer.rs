@@ -521,7 +521,7 @@ fn update_spans(tx: &rusqlite::Transaction<'_>, pending: &[Pending]) -> Result<(
     )?;
     for p in pending {
         let r = &p.row;
-        if !open.contains_key(&r.stream_id) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = open.entry(r.stream_id) {
             let found = newest
                 .query_row([r.stream_id], |x| {
                     Ok(SpanAcc {
@@ -540,7 +540,7 @@ fn update_spans(tx: &rusqlite::Transaction<'_>, pending: &[Pending]) -> Result<(
                     e => Err(e),
                 })?;
             if let Some(acc) = found {
-                open.insert(r.stream_id, acc);
+                slot.insert(acc);
             }
         }
         let continues = open
