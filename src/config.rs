@@ -79,6 +79,11 @@ pub struct StorageConfig {
     /// "syncfs" (one call for the whole data filesystem, which also flushes other programs'
     /// writes on it). "auto" is "fdatasync".
     pub sync: SyncMode,
+    /// Global budget: the sweeper deletes the oldest media across all streams while the
+    /// streams hold more than this (unset: no byte budget).
+    pub max_bytes: Option<u64>,
+    /// ...or while the data disk has less free space than this (unset: 5 % of the disk).
+    pub min_free_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -94,6 +99,13 @@ pub enum SyncMode {
 pub struct RetentionConfig {
     /// Retention given to streams created without one (including auto-created streams).
     pub default_hours: u64,
+    /// How often the sweeper runs (it also runs at once after a retention decrease).
+    pub sweep_interval_secs: u64,
+    /// What a live-only stream (`retention_hours = 0`) keeps.
+    pub live_buffer_secs: u64,
+    /// Fragment rows one expiry step removes; steps run between ingest commit groups, so this
+    /// bounds how long a sweep can hold up acknowledgements.
+    pub batch_rows: u32,
 }
 
 impl Default for Config {
@@ -128,13 +140,20 @@ impl Default for StorageConfig {
             file_roll_bytes: 256 * 1024 * 1024,
             file_roll_secs: 600,
             sync: SyncMode::Auto,
+            max_bytes: None,
+            min_free_bytes: None,
         }
     }
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        RetentionConfig { default_hours: 72 }
+        RetentionConfig {
+            default_hours: 72,
+            sweep_interval_secs: 30,
+            live_buffer_secs: 300,
+            batch_rows: 2000,
+        }
     }
 }
 
@@ -190,6 +209,11 @@ impl Config {
         if self.ingest.idle_timeout_secs == 0 {
             return Err(Error::invalid(
                 "ingest.idle_timeout_secs must be at least 1",
+            ));
+        }
+        if self.retention.sweep_interval_secs == 0 || self.retention.batch_rows == 0 {
+            return Err(Error::invalid(
+                "retention.sweep_interval_secs and retention.batch_rows must be at least 1",
             ));
         }
         if self.storage.file_roll_bytes < 1024 * 1024 {

@@ -57,6 +57,7 @@ pub async fn clip(
         }
     };
     let stream = state.store.require_stream(&name).await?;
+    super::hls::require_archive(&stream)?;
     let selection =
         playback::select(&state.store, stream.id, &name, start_us, end_us, format).await?;
     let etag = HeaderValue::from_str(&selection.etag)

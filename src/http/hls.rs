@@ -17,6 +17,18 @@ const M3U8: &str = "application/vnd.apple.mpegurl";
 const SEGMENT: &str = "video/iso.segment";
 const MP4: &str = "video/mp4";
 
+/// Archive reads of a live-only stream are a conflict with its settings, not a missing range.
+pub fn require_archive(s: &StreamRow) -> Result<()> {
+    if s.retention_hours == 0 {
+        return Err(Error::conflict(format!(
+            "stream '{}' keeps no archive (retention_hours = 0: live only, the last few minutes); \
+             set retention_hours to keep one",
+            s.name
+        )));
+    }
+    Ok(())
+}
+
 async fn stream(state: &AppState, name: &str) -> Result<StreamRow> {
     validate_stream_name(name)?;
     state.store.require_stream(name).await
@@ -83,6 +95,7 @@ pub async fn archive(
     Query(q): Query<QueryMap>,
 ) -> Result<Response> {
     let s = stream(&state, &name).await?;
+    require_archive(&s)?;
     let start = params::time(&q, "start")?;
     let end = params::time(&q, "end")?;
     let closed = end.is_some_and(|e| e <= state.store.now_us());

@@ -4,7 +4,8 @@
 mod clip;
 mod error;
 mod fragments;
-mod hls;
+pub(crate) mod hls;
+mod holds;
 mod ingest;
 mod params;
 mod peer;
@@ -20,6 +21,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ingest::Ingest;
 use crate::playback::hls::Hls;
+use crate::store::sweeper::Sweeper;
 use crate::store::Store;
 use axum::http::{header, Method};
 use axum::routing::{get, put};
@@ -37,6 +39,7 @@ pub struct AppState {
     pub store: Store,
     pub ingest: Ingest,
     pub hls: Arc<Hls>,
+    pub sweeper: Arc<Sweeper>,
     pub config: Config,
 }
 
@@ -64,6 +67,16 @@ pub fn router(state: AppState) -> Router {
         .route("/streams/{name}/fragments/{number}", get(fragments::bytes))
         .route("/streams/{name}/inits/{id}", get(fragments::init))
         .route("/streams/{name}/timeline", get(timeline::timeline))
+        .route(
+            "/streams/{name}/holds",
+            get(holds::list).post(holds::create),
+        )
+        .route(
+            "/streams/{name}/holds/{id}",
+            axum::routing::delete(holds::delete),
+        )
+        .route("/retention", get(holds::status))
+        .route("/retention/sweep", axum::routing::post(holds::sweep_now))
         .route("/streams/{name}/clip.mp4", get(clip::clip))
         .route("/streams/{name}/hls/init/{file}", get(hls::init))
         .route("/streams/{name}/hls/segments/{file}", get(hls::segment))
@@ -100,16 +113,33 @@ pub fn router(state: AppState) -> Router {
 /// Runs the server until `shutdown` fires, then stops accepting, lets uploads persist what they
 /// received, and closes the store.
 pub async fn serve(config: Config, clock: SharedClock, shutdown: CancellationToken) -> Result<()> {
-    let store = Store::open(&config.data_dir, &config.storage, clock)?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| Error::invalid(format!("cannot listen on {}: {e}", config.listen)))?;
+    serve_on(listener, config, clock, shutdown).await
+}
+
+/// [`serve`] on a listener the caller bound (tests bind port 0 and read the address).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let store = Store::open(&config.data_dir, &config.storage, clock)?;
     let addr = listener.local_addr()?;
     let ingest = Ingest::new(store.clone(), config.clone(), shutdown.clone());
+    let sweeper = Sweeper::spawn(
+        store.clone(),
+        config.retention.clone(),
+        config.storage.clone(),
+        shutdown.clone(),
+    );
     let app = router(AppState {
         store: store.clone(),
         ingest,
         hls: Arc::new(Hls::new(store.clone(), config.hls.clone())),
+        sweeper,
         config: config.clone(),
     });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "tapedeck serving");

@@ -23,6 +23,8 @@ const MAX_TAG_LEN: usize = 256;
 struct CreateBody {
     name: String,
     retention_hours: Option<u64>,
+    /// Per-stream byte quota; 0 or absent means none.
+    retention_bytes: Option<u64>,
     #[serde(default)]
     tags: BTreeMap<String, String>,
 }
@@ -31,6 +33,7 @@ struct CreateBody {
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
     retention_hours: Option<u64>,
+    retention_bytes: Option<u64>,
     tags: Option<BTreeMap<String, String>>,
 }
 
@@ -68,12 +71,32 @@ pub(super) async fn describe_json(state: &AppState, s: &StreamRow) -> Result<Val
     let video = init
         .as_ref()
         .and_then(|i| i.tracks.iter().find(|t| t.kind == "video"));
+    let holds = state.store.holds(s.id).await?;
+    let keep_us = if s.retention_hours == 0 {
+        state.config.retention.live_buffer_secs as i64 * 1_000_000
+    } else {
+        (s.retention_hours as i64).saturating_mul(3_600_000_000)
+    };
+    let next_expiry = state
+        .store
+        .oldest_unheld_server_time(s.id)
+        .await?
+        .map(|t| format_us(t.saturating_add(keep_us)));
+    let last_sweep = state.sweeper.status().last;
+    let held_only =
+        last_sweep.as_ref().is_some_and(|r| r.held_only_over_budget) && !holds.is_empty();
     Ok(json!({
         "name": s.name,
         "status": status,
         "producer_connected": connected,
         "created": format_us(s.created_us),
         "retention_hours": s.retention_hours,
+        "retention_bytes": s.retention_bytes,
+        "live_only": s.retention_hours == 0,
+        "holds": holds.iter().map(super::holds::hold_json).collect::<Vec<_>>(),
+        "next_expiry": next_expiry,
+        // The disk budget is crossed and held media (some of it this stream's) is all that is left.
+        "held_media_over_budget": held_only,
         "tags": s.tags,
         "fragment_count": s.fragment_count,
         "bytes": s.total_bytes,
@@ -96,7 +119,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<impl I
         .unwrap_or(state.config.retention.default_hours);
     let row = state
         .store
-        .create_stream(&b.name, retention, b.tags)
+        .create_stream(&b.name, retention, b.retention_bytes, b.tags)
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -145,10 +168,17 @@ pub async fn update(
     if let Some(t) = &b.tags {
         validate_tags(t)?;
     }
+    let before = state.store.require_stream(&name).await?;
     let row = state
         .store
-        .update_stream(&name, b.retention_hours, b.tags)
+        .update_stream(&name, b.retention_hours, b.retention_bytes, b.tags)
         .await?;
+    let shorter = row.retention_hours < before.retention_hours
+        || row.retention_bytes.unwrap_or(u64::MAX) < before.retention_bytes.unwrap_or(u64::MAX);
+    if shorter {
+        // A decrease takes effect at once, not at the next interval.
+        state.sweeper.wake();
+    }
     Ok(Json(describe_json(&state, &row).await?))
 }
 

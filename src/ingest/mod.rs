@@ -70,6 +70,7 @@ impl Ingest {
             .create_stream(
                 name,
                 self.inner.config.retention.default_hours,
+                None,
                 BTreeMap::new(),
             )
             .await;

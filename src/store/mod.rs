@@ -19,13 +19,17 @@ mod check;
 mod files;
 mod queries;
 mod recovery;
+pub mod retention;
 mod rows;
 mod schema;
+pub mod sweeper;
 mod writer;
 
 pub use check::{check, CheckReport};
 pub use queries::{FragmentQuery, TimeKind};
-pub use rows::{FragmentRow, InitRow, NewFragment, SessionRow, SpanRow, StreamRow, TrackSummary};
+pub use rows::{
+    FragmentRow, HoldRow, InitRow, NewFragment, SessionRow, SpanRow, StreamRow, TrackSummary,
+};
 pub use writer::{GroupStats, StoreEvent};
 
 use crate::clock::SharedClock;
@@ -202,15 +206,18 @@ impl Store {
         &self,
         name: &str,
         retention_hours: u64,
+        retention_bytes: Option<u64>,
         tags: BTreeMap<String, String>,
     ) -> Result<StreamRow> {
+        let retention_bytes = retention_bytes.filter(|b| *b > 0).map(|b| b as i64);
         let name = name.to_string();
         self.exec(move |w| {
             let now = w.now_us();
             let tags = serde_json::to_string(&tags).unwrap_or_else(|_| "{}".into());
             let r = w.conn.execute(
-                "INSERT INTO streams (name, created_us, retention_hours, tags) VALUES (?,?,?,?)",
-                params![name, now, retention_hours as i64, tags],
+                "INSERT INTO streams (name, created_us, retention_hours, retention_bytes, tags) \
+                 VALUES (?,?,?,?,?)",
+                params![name, now, retention_hours as i64, retention_bytes, tags],
             );
             match r {
                 Ok(_) => {}
@@ -253,6 +260,7 @@ impl Store {
         &self,
         name: &str,
         retention_hours: Option<u64>,
+        retention_bytes: Option<u64>,
         tags: Option<BTreeMap<String, String>>,
     ) -> Result<StreamRow> {
         let name = name.to_string();
@@ -264,6 +272,14 @@ impl Store {
                 tx.execute(
                     "UPDATE streams SET retention_hours = ? WHERE id = ?",
                     params![h as i64, found.id],
+                )?;
+            }
+            if let Some(b) = retention_bytes {
+                // 0 removes the quota.
+                let b = (b > 0).then_some(b as i64);
+                tx.execute(
+                    "UPDATE streams SET retention_bytes = ? WHERE id = ?",
+                    params![b, found.id],
                 )?;
             }
             if let Some(t) = tags {

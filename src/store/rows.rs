@@ -9,6 +9,7 @@ pub struct StreamRow {
     pub name: String,
     pub created_us: i64,
     pub retention_hours: u64,
+    pub retention_bytes: Option<u64>,
     pub tags: BTreeMap<String, String>,
     pub fragment_count: i64,
     pub total_bytes: i64,
@@ -19,7 +20,8 @@ pub struct StreamRow {
 }
 
 pub(crate) const STREAM_COLUMNS: &str = "id, name, created_us, retention_hours, tags, \
-     fragment_count, total_bytes, first_producer_us, last_end_us, last_number, last_init_id";
+     fragment_count, total_bytes, first_producer_us, last_end_us, last_number, last_init_id, \
+     retention_bytes";
 
 impl StreamRow {
     pub(crate) fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StreamRow> {
@@ -36,6 +38,7 @@ impl StreamRow {
             last_end_us: r.get(8)?,
             last_number: r.get(9)?,
             last_init_id: r.get(10)?,
+            retention_bytes: r.get::<_, Option<i64>>(11)?.map(|b| b.max(0) as u64),
         })
     }
 }
@@ -159,4 +162,21 @@ pub struct SpanRow {
     pub end_us: i64,
     pub fragments: i64,
     pub bytes: i64,
+}
+
+/// A range protected from expiry.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HoldRow {
+    pub id: i64,
+    pub stream_id: i64,
+    pub start_us: i64,
+    pub end_us: i64,
+    pub reason: String,
+    pub created_us: i64,
+}
+
+impl HoldRow {
+    pub fn covers(&self, start_us: i64, end_us: i64) -> bool {
+        start_us < self.end_us && end_us > self.start_us
+    }
 }

@@ -14,7 +14,8 @@ CREATE TABLE streams (
     id                INTEGER PRIMARY KEY,
     name              TEXT NOT NULL,
     created_us        INTEGER NOT NULL,            -- server clock, µs since the Unix epoch
-    retention_hours   INTEGER NOT NULL,            -- 0 = live only
+    retention_hours   INTEGER NOT NULL,            -- 0 = live only (keep the live buffer)
+    retention_bytes   INTEGER,                     -- optional per-stream byte quota
     tags              TEXT NOT NULL DEFAULT '{}',  -- JSON object, string -> string
     deleted_us        INTEGER,                     -- set by delete; cleanup follows
     -- Running totals kept in the same transaction as the fragment rows they count, so describe
@@ -91,6 +92,19 @@ CREATE INDEX fragments_producer ON fragments(stream_id, producer_start_us);
 CREATE INDEX fragments_server ON fragments(stream_id, server_time_us);
 CREATE INDEX fragments_file ON fragments(file_id, file_offset);
 CREATE INDEX fragments_segment ON fragments(stream_id, segment_seq);
+-- Oldest media across all streams first, for the global disk budget.
+CREATE INDEX fragments_age ON fragments(server_time_us, stream_id, number);
+
+-- Ranges protected from every kind of expiry until the hold is removed.
+CREATE TABLE holds (
+    id          INTEGER PRIMARY KEY,
+    stream_id   INTEGER NOT NULL REFERENCES streams(id),
+    start_us    INTEGER NOT NULL,   -- producer time
+    end_us      INTEGER NOT NULL,
+    reason      TEXT NOT NULL,
+    created_us  INTEGER NOT NULL
+);
+CREATE INDEX holds_stream ON holds(stream_id, start_us);
 
 -- Recorded spans: maximal runs of fragments without a gap in producer time (see
 -- writer::DISCONTINUITY_GAP_US), kept in the same transaction as the fragments, so a timeline

@@ -143,6 +143,16 @@ impl WriterState {
         self.cursors.remove(&stream_id);
     }
 
+    /// Stops appending to a file (expiry emptied it); the stream's next fragment starts a new
+    /// one. Runs on the writer thread, so no append can be in progress.
+    pub(crate) fn close_file(&mut self, file_id: i64) {
+        for c in self.cursors.values_mut() {
+            if c.file.as_ref().is_some_and(|f| f.id == file_id) {
+                c.file = None;
+            }
+        }
+    }
+
     /// Runs the writer loop until shutdown or until every sender is gone.
     pub(crate) fn run(mut self, rx: mpsc::Receiver<Command>) {
         let mut batch = Vec::new();

@@ -1,0 +1,536 @@
+//! Expiry: removing the oldest fragments from the log, in bounded batches that run on the
+//! writer thread between commit groups, so a sweep of a million rows never holds ingest for
+//! long.
+//!
+//! Order of work in a batch (the durability protocol in reverse): one transaction removes the
+//! fragment rows, fixes the stream totals and spans, and removes the `files` rows of files left
+//! without fragments; only after it commits are those files unlinked. A crash in between leaves
+//! files that no row names, which startup recovery deletes. Readers that already opened a file
+//! keep reading it (an unlinked file lives while open). Held fragments (a hold's producer-time
+//! range overlaps them) are never removed. A file the writer is appending to is closed first
+//! when expiry empties it (this runs on the writer thread, between appends).
+
+use super::files;
+use super::rows::HoldRow;
+use super::writer::{WriterState, DISCONTINUITY_GAP_US};
+use super::Store;
+use crate::error::Result;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// What expiry removed.
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Expired {
+    pub fragments: u64,
+    pub bytes: u64,
+    pub files: u64,
+}
+
+impl Expired {
+    pub fn add(&mut self, o: Expired) {
+        self.fragments += o.fragments;
+        self.bytes += o.bytes;
+        self.files += o.files;
+    }
+}
+
+/// Which fragments of one stream a batch removes (oldest first).
+#[derive(Debug, Clone, Copy)]
+pub enum StreamExpiry {
+    /// Made durable before this server time.
+    OlderThan { cutoff_server_us: i64 },
+    /// As many of the oldest as it takes to free this many bytes.
+    FreeBytes { bytes: u64 },
+}
+
+/// The result of one batch; call again from `cursor` while `more`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Batch<C> {
+    pub expired: Expired,
+    /// Fragments kept because a hold covers them.
+    pub held: u64,
+    pub cursor: C,
+    pub more: bool,
+}
+
+/// Position in the global age order: (server time, stream id, number).
+pub type AgeCursor = (i64, i64, i64);
+
+struct Victim {
+    stream_id: i64,
+    number: i64,
+    size_bytes: i64,
+    file_id: i64,
+}
+
+fn load_holds(c: &Connection, stream_id: Option<i64>) -> Result<HashMap<i64, Vec<HoldRow>>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT id, stream_id, start_us, end_us, reason, created_us FROM holds \
+         WHERE ?1 IS NULL OR stream_id = ?1",
+    )?;
+    let mut out: HashMap<i64, Vec<HoldRow>> = HashMap::new();
+    let rows = stmt.query_map([stream_id], |r| {
+        Ok(HoldRow {
+            id: r.get(0)?,
+            stream_id: r.get(1)?,
+            start_us: r.get(2)?,
+            end_us: r.get(3)?,
+            reason: r.get(4)?,
+            created_us: r.get(5)?,
+        })
+    })?;
+    for h in rows {
+        let h = h?;
+        out.entry(h.stream_id).or_default().push(h);
+    }
+    Ok(out)
+}
+
+fn held(holds: &HashMap<i64, Vec<HoldRow>>, stream_id: i64, start_us: i64, end_us: i64) -> bool {
+    holds
+        .get(&stream_id)
+        .is_some_and(|hs| hs.iter().any(|h| h.covers(start_us, end_us)))
+}
+
+/// One batch of a stream's expiry, from fragment numbers after `after`.
+pub(crate) fn expire_stream_batch(
+    w: &mut WriterState,
+    stream_id: i64,
+    what: StreamExpiry,
+    after: i64,
+    limit: u32,
+) -> Result<Batch<i64>> {
+    let holds = load_holds(&w.conn, Some(stream_id))?;
+    let mut batch = Batch {
+        cursor: after,
+        ..Default::default()
+    };
+    let mut victims = Vec::new();
+    let mut freed = 0u64;
+    let rows: Vec<(i64, i64, i64, i64, i64, i64)> = {
+        let mut stmt = w.conn.prepare_cached(
+            "SELECT number, producer_start_us, duration_us, size_bytes, file_id, server_time_us \
+             FROM fragments WHERE stream_id = ? AND number > ? ORDER BY number LIMIT ?",
+        )?;
+        let rows = stmt
+            .query_map(params![stream_id, after, limit], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        rows
+    };
+    batch.more = rows.len() == limit as usize;
+    for (number, start, dur, size, file_id, server_time) in rows {
+        let done = match what {
+            StreamExpiry::OlderThan { cutoff_server_us } => server_time >= cutoff_server_us,
+            StreamExpiry::FreeBytes { bytes } => freed >= bytes,
+        };
+        if done {
+            batch.more = false;
+            break;
+        }
+        batch.cursor = number;
+        if held(&holds, stream_id, start, start + dur) {
+            batch.held += 1;
+            continue;
+        }
+        freed += size.max(0) as u64;
+        victims.push(Victim {
+            stream_id,
+            number,
+            size_bytes: size,
+            file_id,
+        });
+    }
+    batch.expired = delete_victims(w, &victims)?;
+    Ok(batch)
+}
+
+/// One batch of the global budget: the oldest fragments across all streams (by server time,
+/// then stream id, then number) until `bytes` are freed.
+pub(crate) fn expire_global_batch(
+    w: &mut WriterState,
+    bytes: u64,
+    after: AgeCursor,
+    limit: u32,
+) -> Result<Batch<AgeCursor>> {
+    let holds = load_holds(&w.conn, None)?;
+    let mut batch = Batch {
+        cursor: after,
+        ..Default::default()
+    };
+    let rows: Vec<(i64, i64, i64, i64, i64, i64, i64)> = {
+        let mut stmt = w.conn.prepare_cached(
+            "SELECT server_time_us, stream_id, number, producer_start_us, duration_us, \
+             size_bytes, file_id FROM fragments \
+             WHERE (server_time_us, stream_id, number) > (?, ?, ?) \
+             ORDER BY server_time_us, stream_id, number LIMIT ?",
+        )?;
+        let rows = stmt
+            .query_map(params![after.0, after.1, after.2, limit], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        rows
+    };
+    batch.more = rows.len() == limit as usize;
+    let mut victims = Vec::new();
+    let mut freed = 0u64;
+    for (server_time, stream_id, number, start, dur, size, file_id) in rows {
+        if freed >= bytes {
+            batch.more = false;
+            break;
+        }
+        batch.cursor = (server_time, stream_id, number);
+        if held(&holds, stream_id, start, start + dur) {
+            batch.held += 1;
+            continue;
+        }
+        freed += size.max(0) as u64;
+        victims.push(Victim {
+            stream_id,
+            number,
+            size_bytes: size,
+            file_id,
+        });
+    }
+    batch.expired = delete_victims(w, &victims)?;
+    Ok(batch)
+}
+
+/// Removes the rows, fixes totals and spans, removes emptied file rows; commits; then unlinks.
+fn delete_victims(w: &mut WriterState, victims: &[Victim]) -> Result<Expired> {
+    if victims.is_empty() {
+        return Ok(Expired::default());
+    }
+    let mut per_stream: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
+    let mut file_ids: BTreeMap<i64, i64> = BTreeMap::new();
+    for v in victims {
+        per_stream
+            .entry(v.stream_id)
+            .or_default()
+            .push((v.number, v.size_bytes));
+        file_ids.insert(v.file_id, v.stream_id);
+    }
+    let mut expired = Expired::default();
+    let mut unlink = Vec::new();
+    let tx = w.conn.transaction()?;
+    {
+        let mut del =
+            tx.prepare_cached("DELETE FROM fragments WHERE stream_id = ? AND number = ?")?;
+        for v in victims {
+            expired.fragments += del.execute(params![v.stream_id, v.number])? as u64;
+            expired.bytes += v.size_bytes.max(0) as u64;
+        }
+        let mut totals = tx.prepare_cached(
+            "UPDATE streams SET fragment_count = fragment_count - ?2, \
+             total_bytes = total_bytes - ?3, \
+             first_producer_us = (SELECT producer_start_us FROM fragments \
+                                  WHERE stream_id = ?1 ORDER BY number LIMIT 1) \
+             WHERE id = ?1",
+        )?;
+        for (stream_id, gone) in &per_stream {
+            let bytes: i64 = gone.iter().map(|g| g.1).sum();
+            totals.execute(params![stream_id, gone.len() as i64, bytes])?;
+            fix_spans(&tx, *stream_id, gone)?;
+        }
+        let mut in_use =
+            tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM fragments WHERE file_id = ?)")?;
+        let mut del_file = tx.prepare_cached("DELETE FROM files WHERE id = ?")?;
+        for (file_id, stream_id) in &file_ids {
+            let used: bool = in_use.query_row([file_id], |r| r.get(0))?;
+            if !used {
+                del_file.execute([file_id])?;
+                unlink.push((
+                    *file_id,
+                    files::file_path(&w.data_dir, *stream_id, *file_id),
+                ));
+            }
+        }
+    }
+    tx.commit()?;
+    for (file_id, path) in unlink {
+        w.close_file(file_id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => expired.files += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove expired file; check --repair will")
+            }
+        }
+    }
+    Ok(expired)
+}
+
+struct SpanRec {
+    first: i64,
+    last: i64,
+    start_us: i64,
+    end_us: i64,
+    fragments: i64,
+    bytes: i64,
+}
+
+/// Brings the spans touched by removed fragments (`gone`: number, size) up to date. Removing
+/// the oldest fragments of a span (the usual case) trims it; removing fragments from its middle
+/// (around a hold) rebuilds it from the remaining rows.
+fn fix_spans(tx: &rusqlite::Transaction<'_>, stream_id: i64, gone: &[(i64, i64)]) -> Result<()> {
+    let lo = gone.iter().map(|g| g.0).min().unwrap_or(0);
+    let hi = gone.iter().map(|g| g.0).max().unwrap_or(0);
+    let spans: Vec<SpanRec> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT first_number, last_number, start_us, end_us, fragments, bytes FROM spans \
+             WHERE stream_id = ? AND last_number >= ? AND first_number <= ? ORDER BY first_number",
+        )?;
+        let rows = stmt
+            .query_map(params![stream_id, lo, hi], |r| {
+                Ok(SpanRec {
+                    first: r.get(0)?,
+                    last: r.get(1)?,
+                    start_us: r.get(2)?,
+                    end_us: r.get(3)?,
+                    fragments: r.get(4)?,
+                    bytes: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        rows
+    };
+    let mut remove =
+        tx.prepare_cached("DELETE FROM spans WHERE stream_id = ? AND first_number = ?")?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO spans (stream_id, first_number, last_number, start_us, end_us, fragments, \
+         bytes) VALUES (?,?,?,?,?,?,?)",
+    )?;
+    for s in spans {
+        let inside: Vec<&(i64, i64)> = gone
+            .iter()
+            .filter(|g| g.0 >= s.first && g.0 <= s.last)
+            .collect();
+        let count = inside.len() as i64;
+        let bytes: i64 = inside.iter().map(|g| g.1).sum();
+        remove.execute(params![stream_id, s.first])?;
+        if count >= s.fragments {
+            continue;
+        }
+        let first_left: Option<(i64, i64)> = tx
+            .query_row(
+                "SELECT number, producer_start_us FROM fragments WHERE stream_id = ? \
+                 AND number BETWEEN ? AND ? ORDER BY number LIMIT 1",
+                params![stream_id, s.first, s.last],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((first_left, first_start)) = first_left else {
+            continue;
+        };
+        let max_gone = inside.iter().map(|g| g.0).max().unwrap_or(i64::MIN);
+        if max_gone < first_left {
+            insert.execute(params![
+                stream_id,
+                first_left,
+                s.last,
+                first_start,
+                s.end_us,
+                s.fragments - count,
+                s.bytes - bytes
+            ])?;
+            continue;
+        }
+        // Holes in the middle: rebuild this span from what is left of it.
+        let _ = s.start_us;
+        let mut stmt = tx.prepare_cached(
+            "SELECT number, producer_start_us, duration_us, size_bytes FROM fragments \
+             WHERE stream_id = ? AND number BETWEEN ? AND ? ORDER BY number",
+        )?;
+        let rows = stmt.query_map(params![stream_id, s.first, s.last], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut cur: Option<SpanRec> = None;
+        for row in rows {
+            let (n, start, dur, size) = row?;
+            match cur.as_mut() {
+                Some(c) if (start - c.end_us).abs() <= DISCONTINUITY_GAP_US => {
+                    c.last = n;
+                    c.end_us = c.end_us.max(start + dur);
+                    c.fragments += 1;
+                    c.bytes += size;
+                }
+                _ => {
+                    if let Some(c) = cur.take() {
+                        insert.execute(params![
+                            stream_id,
+                            c.first,
+                            c.last,
+                            c.start_us,
+                            c.end_us,
+                            c.fragments,
+                            c.bytes
+                        ])?;
+                    }
+                    cur = Some(SpanRec {
+                        first: n,
+                        last: n,
+                        start_us: start,
+                        end_us: start + dur,
+                        fragments: 1,
+                        bytes: size,
+                    });
+                }
+            }
+        }
+        if let Some(c) = cur {
+            insert.execute(params![
+                stream_id,
+                c.first,
+                c.last,
+                c.start_us,
+                c.end_us,
+                c.fragments,
+                c.bytes
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    pub async fn expire_stream_batch(
+        &self,
+        stream_id: i64,
+        what: StreamExpiry,
+        after: i64,
+        limit: u32,
+    ) -> Result<Batch<i64>> {
+        self.exec(move |w| expire_stream_batch(w, stream_id, what, after, limit))
+            .await
+    }
+
+    pub async fn expire_global_batch(
+        &self,
+        bytes: u64,
+        after: AgeCursor,
+        limit: u32,
+    ) -> Result<Batch<AgeCursor>> {
+        self.exec(move |w| expire_global_batch(w, bytes, after, limit))
+            .await
+    }
+
+    /// Holds of one stream (or all), by start.
+    pub async fn holds(&self, stream_id: i64) -> Result<Vec<HoldRow>> {
+        self.read(move |c| {
+            let mut v = load_holds(c, Some(stream_id))?
+                .remove(&stream_id)
+                .unwrap_or_default();
+            v.sort_by_key(|h| (h.start_us, h.id));
+            Ok(v)
+        })
+        .await
+    }
+
+    pub async fn add_hold(
+        &self,
+        stream_id: i64,
+        start_us: i64,
+        end_us: i64,
+        reason: String,
+    ) -> Result<HoldRow> {
+        self.exec(move |w| {
+            let now = w.now_us();
+            w.conn.execute(
+                "INSERT INTO holds (stream_id, start_us, end_us, reason, created_us) VALUES (?,?,?,?,?)",
+                params![stream_id, start_us, end_us, reason, now],
+            )?;
+            Ok(HoldRow { id: w.conn.last_insert_rowid(), stream_id, start_us, end_us, reason, created_us: now })
+        })
+        .await
+    }
+
+    /// Removes a hold; false when the stream has no such hold.
+    pub async fn remove_hold(&self, stream_id: i64, hold_id: i64) -> Result<bool> {
+        self.exec(move |w| {
+            Ok(w.conn.execute(
+                "DELETE FROM holds WHERE stream_id = ? AND id = ?",
+                params![stream_id, hold_id],
+            )? > 0)
+        })
+        .await
+    }
+
+    /// The server time of the stream's oldest fragment that no hold covers.
+    pub async fn oldest_unheld_server_time(&self, stream_id: i64) -> Result<Option<i64>> {
+        self.read(move |c| {
+            let holds = load_holds(c, Some(stream_id))?;
+            let mut stmt = c.prepare_cached(
+                "SELECT server_time_us, producer_start_us, duration_us FROM fragments \
+                 WHERE stream_id = ? ORDER BY number LIMIT 10000",
+            )?;
+            let mut rows = stmt.query([stream_id])?;
+            while let Some(r) = rows.next()? {
+                let (t, s, d): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                if !held(&holds, stream_id, s, s + d) {
+                    return Ok(Some(t));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    /// Bytes stored in all streams (from the running totals).
+    pub async fn used_bytes(&self) -> Result<u64> {
+        self.read(|c| {
+            let b: i64 = c.query_row(
+                "SELECT COALESCE(SUM(total_bytes), 0) FROM streams",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(b.max(0) as u64)
+        })
+        .await
+    }
+
+    /// Live streams' ids, names and retention settings, for the sweeper.
+    pub async fn retention_settings(&self) -> Result<Vec<(i64, String, u64, Option<u64>, i64)>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, name, retention_hours, retention_bytes, total_bytes FROM streams \
+                 WHERE deleted_us IS NULL ORDER BY id",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get::<_, i64>(2)?.max(0) as u64,
+                        r.get::<_, Option<i64>>(3)?.map(|b| b.max(0) as u64),
+                        r.get(4)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+}
