@@ -373,3 +373,115 @@ fn holds_api_validates() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// Splits a sample into (init, fragments).
+fn split_sample(name: &str) -> (Vec<u8>, Vec<Vec<u8>>) {
+    use tapedeck::fmp4::{Event, Splitter};
+    let data = std::fs::read(sample(name)).unwrap();
+    let mut sp = Splitter::new(50_000_000);
+    let mut events = Vec::new();
+    sp.push(&data, &mut events).unwrap();
+    let (mut init, mut frags) = (Vec::new(), Vec::new());
+    for e in events {
+        match e {
+            Event::Init { bytes, .. } => init = bytes.to_vec(),
+            Event::Fragment(f) => frags.push(f.bytes.to_vec()),
+        }
+    }
+    (init, frags)
+}
+
+#[test]
+fn sweeping_while_a_producer_uploads_and_a_viewer_plays() {
+    use std::io::{BufRead, BufReader, Write};
+    let s = SimServer::start("[retention]\nsweep_interval_secs = 3600\nbatch_rows = 10\n");
+    create(&s, json!({"name": "old", "retention_hours": 1}));
+    for _ in 0..15 {
+        s.upload("old", "h264_cmaf_chunks.mp4");
+    }
+    assert_eq!(s.describe("old")["fragment_count"], 300);
+    s.advance(2 * HOUR_US);
+    create(&s, json!({"name": "live", "retention_hours": 1}));
+    // A producer sending a fragment every 50 ms, reading NDJSON acks.
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let (init, frags) = split_sample("h264_aac_gop2s.mp4");
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    write!(conn, "PUT /api/v1/streams/live/ingest HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\nAccept: application/x-ndjson\r\n\r\n").unwrap();
+    let reader = conn.try_clone().unwrap();
+    let acks = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            if line.starts_with('{') {
+                lines.push(line);
+            }
+            if lines.last().is_some_and(|l| l.contains("session_ended")) {
+                break;
+            }
+        }
+        lines
+    });
+    let chunk = |c: &mut std::net::TcpStream, d: &[u8]| {
+        write!(c, "{:x}\r\n", d.len()).unwrap();
+        c.write_all(d).unwrap();
+        c.write_all(b"\r\n").unwrap();
+    };
+    chunk(&mut conn, &init);
+    chunk(&mut conn, &frags[0]);
+    common::wait_until("the first live fragment", Duration::from_secs(10), || {
+        !s.fragment_numbers("live").is_empty()
+    });
+    // A viewer polling the live playlist and fetching its newest segment.
+    let viewer_base = s.api("/streams/live/hls");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_v = stop.clone();
+    let viewer = std::thread::spawn(move || {
+        let mut failures = Vec::new();
+        let mut fetched = 0;
+        while !stop_v.load(std::sync::atomic::Ordering::SeqCst) {
+            let r = client()
+                .get(format!("{viewer_base}/live.m3u8"))
+                .send()
+                .unwrap();
+            if !r.status().is_success() {
+                failures.push(format!("playlist {}", r.status()));
+                continue;
+            }
+            let text = r.text().unwrap();
+            if let Some(uri) = text.lines().rev().find(|l| l.starts_with("segments/")) {
+                let r = client().get(format!("{viewer_base}/{uri}")).send().unwrap();
+                if r.status().is_success() {
+                    fetched += 1;
+                } else {
+                    failures.push(format!("{uri} {}", r.status()));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (fetched, failures)
+    });
+    let sweeper = {
+        let url = s.api("/retention/sweep");
+        std::thread::spawn(move || client().post(url).send().unwrap().json::<Value>().unwrap())
+    };
+    // Keep producing while the sweep runs (the media time keeps going, so loop the fragments
+    // of one upload: each loop is a new session appended after the previous one).
+    for f in &frags[1..] {
+        std::thread::sleep(Duration::from_millis(50));
+        chunk(&mut conn, f);
+    }
+    let report = sweeper.join().unwrap();
+    conn.write_all(b"0\r\n\r\n").unwrap();
+    let lines = acks.join().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (fetched, failures) = viewer.join().unwrap();
+    assert_eq!(report["by_retention"]["fragments"], 300, "{report}");
+    assert!(
+        failures.is_empty(),
+        "playback errors during the sweep: {failures:?}"
+    );
+    assert!(fetched > 0);
+    let persisted = lines.iter().filter(|l| l.contains("\"persisted\"")).count();
+    assert_eq!(persisted, frags.len(), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.contains("\"error\"")), "{lines:?}");
+    assert!(s.fragment_numbers("old").is_empty());
+}
