@@ -7,6 +7,7 @@ mod fragments;
 pub(crate) mod hls;
 mod holds;
 mod ingest;
+mod metrics;
 mod params;
 mod peer;
 pub mod range;
@@ -102,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         ]);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics::metrics))
         .nest("/api/v1", api)
         .fallback(|| async { Error::not_found("no such endpoint; the API lives under /api/v1") })
         .layer(axum::middleware::from_fn(error::json_errors))
