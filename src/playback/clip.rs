@@ -26,6 +26,7 @@ use crate::fmp4::{
 use crate::store::{FragmentRow, Store};
 use crate::timefmt::format_us;
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -279,30 +280,59 @@ pub fn body(
     end: u64,
 ) -> impl futures_util::Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + 'static {
     let end = end.min(clip.plan.len);
-    futures_util::stream::unfold(start, move |pos| {
+    futures_util::stream::unfold((start, None), move |(pos, files)| {
         let (store, clip) = (store.clone(), clip.clone());
         async move {
             if pos >= end {
                 return None;
             }
-            let chunk = next_chunk(&store, &clip, pos, end).await;
-            match chunk {
+            // Every file of the clip is opened before the first byte goes out, so retention
+            // removing a file mid-download cannot cut the response short.
+            let files = match files {
+                Some(f) => f,
+                None => match open_files(&store, &clip).await {
+                    Ok(f) => Arc::new(f),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "clip files could not be opened");
+                        return Some((Err(std::io::Error::other(e.message)), (end, None)));
+                    }
+                },
+            };
+            match next_chunk(&clip, &files, pos, end).await {
                 Ok(bytes) => {
                     let next = pos + bytes.len() as u64;
-                    Some((Ok(bytes), next))
+                    Some((Ok(bytes), (next, Some(files))))
                 }
                 // Ending the body early makes the server abort the response: the client sees a
                 // truncated transfer, never silently wrong bytes.
                 Err(e) => {
                     tracing::warn!(error = %e, "clip body read failed");
-                    Some((Err(std::io::Error::other(e.message)), end))
+                    Some((Err(std::io::Error::other(e.message)), (end, None)))
                 }
             }
         }
     })
 }
 
-async fn next_chunk(store: &Store, clip: &Clip, pos: u64, end: u64) -> Result<Bytes> {
+/// Open handles of the clip's fragment files, by file id.
+type OpenFiles = HashMap<i64, Arc<std::fs::File>>;
+
+async fn open_files(store: &Store, clip: &Arc<Clip>) -> Result<OpenFiles> {
+    let (store, clip) = (store.clone(), clip.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut files = OpenFiles::new();
+        for row in &clip.rows {
+            if let std::collections::hash_map::Entry::Vacant(slot) = files.entry(row.file_id) {
+                slot.insert(Arc::new(store.open_fragment_file_blocking(row)?));
+            }
+        }
+        Ok(files)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("open task failed: {e}")))?
+}
+
+async fn next_chunk(clip: &Clip, files: &Arc<OpenFiles>, pos: u64, end: u64) -> Result<Bytes> {
     let (i, within) = clip
         .plan
         .piece_at(pos)
@@ -317,14 +347,24 @@ async fn next_chunk(store: &Store, clip: &Clip, pos: u64, end: u64) -> Result<By
                 .get(*index)
                 .ok_or_else(|| Error::internal("clip piece names no fragment"))?;
             let take = take.min(READ_CHUNK_BYTES);
-            let bytes = store.fragment_range(row, offset + within, take).await?;
-            if bytes.len() as u64 != take {
-                return Err(Error::internal(format!(
-                    "fragment {} is shorter on disk than its index row says",
-                    row.number
-                )));
-            }
-            Ok(bytes)
+            let file = files
+                .get(&row.file_id)
+                .cloned()
+                .ok_or_else(|| Error::internal("clip file not opened"))?;
+            let at = row.file_offset as u64 + offset + within;
+            let number = row.number;
+            tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; take as usize];
+                file.read_exact_at(&mut buf, at).map_err(|e| {
+                    Error::internal(format!(
+                        "fragment {number} is shorter on disk than its index row says: {e}"
+                    ))
+                })?;
+                Ok(Bytes::from(buf))
+            })
+            .await
+            .map_err(|e| Error::internal(format!("read task failed: {e}")))?
         }
     }
 }

@@ -536,6 +536,19 @@ impl Store {
         })
     }
 
+    /// Opens the file holding a fragment. A reader that holds it open keeps reading even if
+    /// retention unlinks the file meanwhile (blocking: call off the async threads).
+    pub fn open_fragment_file_blocking(&self, row: &FragmentRow) -> Result<std::fs::File> {
+        let path = files::file_path(&self.inner.data_dir, row.stream_id, row.file_id);
+        std::fs::File::open(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::not_found("the fragment was deleted")
+            } else {
+                e.into()
+            }
+        })
+    }
+
     /// [`Store::fragment_range_blocking`] off the async threads.
     pub async fn fragment_range(
         &self,
