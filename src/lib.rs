@@ -4,6 +4,7 @@
 //! parsing and rewriting), `store` (the only door to disk), `ingest` (producer sessions),
 //! `http` (routes and the error-to-status mapping).
 
+pub mod analytics;
 pub mod clock;
 pub mod config;
 pub mod error;

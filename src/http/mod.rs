@@ -1,6 +1,7 @@
 //! The HTTP surface: the axum router, shared state and server lifecycle. Handlers parse and
 //! validate requests and shape responses; they never parse boxes or touch files.
 
+mod analytics;
 mod clip;
 mod error;
 mod fragments;
@@ -76,6 +77,9 @@ pub fn router(state: AppState) -> Router {
             "/streams/{name}/holds/{id}",
             axum::routing::delete(holds::delete),
         )
+        .route("/streams/{name}/media", get(analytics::media))
+        .route("/streams/{name}/events", get(analytics::stream_events))
+        .route("/events", get(analytics::all_events))
         .route("/retention", get(holds::status))
         .route("/retention/sweep", axum::routing::post(holds::sweep_now))
         .route("/streams/{name}/clip.mp4", get(clip::clip))

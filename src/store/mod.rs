@@ -384,7 +384,15 @@ impl Store {
                 "INSERT INTO sessions (stream_id, kind, remote, started_us) VALUES (?,?,?,?)",
                 params![stream_id, kind, remote, now],
             )?;
-            Ok(w.conn.last_insert_rowid())
+            let session_id = w.conn.last_insert_rowid();
+            w.emit(StoreEvent::SessionStarted {
+                stream_id,
+                session_id,
+                kind,
+                remote,
+                started_us: now,
+            });
+            Ok(session_id)
         })
         .await
     }
@@ -392,11 +400,37 @@ impl Store {
     pub async fn end_session(&self, session_id: i64, reason: String) -> Result<()> {
         self.exec(move |w| {
             let now = w.now_us();
-            w.conn.execute(
-                "UPDATE sessions SET ended_us = ?, end_reason = ? WHERE id = ? AND ended_us IS NULL",
-                params![now, reason, session_id],
-            )?;
+            let stream_id: Option<i64> = w
+                .conn
+                .query_row(
+                    "UPDATE sessions SET ended_us = ?, end_reason = ? \
+                     WHERE id = ? AND ended_us IS NULL RETURNING stream_id",
+                    params![now, reason, session_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(stream_id) = stream_id {
+                w.emit(StoreEvent::SessionEnded {
+                    stream_id,
+                    session_id,
+                    reason,
+                    ended_us: now,
+                });
+            }
             Ok(())
+        })
+        .await
+    }
+
+    /// The name of a live stream by id (events carry ids).
+    pub async fn stream_name(&self, stream_id: i64) -> Result<Option<String>> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT name FROM streams WHERE id = ? AND deleted_us IS NULL",
+                [stream_id],
+                |r| r.get(0),
+            )
+            .optional()?)
         })
         .await
     }

@@ -42,7 +42,22 @@ pub(crate) enum Command {
 #[derive(Debug, Clone)]
 pub enum StoreEvent {
     FragmentPersisted(FragmentRow),
-    StreamDeleted { stream_id: i64 },
+    StreamDeleted {
+        stream_id: i64,
+    },
+    SessionStarted {
+        stream_id: i64,
+        session_id: i64,
+        kind: &'static str,
+        remote: Option<String>,
+        started_us: i64,
+    },
+    SessionEnded {
+        stream_id: i64,
+        session_id: i64,
+        reason: String,
+        ended_us: i64,
+    },
 }
 
 /// Figures of the last groups, for the bench and metrics.

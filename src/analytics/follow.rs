@@ -1,0 +1,220 @@
+//! The follow feed: `GET /api/v1/streams/{name}/media?start=now|earliest|<time>|after:<n>`.
+//! One continuous fMP4 response: the init, then every fragment in order from the start point,
+//! catching up from the archive and then following live, with no gap and no duplicate.
+//!
+//! - Timestamps are rebased onto one consumer timeline that starts at 0 and runs continuously
+//!   across producer sessions and gaps (every track moves by the same amount, so A/V sync holds).
+//! - Before each fragment a top-level `free` box (ignored by every MP4 reader) carries
+//!   `{"fragment":N,"producer_time_us":T}`, so a consumer knows exactly where it is. To resume
+//!   after a disconnect, ask again with `start=after:<last N seen>`.
+//! - When the init changes (a producer with other codec settings), the response ends after the
+//!   last fragment of the old init; the next request (`after:<last N>`) starts with the new init.
+//! - Flow control is the consumer's: fragments are read from disk only as fast as it reads, so
+//!   a slow consumer falls behind on disk, not in memory.
+//! - `follow=false` ends the response at the newest fragment instead of waiting for more.
+
+use crate::error::{Error, Result};
+use crate::fmp4::{self, InitFacts};
+use crate::store::{FragmentRow, Store, StoreEvent, StreamRow};
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// Rows fetched from the index per query while catching up.
+const PAGE_ROWS: u32 = 64;
+/// How long a following response waits for a fragment before checking the stream still exists.
+const IDLE_CHECK: Duration = Duration::from_secs(15);
+
+/// Where a feed starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The start of the newest segment (a keyframe), so the consumer can decode at once.
+    Now,
+    /// The oldest decodable fragment still stored.
+    Earliest,
+    /// The segment (keyframe) at or before this producer time.
+    Time(i64),
+    /// Right after this fragment: an exact resume.
+    After(i64),
+}
+
+pub fn parse_start(text: Option<&str>) -> Result<StartAt> {
+    match text.map(str::trim) {
+        None | Some("now") => Ok(StartAt::Now),
+        Some("earliest") => Ok(StartAt::Earliest),
+        Some(t) if t.starts_with("after:") => t[6..]
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(StartAt::After)
+            .ok_or_else(|| Error::invalid(format!("'start' after:N needs a fragment number; got '{t}'"))),
+        Some(t) => crate::timefmt::parse_time_us("start", t)
+            .map(StartAt::Time)
+            .map_err(|_| {
+                Error::invalid(format!(
+                    "'start' must be now, earliest, after:<fragment> or a time (RFC 3339 or epoch ms); got '{t}'"
+                ))
+            }),
+    }
+}
+
+/// The number of the first fragment the feed sends.
+pub async fn first_number(store: &Store, stream: &StreamRow, start: StartAt) -> Result<i64> {
+    let next_new = stream.last_number + 1;
+    let near = |t: i64| async move {
+        Ok::<_, Error>(store.segment_start_near(stream.id, t).await?.map_or(next_new, |r| r.number))
+    };
+    match start {
+        StartAt::After(n) => Ok(n + 1),
+        StartAt::Now => match store.latest_fragment(stream.id).await? {
+            Some(latest) => near(latest.producer_start_us).await,
+            None => Ok(next_new),
+        },
+        StartAt::Earliest => match store.fragments_from_number(stream.id, 0, i64::MAX, 1).await?.first() {
+            Some(first) => near(first.producer_start_us).await,
+            None => Ok(next_new),
+        },
+        StartAt::Time(t) => near(t).await,
+    }
+}
+
+struct Feed {
+    store: Store,
+    stream_id: i64,
+    next_number: i64,
+    follow: bool,
+    events: broadcast::Receiver<StoreEvent>,
+    queue: VecDeque<FragmentRow>,
+    init: Option<(i64, Arc<InitFacts>)>,
+    /// End of the last sent fragment on the consumer timeline (µs from 0).
+    consumer_end_us: i64,
+    done: bool,
+}
+
+/// The feed from fragment `from` on. Subscribes to new fragments before the first index read,
+/// so nothing persisted in between is missed.
+pub fn feed(
+    store: Store,
+    stream_id: i64,
+    from: i64,
+    follow: bool,
+) -> impl futures_util::Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + 'static {
+    let state = Feed {
+        events: store.subscribe(),
+        store,
+        stream_id,
+        next_number: from,
+        follow,
+        queue: VecDeque::new(),
+        init: None,
+        consumer_end_us: 0,
+        done: false,
+    };
+    futures_util::stream::unfold(state, |mut f| async move {
+        if f.done {
+            return None;
+        }
+        match f.next_chunk().await {
+            Ok(Some(bytes)) => Some((Ok(bytes), f)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(stream_id = f.stream_id, error = %e, "follow feed ended by an error");
+                f.done = true;
+                Some((Err(std::io::Error::other(e.message)), f))
+            }
+        }
+    })
+}
+
+impl Feed {
+    /// The next piece of the response, or None at its end.
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            if self.queue.is_empty() {
+                let rows = self
+                    .store
+                    .fragments_from_number(self.stream_id, self.next_number, i64::MAX, PAGE_ROWS)
+                    .await?;
+                if rows.is_empty() {
+                    if !self.follow {
+                        return Ok(None);
+                    }
+                    if !self.wait_for_more().await? {
+                        return Ok(None);
+                    }
+                    continue;
+                }
+                self.queue.extend(rows);
+            }
+            let row = self.queue.pop_front().expect("filled above");
+            match &self.init {
+                Some((id, _)) if *id == row.init_id => {}
+                Some(_) => {
+                    // A new init: end here; `after:<last>` resumes with it.
+                    return Ok(None);
+                }
+                None => {
+                    let bytes = self
+                        .store
+                        .init_bytes(self.stream_id, row.init_id)
+                        .await?
+                        .ok_or_else(|| Error::internal("fragment names a missing init"))?;
+                    let facts = InitFacts::parse(&bytes)?;
+                    self.init = Some((row.init_id, Arc::new(facts)));
+                    self.queue.push_front(row);
+                    return Ok(Some(bytes));
+                }
+            }
+            let data = match self.store.fragment_bytes(&row).await {
+                Ok(d) => d,
+                // Expired between the index read and the file read: skip it, like retention.
+                Err(e) if e.kind == crate::error::Kind::NotFound => {
+                    self.next_number = row.number + 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let facts = self.init.as_ref().map(|(_, f)| f.clone()).expect("set above");
+            let shift_us = row.producer_start_us - self.consumer_end_us;
+            let rebased = fmp4::rewrite_fragment(&facts, &data, 0, &|track_id, old| {
+                let ts = facts.track(track_id).map_or(1_000_000, |t| t.timescale.max(1));
+                let shift = (i128::from(shift_us) * i128::from(ts)).div_euclid(1_000_000);
+                u64::try_from(i128::from(old) - shift).unwrap_or(0)
+            })?;
+            self.consumer_end_us += row.duration_us;
+            self.next_number = row.number + 1;
+            let marker = format!(
+                "{{\"fragment\":{},\"producer_time_us\":{}}}",
+                row.number, row.producer_start_us
+            );
+            let mut out = BytesMut::with_capacity(8 + marker.len() + rebased.len());
+            out.extend_from_slice(&((8 + marker.len()) as u32).to_be_bytes());
+            out.extend_from_slice(b"free");
+            out.extend_from_slice(marker.as_bytes());
+            out.extend_from_slice(&rebased);
+            return Ok(Some(out.freeze()));
+        }
+    }
+
+    /// Waits for a new fragment of the stream; false when the stream was deleted.
+    async fn wait_for_more(&mut self) -> Result<bool> {
+        loop {
+            match tokio::time::timeout(IDLE_CHECK, self.events.recv()).await {
+                Ok(Ok(StoreEvent::FragmentPersisted(r))) if r.stream_id == self.stream_id => {
+                    return Ok(true)
+                }
+                Ok(Ok(StoreEvent::StreamDeleted { stream_id })) if stream_id == self.stream_id => {
+                    return Ok(false)
+                }
+                Ok(Ok(_)) => {}
+                // Missed events: look at the index again.
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => return Ok(true),
+                // A quiet stream: make sure it still exists, then look again.
+                Err(_) => return Ok(self.store.stream_name(self.stream_id).await?.is_some()),
+                Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(false),
+            }
+        }
+    }
+}
