@@ -18,6 +18,39 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub hls: HlsConfig,
     pub limits: LimitsConfig,
+    pub frames: FramesConfig,
+}
+
+/// Decoded frames (`frame.jpg`, `frames`): decoding is CPU work, so it is bounded and cached.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FramesConfig {
+    /// The ffmpeg binary used for codecs openh264 cannot decode (H.265, H.264 4:2:2/4:4:4/10-bit).
+    /// A bare name is looked up on `PATH`.
+    pub ffmpeg_path: String,
+    /// Decodes running at once (each takes one core); further requests wait their turn.
+    pub max_concurrent_decodes: usize,
+    /// Decoded frames kept in memory (keyframes repeat most: `latest.jpg`, `at` on a GOP start).
+    pub cache_keyframes: usize,
+    /// Most frames one `frames` request may return; page with `next` for more.
+    pub max_frames_per_request: u32,
+    /// Smallest `interval_ms` a `frames` request may ask for.
+    pub min_interval_ms: u64,
+    /// JPEG quality (1-100) when a request does not say.
+    pub jpeg_quality: u8,
+}
+
+impl Default for FramesConfig {
+    fn default() -> Self {
+        FramesConfig {
+            ffmpeg_path: "ffmpeg".into(),
+            max_concurrent_decodes: 2,
+            cache_keyframes: 16,
+            max_frames_per_request: 100,
+            min_interval_ms: 100,
+            jpeg_quality: 80,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,6 +152,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             hls: HlsConfig::default(),
             limits: LimitsConfig::default(),
+            frames: FramesConfig::default(),
         }
     }
 }
@@ -152,7 +186,9 @@ impl Default for RetentionConfig {
             default_hours: 72,
             sweep_interval_secs: 30,
             live_buffer_secs: 300,
-            batch_rows: 2000,
+            // Measured with 50 cameras and a 1 M-row sweep: 2000-row steps sometimes held a
+            // commit group for hundreds of ms; 500 kept ack p99 within noise of no sweep.
+            batch_rows: 500,
         }
     }
 }
@@ -214,6 +250,16 @@ impl Config {
         if self.retention.sweep_interval_secs == 0 || self.retention.batch_rows == 0 {
             return Err(Error::invalid(
                 "retention.sweep_interval_secs and retention.batch_rows must be at least 1",
+            ));
+        }
+        if self.frames.max_concurrent_decodes == 0 || self.frames.max_frames_per_request == 0 {
+            return Err(Error::invalid(
+                "frames.max_concurrent_decodes and frames.max_frames_per_request must be at least 1",
+            ));
+        }
+        if !(1..=100).contains(&self.frames.jpeg_quality) {
+            return Err(Error::invalid(
+                "frames.jpeg_quality must be between 1 and 100",
             ));
         }
         if self.storage.file_roll_bytes < 1024 * 1024 {

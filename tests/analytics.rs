@@ -299,3 +299,88 @@ fn events_for_every_fragment_in_order_and_resume_with_last_event_id() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// The sample analytics job (samples/analytics/motion.py) against live ffmpeg uploads.
+#[test]
+fn sample_motion_job_scores_a_moving_and_a_still_picture() {
+    if !have("ffmpeg") || !have("python3") {
+        return;
+    }
+    let server = Server::start();
+    let run = |stream: &str, source: &str| -> Vec<f64> {
+        let url = server.api(&format!("/streams/{stream}/ingest"));
+        let mut ffmpeg = Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                source,
+                "-t",
+                "8",
+            ])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "25",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .args([
+                "-f",
+                "mp4",
+                "-movflags",
+                "frag_keyframe+empty_moov+default_base_moof",
+                "-method",
+                "PUT",
+                &url,
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("first fragment", Duration::from_secs(30), || {
+            fragment_count(&server, stream) >= 1
+        });
+        let out = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/samples/analytics/motion.py"
+            ))
+            .args([
+                "--server",
+                &server.base,
+                "--stream",
+                stream,
+                "--start",
+                "earliest",
+                "--seconds",
+                "4",
+            ])
+            .output()
+            .unwrap();
+        let _ = ffmpeg.kill();
+        let _ = ffmpeg.wait();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "motion.py failed: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!("{stream}:\n{text}");
+        text.lines()
+            .map(|l| l.rsplit("motion=").next().unwrap().parse::<f64>().unwrap())
+            .collect()
+    };
+    let moving = run("moving", "testsrc2=size=320x240:rate=25");
+    assert_eq!(moving.len(), 4);
+    assert!(moving.iter().all(|m| *m > 1.0), "{moving:?}");
+    let still = run("still", "color=c=gray:size=320x240:rate=25");
+    assert_eq!(still.len(), 4);
+    assert!(still.iter().all(|m| *m < 0.5), "{still:?}");
+}

@@ -296,9 +296,20 @@ fn quotas_budget_and_holds() {
     assert_eq!(d["holds"].as_array().unwrap().len(), 1);
     let status = get_json(&s2.api("/retention"));
     assert_eq!(status["last"]["held_only_over_budget"], true);
-    let metrics = client().get(format!("{}/metrics", s2.base)).send().unwrap().text().unwrap();
-    assert!(metrics.contains("\ntapedeck_disk_budget_held_only 1\n"), "{metrics}");
-    assert!(metrics.contains("\ntapedeck_disk_budget_crossed 1\n"), "{metrics}");
+    let metrics = client()
+        .get(format!("{}/metrics", s2.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("\ntapedeck_disk_budget_held_only 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\ntapedeck_disk_budget_crossed 1\n"),
+        "{metrics}"
+    );
     // Removing the hold lets the budget apply.
     let id = d["holds"][0]["id"].as_i64().unwrap();
     let r = client()

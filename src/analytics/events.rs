@@ -51,7 +51,11 @@ pub fn fragment_data(stream: &str, r: &FragmentRow) -> Value {
 #[derive(Debug, Clone)]
 pub enum Scope {
     /// One stream, resuming after this fragment number.
-    Stream { id: i64, name: String, after: Option<i64> },
+    Stream {
+        id: i64,
+        name: String,
+        after: Option<i64>,
+    },
     All,
 }
 
@@ -68,7 +72,10 @@ struct Events {
 }
 
 /// The event stream. Subscribes before replaying, so no event falls between the two.
-pub fn events(store: Store, scope: Scope) -> impl futures_util::Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + 'static {
+pub fn events(
+    store: Store,
+    scope: Scope,
+) -> impl futures_util::Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + 'static {
     let mut state = Events {
         rx: store.subscribe(),
         store,
@@ -87,7 +94,9 @@ pub fn events(store: Store, scope: Scope) -> impl futures_util::Stream<Item = st
         }
     }
     // The first bytes tell the client the stream is open.
-    state.pending.push_back(Bytes::from_static(b": tapedeck events\n\n"));
+    state
+        .pending
+        .push_back(Bytes::from_static(b": tapedeck events\n\n"));
     futures_util::stream::unfold(state, |mut s| async move {
         loop {
             if let Some(b) = s.pending.pop_front() {
@@ -137,7 +146,8 @@ impl Events {
         }
         *last = r.number;
         let id = self.event_id(name, r.number);
-        self.pending.push_back(sse("fragment", Some(id), &fragment_data(name, r)));
+        self.pending
+            .push_back(sse("fragment", Some(id), &fragment_data(name, r)));
     }
 
     /// Queues the next events: replayed ones first, then live ones (or a keepalive).
@@ -147,7 +157,8 @@ impl Events {
                 .store
                 .fragments_from_number(stream_id, from + 1, i64::MAX, REPLAY_PAGE)
                 .await?;
-            self.replay_from = (rows.len() == REPLAY_PAGE as usize).then(|| rows.last().map_or(from, |r| r.number));
+            self.replay_from = (rows.len() == REPLAY_PAGE as usize)
+                .then(|| rows.last().map_or(from, |r| r.number));
             let name = self.name(stream_id).await?.unwrap_or_default();
             for r in &rows {
                 self.push_fragment(&name, r);
@@ -156,7 +167,8 @@ impl Events {
         }
         let ev = match tokio::time::timeout(KEEPALIVE, self.rx.recv()).await {
             Err(_) => {
-                self.pending.push_back(Bytes::from_static(b": keepalive\n\n"));
+                self.pending
+                    .push_back(Bytes::from_static(b": keepalive\n\n"));
                 return Ok(());
             }
             Ok(Err(broadcast::error::RecvError::Closed)) => {
@@ -179,13 +191,24 @@ impl Events {
                     self.push_fragment(&name, &r);
                 }
             }
-            StoreEvent::SessionStarted { stream_id, session_id, kind, remote, started_us } if wanted(stream_id) => {
+            StoreEvent::SessionStarted {
+                stream_id,
+                session_id,
+                kind,
+                remote,
+                started_us,
+            } if wanted(stream_id) => {
                 if let Some(name) = self.name(stream_id).await? {
                     let data = json!({"stream": name, "session": session_id, "kind": kind, "remote": remote, "started": format_us(started_us)});
                     self.pending.push_back(sse("session_started", None, &data));
                 }
             }
-            StoreEvent::SessionEnded { stream_id, session_id, reason, ended_us } if wanted(stream_id) => {
+            StoreEvent::SessionEnded {
+                stream_id,
+                session_id,
+                reason,
+                ended_us,
+            } if wanted(stream_id) => {
                 if let Some(name) = self.name(stream_id).await? {
                     let data = json!({"stream": name, "session": session_id, "reason": reason, "ended": format_us(ended_us)});
                     self.pending.push_back(sse("session_ended", None, &data));
@@ -193,7 +216,8 @@ impl Events {
             }
             StoreEvent::StreamDeleted { stream_id } if wanted(stream_id) => {
                 let name = self.names.get(&stream_id).cloned().unwrap_or_default();
-                self.pending.push_back(sse("stream_deleted", None, &json!({"stream": name})));
+                self.pending
+                    .push_back(sse("stream_deleted", None, &json!({"stream": name})));
                 if self.stream_id().is_some() {
                     self.ended = true;
                 }

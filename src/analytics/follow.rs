@@ -64,7 +64,12 @@ pub fn parse_start(text: Option<&str>) -> Result<StartAt> {
 pub async fn first_number(store: &Store, stream: &StreamRow, start: StartAt) -> Result<i64> {
     let next_new = stream.last_number + 1;
     let near = |t: i64| async move {
-        Ok::<_, Error>(store.segment_start_near(stream.id, t).await?.map_or(next_new, |r| r.number))
+        Ok::<_, Error>(
+            store
+                .segment_start_near(stream.id, t)
+                .await?
+                .map_or(next_new, |r| r.number),
+        )
     };
     match start {
         StartAt::After(n) => Ok(n + 1),
@@ -72,7 +77,11 @@ pub async fn first_number(store: &Store, stream: &StreamRow, start: StartAt) -> 
             Some(latest) => near(latest.producer_start_us).await,
             None => Ok(next_new),
         },
-        StartAt::Earliest => match store.fragments_from_number(stream.id, 0, i64::MAX, 1).await?.first() {
+        StartAt::Earliest => match store
+            .fragments_from_number(stream.id, 0, i64::MAX, 1)
+            .await?
+            .first()
+        {
             Some(first) => near(first.producer_start_us).await,
             None => Ok(next_new),
         },
@@ -176,10 +185,16 @@ impl Feed {
                 }
                 Err(e) => return Err(e),
             };
-            let facts = self.init.as_ref().map(|(_, f)| f.clone()).expect("set above");
+            let facts = self
+                .init
+                .as_ref()
+                .map(|(_, f)| f.clone())
+                .expect("set above");
             let shift_us = row.producer_start_us - self.consumer_end_us;
             let rebased = fmp4::rewrite_fragment(&facts, &data, 0, &|track_id, old| {
-                let ts = facts.track(track_id).map_or(1_000_000, |t| t.timescale.max(1));
+                let ts = facts
+                    .track(track_id)
+                    .map_or(1_000_000, |t| t.timescale.max(1));
                 let shift = (i128::from(shift_us) * i128::from(ts)).div_euclid(1_000_000);
                 u64::try_from(i128::from(old) - shift).unwrap_or(0)
             })?;

@@ -1,5 +1,9 @@
 //! Analytics: the follow feed (a continuous fMP4 response from any point, following live),
 //! fragment events (server-sent events), and decoded frames.
 
+pub mod decode;
+pub mod encode;
 pub mod events;
 pub mod follow;
+pub mod frames;
+pub mod gop;

@@ -21,7 +21,11 @@ pub async fn media(
     let follow_live = match q.get("follow").map(String::as_str) {
         None | Some("true") | Some("1") => true,
         Some("false") | Some("0") => false,
-        Some(o) => return Err(Error::invalid(format!("'follow' must be true or false; got '{o}'"))),
+        Some(o) => {
+            return Err(Error::invalid(format!(
+                "'follow' must be true or false; got '{o}'"
+            )))
+        }
     };
     let stream = state.store.require_stream(&name).await?;
     let from = follow::first_number(&state.store, &stream, start).await?;
@@ -30,7 +34,10 @@ pub async fn media(
         [
             (header::CONTENT_TYPE, "video/mp4".to_string()),
             (header::CACHE_CONTROL, "no-store".to_string()),
-            (header::HeaderName::from_static("x-tapedeck-first-fragment"), from.to_string()),
+            (
+                header::HeaderName::from_static("x-tapedeck-first-fragment"),
+                from.to_string(),
+            ),
         ],
         Body::from_stream(body),
     )
@@ -63,7 +70,9 @@ pub async fn stream_events(
     let after = match last.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
         Some(v) => Some(v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-            Error::invalid(format!("Last-Event-ID must be a fragment number; got '{v}'"))
+            Error::invalid(format!(
+                "Last-Event-ID must be a fragment number; got '{v}'"
+            ))
         })?),
     };
     let stream = state.store.require_stream(&name).await?;
@@ -72,9 +81,15 @@ pub async fn stream_events(
         name,
         after,
     };
-    Ok(sse_response(Body::from_stream(events::events(state.store.clone(), scope))))
+    Ok(sse_response(Body::from_stream(events::events(
+        state.store.clone(),
+        scope,
+    ))))
 }
 
 pub async fn all_events(State(state): State<AppState>) -> Response {
-    sse_response(Body::from_stream(events::events(state.store.clone(), Scope::All)))
+    sse_response(Body::from_stream(events::events(
+        state.store.clone(),
+        Scope::All,
+    )))
 }

@@ -5,6 +5,7 @@ mod analytics;
 mod clip;
 mod error;
 mod fragments;
+mod frames;
 pub(crate) mod hls;
 mod holds;
 mod ingest;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub ingest: Ingest,
     pub hls: Arc<Hls>,
     pub sweeper: Arc<Sweeper>,
+    pub frames: Arc<crate::analytics::frames::Frames>,
     pub config: Config,
 }
 
@@ -83,6 +85,10 @@ pub fn router(state: AppState) -> Router {
         .route("/retention", get(holds::status))
         .route("/retention/sweep", axum::routing::post(holds::sweep_now))
         .route("/streams/{name}/clip.mp4", get(clip::clip))
+        .route("/streams/{name}/frame.jpg", get(frames::frame_jpg))
+        .route("/streams/{name}/frame.png", get(frames::frame_png))
+        .route("/streams/{name}/latest.jpg", get(frames::latest_jpg))
+        .route("/streams/{name}/frames", get(frames::frames))
         .route("/streams/{name}/hls/init/{file}", get(hls::init))
         .route("/streams/{name}/hls/segments/{file}", get(hls::segment))
         .route("/streams/{name}/hls/parts/{file}", get(hls::part));
@@ -146,6 +152,10 @@ pub async fn serve_on(
         ingest,
         hls: Arc::new(Hls::new(store.clone(), config.hls.clone())),
         sweeper,
+        frames: Arc::new(crate::analytics::frames::Frames::new(
+            store.clone(),
+            config.frames.clone(),
+        )),
         config: config.clone(),
     });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "tapedeck serving");

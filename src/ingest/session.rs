@@ -252,6 +252,16 @@ impl Session {
             )));
         }
         let run = facts.reference_run();
+        // Where the fragment's media ends, over all tracks: audio often runs a little past the
+        // video, and the next session must start after both.
+        let span_us = facts
+            .tracks
+            .iter()
+            .map(|t| {
+                fmp4::ticks_to_us(t.base_media_decode_time + t.duration, t.timescale)
+                    - media_start_us
+            })
+            .fold(duration_us, i64::max);
         Ok((
             NewFragment {
                 stream_id: self.stream_id,
@@ -259,6 +269,7 @@ impl Session {
                 init_id: 0,
                 producer_start_us: placement.producer_start_us,
                 duration_us,
+                end_us: placement.producer_start_us + span_us,
                 media_time: run.base_media_decode_time as i64,
                 timescale: i64::from(run.timescale),
                 keyframe: facts.starts_with_keyframe,
@@ -267,6 +278,8 @@ impl Session {
             },
             placement,
             media_start_us,
+            // Within a session the producer's own media times decide; the all-track end only
+            // matters to the next session (through the stream's end in the index).
             duration_us,
         ))
     }

@@ -16,6 +16,30 @@ use std::time::{Duration, Instant};
 const ARCHIVE_PAGE_ROWS: u32 = 5000;
 /// Rows read for a live window; far more than any window needs.
 const LIVE_WINDOW_ROWS: u32 = 4000;
+/// Whether the producer's current session sends one fragment per GOP (every fragment starts
+/// with a keyframe), so each new fragment is a complete segment the moment it is durable.
+///
+/// While a producer is connected the newest segment may otherwise still grow (the next
+/// fragment, if it is not a keyframe, joins it), so it is published as LL-HLS parts only and
+/// listed (and served) as a segment once complete: an MSN never changes its URI or duration.
+/// The first fragment of a session is such an open segment until the second one shows which
+/// kind of producer this is.
+fn gop_fragments(segments: &[Segment]) -> bool {
+    let Some(last) = segments.last() else {
+        return false;
+    };
+    let session: Vec<&Segment> = segments
+        .iter()
+        .rev()
+        .take_while(|s| s.session_id == last.session_id && s.disc_seq == last.disc_seq)
+        .collect();
+    session.len() >= 2 && session.iter().all(|s| s.parts.len() == 1)
+}
+
+/// The smallest target duration announced before any segment of a stream is complete.
+const GUESSED_TARGET_DURATION_S: u64 = 2;
+/// How long a live playlist request waits for a new stream's first complete segment.
+const FIRST_SEGMENT_WAIT: Duration = Duration::from_secs(10);
 /// Recent segments measured for the master playlist's BANDWIDTH.
 const BANDWIDTH_SEGMENTS: i64 = 30;
 
@@ -33,6 +57,53 @@ pub struct Hls {
     store: Store,
     config: HlsConfig,
     timing: Mutex<HashMap<i64, LiveTiming>>,
+    cache: Mutex<SegmentCache>,
+}
+
+/// Bytes of recently served complete segments (what every viewer of a live stream asks for).
+const SEGMENT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A small LRU of segment bodies, dropped whole when media is removed from the store.
+#[derive(Default)]
+struct SegmentCache {
+    entries: HashMap<(i64, i64), (Bytes, String)>,
+    order: std::collections::VecDeque<(i64, i64)>,
+    bytes: usize,
+    generation: u64,
+}
+
+impl SegmentCache {
+    fn get(&mut self, stream_id: i64, first: i64, generation: u64) -> Option<(Bytes, String)> {
+        if generation != self.generation {
+            *self = SegmentCache {
+                generation,
+                ..Default::default()
+            };
+            return None;
+        }
+        self.entries.get(&(stream_id, first)).cloned()
+    }
+
+    fn put(&mut self, stream_id: i64, first: i64, generation: u64, body: Bytes, etag: String) {
+        if generation != self.generation || body.len() > SEGMENT_CACHE_BYTES / 4 {
+            return;
+        }
+        let key = (stream_id, first);
+        if self.entries.contains_key(&key) {
+            return;
+        }
+        self.bytes += body.len();
+        self.entries.insert(key, (body, etag));
+        self.order.push_back(key);
+        while self.bytes > SEGMENT_CACHE_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((b, _)) = self.entries.remove(&old) {
+                self.bytes -= b.len();
+            }
+        }
+    }
 }
 
 /// `_HLS_msn` / `_HLS_part` of a blocking playlist reload.
@@ -44,9 +115,10 @@ pub struct Blocking {
 
 struct LiveView {
     segments: Vec<Segment>,
+    /// Complete segments in `segments`.
+    complete: usize,
     last_open: bool,
     timing: LiveTiming,
-    low_latency: bool,
     newest_seq: i64,
 }
 
@@ -64,17 +136,13 @@ impl LiveView {
     }
 }
 
-/// A stream sends LL-HLS parts when its segments hold more than one fragment.
-fn is_low_latency(segments: &[Segment]) -> bool {
-    segments.iter().any(|s| s.parts.len() > 1)
-}
-
 impl Hls {
     pub fn new(store: Store, config: HlsConfig) -> Hls {
         Hls {
             store,
             config,
             timing: Mutex::new(HashMap::new()),
+            cache: Mutex::new(SegmentCache::default()),
         }
     }
 
@@ -101,29 +169,37 @@ impl Hls {
             .fragments_from_segment(stream.id, from_seq, LIVE_WINDOW_ROWS)
             .await?;
         let all = group_segments(&rows);
-        let low_latency = is_low_latency(&all);
-        let last_open = low_latency && connected;
+        let last_open = connected && !all.is_empty() && !gop_fragments(&all);
+        let complete_count = all.len() - usize::from(last_open);
         let timing = {
             let mut map = self
                 .timing
                 .lock()
                 .map_err(|_| Error::internal("timing lock"))?;
             let t = map.entry(stream.id).or_default();
-            t.target_duration_s = t.target_duration_s.max(playlist::target_duration_for(&all));
-            if low_latency {
-                let longest_part = all
-                    .iter()
-                    .flat_map(|s| s.parts.iter().map(|p| p.duration_us))
-                    .max()
-                    .unwrap_or(0);
-                // Whole milliseconds, rounded up, so every part fits.
-                t.part_target_us = t.part_target_us.max((longest_part + 999) / 1000 * 1000);
-            }
+            let complete_td = playlist::target_duration_for(&all[..complete_count]);
+            t.target_duration_s = if complete_count > 0 {
+                t.target_duration_s.max(complete_td)
+            } else {
+                // Nothing complete yet: guess from the open segment, but never below the common
+                // 2 s GOP, so the value is unlikely to have to grow once segments complete.
+                t.target_duration_s.max(
+                    all.last()
+                        .map_or(1, |s| playlist::rounded_secs(s.duration_us))
+                        .max(GUESSED_TARGET_DURATION_S),
+                )
+            };
+            let longest_part = all
+                .iter()
+                .flat_map(|s| s.parts.iter().map(|p| p.duration_us))
+                .max()
+                .unwrap_or(0);
+            // Whole milliseconds, rounded up, so every part fits.
+            t.part_target_us = t.part_target_us.max((longest_part + 999) / 1000 * 1000);
             *t
         };
         // The window: `window` complete segments, more if needed to reach three target
         // durations (HLS 6.2.2), plus the open segment.
-        let complete_count = all.len() - usize::from(last_open && !all.is_empty());
         let min_us = 3 * timing.target_duration_s as i64 * 1_000_000;
         let mut first = complete_count;
         let mut dur = 0;
@@ -133,10 +209,10 @@ impl Hls {
         }
         let segments = all[first..].to_vec();
         Ok(LiveView {
+            complete: segments.len() - usize::from(last_open),
             segments,
             last_open,
             timing,
-            low_latency,
             newest_seq: latest.segment_seq,
         })
     }
@@ -146,7 +222,7 @@ impl Hls {
         playlist::media_playlist(&MediaPlaylist {
             kind: Kind::Live,
             target_duration_s: td,
-            part_target_us: view.low_latency.then_some(view.timing.part_target_us),
+            part_target_us: Some(view.timing.part_target_us.max(1000)),
             segments: &view.segments,
             last_open: view.last_open,
             parts_window_us: 3 * td as i64 * 1_000_000,
@@ -170,6 +246,17 @@ impl Hls {
         let mut events = self.store.subscribe();
         loop {
             let view = self.live_view(stream, connected()).await?;
+            // A new stream's first playlist waits for its first complete segment, so the
+            // target duration it announces is a measured one that will not change.
+            if blocking.msn.is_none()
+                && view.complete == 0
+                && view.last_open
+                && started.elapsed() < FIRST_SEGMENT_WAIT
+            {
+                let left = FIRST_SEGMENT_WAIT.saturating_sub(started.elapsed());
+                wait_for_fragment(&mut events, stream.id, left).await;
+                continue;
+            }
             let Some(msn) = blocking.msn else {
                 return Ok(self.render_live(&view, query));
             };
@@ -194,10 +281,14 @@ impl Hls {
     }
 
     /// Walks the segments from `from_number` up to `end_us`, a page of rows at a time.
+    /// Walks, a page of rows at a time, the whole segments that overlap `[start_us, end_us)`
+    /// from fragment `from_number` on: a segment is listed whole even when `end_us` cuts it,
+    /// since its URI serves all of it.
     async fn for_each_segment(
         &self,
         stream_id: i64,
         from_number: i64,
+        start_us: i64,
         end_us: i64,
         mut f: impl FnMut(Segment),
     ) -> Result<()> {
@@ -206,7 +297,7 @@ impl Hls {
         loop {
             let rows = self
                 .store
-                .fragments_from_number(stream_id, next, end_us, ARCHIVE_PAGE_ROWS)
+                .fragments_from_number(stream_id, next, i64::MAX, ARCHIVE_PAGE_ROWS)
                 .await?;
             let full = rows.len() == ARCHIVE_PAGE_ROWS as usize;
             if let Some(last) = rows.last() {
@@ -222,7 +313,14 @@ impl Hls {
             } else {
                 carry.clear();
             }
-            segs.into_iter().for_each(&mut f);
+            for s in segs {
+                if s.start_us >= end_us {
+                    return Ok(());
+                }
+                if s.end_us() > start_us {
+                    f(s);
+                }
+            }
             if !full {
                 return Ok(());
             }
@@ -266,7 +364,7 @@ impl Hls {
         let mut count = 0usize;
         let mut low_latency = false;
         let mut last: Option<Segment> = None;
-        self.for_each_segment(stream.id, first.number, end, |s| {
+        self.for_each_segment(stream.id, first.number, start_us, end, |s| {
             td = td.max(playlist::rounded_secs(s.duration_us));
             low_latency |= s.parts.len() > 1;
             count += 1;
@@ -291,7 +389,7 @@ impl Hls {
         let mut prev: Option<Segment> = None;
         let mut written = 0usize;
         let kind = if closed { Kind::Vod } else { Kind::Event };
-        self.for_each_segment(stream.id, first.number, end, |s| {
+        self.for_each_segment(stream.id, first.number, start_us, end, |s| {
             if written == take {
                 return;
             }
@@ -356,49 +454,51 @@ impl Hls {
     }
 
     /// The bytes of the segment starting at fragment `first`, once it is complete, and its ETag.
+    /// Complete segments never change, so recent ones are served from memory.
     pub async fn segment(
         &self,
         stream: &StreamRow,
         first: i64,
         connected: bool,
     ) -> Result<(Bytes, String)> {
-        let rows = self.store.segment_fragments(stream.id, first).await?;
-        let Some(last) = rows.last() else {
+        let generation = self.store.removal_generation();
+        if let Some(hit) = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(stream.id, first, generation))
+        {
+            return Ok(hit);
+        }
+        let Some((rows, body, newest)) = self.store.read_segment(stream.id, first).await? else {
             return Err(Error::not_found(format!(
                 "stream '{}' has no segment starting at fragment {first}",
                 stream.name
             )));
         };
-        if connected && self.may_grow(stream.id, last).await? {
+        let last = rows.last().map_or(first, |r| r.number);
+        if connected && newest == last && !self.newest_is_gop_fragment(stream.id).await? {
+            // With a producer connected, the newest segment may still grow.
             return Err(Error::not_found(format!(
                 "segment {first} is still being recorded; it is listed in live.m3u8 once complete"
             )));
         }
-        let mut body =
-            bytes::BytesMut::with_capacity(rows.iter().map(|r| r.size_bytes as usize).sum());
-        for r in &rows {
-            body.extend_from_slice(&self.store.fragment_bytes(r).await?);
+        let etag = format!("\"{}-s{}-{}\"", stream.id, first, last);
+        if let Ok(mut c) = self.cache.lock() {
+            c.put(stream.id, first, generation, body.clone(), etag.clone());
         }
-        Ok((
-            body.freeze(),
-            format!("\"{}-s{}-{}\"", stream.id, first, last.number),
-        ))
+        Ok((body, etag))
     }
 
-    /// Whether more fragments may still join the segment ending with `last`: it is the newest
-    /// fragment of a stream that sends LL-HLS parts.
-    async fn may_grow(&self, stream_id: i64, last: &FragmentRow) -> Result<bool> {
+    async fn newest_is_gop_fragment(&self, stream_id: i64) -> Result<bool> {
         let Some(latest) = self.store.latest_fragment(stream_id).await? else {
             return Ok(false);
         };
-        if latest.number != last.number {
-            return Ok(false);
-        }
         let rows = self
             .store
-            .fragments_from_segment(stream_id, latest.segment_seq - 3, LIVE_WINDOW_ROWS)
+            .fragments_from_segment(stream_id, latest.segment_seq - 2, LIVE_WINDOW_ROWS)
             .await?;
-        Ok(is_low_latency(&group_segments(&rows)))
+        Ok(gop_fragments(&group_segments(&rows)))
     }
 
     /// Part `i` of the segment starting at fragment `n`: fragment `n + i`. A part announced by

@@ -2,9 +2,10 @@
 //! than through a playlist library because LL-HLS tags are dropped by the libraries we tried.
 //! Rules followed are in shared/reference/hls-cmaf-rules.md; the numbers below cite it.
 //!
-//! URIs are relative to the playlist (`.../hls/`): `init/{id}.mp4`, `segments/{n}.m4s`,
-//! `parts/{n}.{i}.m4s` where `n` is the segment's first fragment and `i` the part index
-//! (fragment `n + i`). `query` (e.g. a playback token) is appended to every URI.
+//! URIs are relative to the playlist (`.../hls/`): `init/{id}.mp4`, `segments/{n}.m4s` where
+//! `n` is the segment's first fragment, and `parts/{f}.0.m4s` for the part that is fragment `f`
+//! (the server also answers `parts/{n}.{i}.m4s` with fragment `n + i`). `query` (e.g. a
+//! playback token) is appended to every URI.
 
 use super::segments::Segment;
 use std::fmt::Write;
@@ -98,14 +99,10 @@ pub fn media_playlist(p: &MediaPlaylist<'_>) -> String {
     if p.kind == Kind::Live && p.part_target_us.is_some() {
         if let Some(last) = p.segments.last() {
             // The next part: the fragment after the newest one (2.x PRELOAD-HINT).
-            let (n, i) = if p.last_open {
-                (last.first_fragment, last.parts.len())
-            } else {
-                (last.last_fragment() + 1, 0)
-            };
+            let next = last.last_fragment() + 1;
             let _ = writeln!(
                 out,
-                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"parts/{n}.{i}.m4s{q}\""
+                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"parts/{next}.0.m4s{q}\""
             );
         }
     }
@@ -173,12 +170,15 @@ pub fn write_segment(
         program_date_time(seg.start_us)
     );
     if with_parts {
-        for (j, part) in seg.parts.iter().enumerate() {
+        for part in &seg.parts {
+            // Named by fragment number alone (`parts/{fragment}.0.m4s`): whether the next
+            // fragment starts a new segment is unknown when it is hinted, and a preload hint's URI
+            // must be the one the part is later listed under.
             let _ = write!(
                 out,
-                "#EXT-X-PART:DURATION={},URI=\"parts/{}.{j}.m4s{q}\"",
+                "#EXT-X-PART:DURATION={},URI=\"parts/{}.0.m4s{q}\"",
                 secs(part.duration_us),
-                seg.first_fragment
+                part.fragment
             );
             if part.independent {
                 out.push_str(",INDEPENDENT=YES");
@@ -296,12 +296,12 @@ mod tests {
              #EXT-X-DISCONTINUITY-SEQUENCE:3\n#EXT-X-INDEPENDENT-SEGMENTS\n\
              #EXT-X-MAP:URI=\"init/1.mp4?token=x\"\n#EXT-X-PROGRAM-DATE-TIME:2025-11-25T17:00:00.000Z\n\
              #EXT-X-PART:DURATION=0.500,URI=\"parts/5.0.m4s?token=x\",INDEPENDENT=YES\n\
-             #EXT-X-PART:DURATION=0.500,URI=\"parts/5.1.m4s?token=x\"\n\
+             #EXT-X-PART:DURATION=0.500,URI=\"parts/6.0.m4s?token=x\"\n\
              #EXTINF:1.000,\nsegments/5.m4s?token=x\n\
              #EXT-X-PROGRAM-DATE-TIME:2025-11-25T17:00:01.000Z\n\
              #EXT-X-PART:DURATION=0.500,URI=\"parts/7.0.m4s?token=x\",INDEPENDENT=YES\n\
-             #EXT-X-PART:DURATION=0.500,URI=\"parts/7.1.m4s?token=x\"\n\
-             #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"parts/7.2.m4s?token=x\"\n"
+             #EXT-X-PART:DURATION=0.500,URI=\"parts/8.0.m4s?token=x\"\n\
+             #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"parts/9.0.m4s?token=x\"\n"
         );
     }
 

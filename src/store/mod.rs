@@ -61,6 +61,7 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     events: broadcast::Sender<StoreEvent>,
     stats: Arc<Mutex<GroupStats>>,
+    removal_generation: Arc<std::sync::atomic::AtomicU64>,
     clock: SharedClock,
     _lock: File,
 }
@@ -79,6 +80,10 @@ impl Store {
         let lock = lock_data_dir(data_dir)?;
         let mut conn = open_db(data_dir)?;
         schema::migrate(&mut conn)?;
+        // WAL checkpoints (which fsync the database file) run on their own thread, not in the
+        // writer between commit groups, so a burst of index changes (a large sweep) never
+        // holds acks behind a slow checkpoint.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let recovered = recovery::recover(&mut conn, data_dir, clock.now_us())?;
         let (events, _) = broadcast::channel(4096);
         let stats = Arc::new(Mutex::new(GroupStats::default()));
@@ -91,11 +96,13 @@ impl Store {
             stats.clone(),
             recovered.next_file_id,
         );
+        let removal_generation = state.removal_generation.clone();
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || state.run(rx))
             .map_err(|e| Error::internal(format!("cannot start writer thread: {e}")))?;
+        spawn_checkpointer(data_dir.to_path_buf(), tx.clone());
         let store = Store {
             inner: Arc::new(Inner {
                 data_dir: data_dir.to_path_buf(),
@@ -104,6 +111,7 @@ impl Store {
                 readers: Mutex::new(Vec::new()),
                 events,
                 stats,
+                removal_generation,
                 clock,
                 _lock: lock,
             }),
@@ -121,6 +129,61 @@ impl Store {
 
     pub fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// Changes whenever stored media is removed (expiry, stream delete): caches of media bytes
+    /// compare it to drop what may be gone.
+    pub fn removal_generation(&self) -> u64 {
+        self.inner
+            .removal_generation
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The fragments of the segment starting at fragment `first`, their bytes in one buffer,
+    /// and the number of the stream's newest fragment: one trip off the async threads.
+    pub async fn read_segment(
+        &self,
+        stream_id: i64,
+        first: i64,
+    ) -> Result<Option<(Vec<FragmentRow>, bytes::Bytes, i64)>> {
+        let data_dir = self.inner.data_dir.clone();
+        self.read(move |c| {
+            let rows = queries::segment_fragments(c, stream_id, first)?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let newest = queries::latest_fragment(c, stream_id)?.map_or(0, |r| r.number);
+            let total: usize = rows.iter().map(|r| r.size_bytes as usize).sum();
+            let mut buf = Vec::with_capacity(total);
+            // Fragments of a segment are usually adjacent in one file: one read per run.
+            let mut i = 0;
+            while i < rows.len() {
+                let mut j = i;
+                while j + 1 < rows.len()
+                    && rows[j + 1].file_id == rows[i].file_id
+                    && rows[j + 1].file_offset == rows[j].file_offset + rows[j].size_bytes
+                {
+                    j += 1;
+                }
+                let len = (rows[j].file_offset + rows[j].size_bytes - rows[i].file_offset) as usize;
+                let path = files::file_path(&data_dir, stream_id, rows[i].file_id);
+                let start = buf.len();
+                buf.resize(start + len, 0);
+                use std::os::unix::fs::FileExt;
+                std::fs::File::open(&path)
+                    .and_then(|f| f.read_exact_at(&mut buf[start..], rows[i].file_offset as u64))
+                    .map_err(|e| {
+                        if e.kind() == std::io::ErrorKind::NotFound {
+                            Error::not_found("the segment was deleted")
+                        } else {
+                            Error::from(e)
+                        }
+                    })?;
+                i = j + 1;
+            }
+            Ok(Some((rows, bytes::Bytes::from(buf), newest)))
+        })
+        .await
     }
 
     pub fn group_stats(&self) -> GroupStats {
@@ -311,6 +374,7 @@ impl Store {
                     params![now, found.id],
                 )?;
                 w.forget_stream(found.id);
+                w.media_removed();
                 w.emit(StoreEvent::StreamDeleted {
                     stream_id: found.id,
                 });
@@ -637,6 +701,28 @@ fn purge_batch(w: &mut WriterState, limit: i64) -> Result<bool> {
     }
     tracing::info!(stream_id, "deleted stream purged");
     Ok(false)
+}
+
+/// How often the WAL is checkpointed into the database file.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Passive checkpoints from a connection of their own, until the writer's channel closes.
+fn spawn_checkpointer(data_dir: PathBuf, writer: mpsc::Sender<Command>) {
+    let _ = std::thread::Builder::new()
+        .name("store-checkpoint".into())
+        .spawn(move || {
+            let Ok(conn) = open_db(&data_dir) else {
+                tracing::warn!("checkpointer cannot open the index; SQLite will not checkpoint");
+                return;
+            };
+            // The writer is gone once this send fails: stop.
+            while writer.send(Command::Exec(Box::new(|_| {}))).is_ok() {
+                std::thread::sleep(CHECKPOINT_INTERVAL);
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::debug!(error = %e, "checkpoint skipped");
+                }
+            }
+        });
 }
 
 pub(crate) fn open_db(data_dir: &Path) -> Result<Connection> {

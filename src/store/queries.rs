@@ -65,15 +65,28 @@ pub fn fragments(c: &Connection, stream_id: i64, q: &FragmentQuery) -> Result<Ve
                      WHERE stream_id = ? AND producer_start_us <= ?",
                 )?
                 .query_row(params![stream_id, start], |r| r.get(0))?;
+            // ...and end before the first fragment starting at or after `end`, so a short
+            // range deep in a long history never walks to the end of the stream.
+            let upper: i64 = if end == i64::MAX {
+                i64::MAX
+            } else {
+                c.prepare_cached(
+                    "SELECT number FROM fragments WHERE stream_id = ? AND producer_start_us >= ? \
+                     ORDER BY producer_start_us LIMIT 1",
+                )?
+                .query_row(params![stream_id, end], |r| r.get(0))
+                .optional()?
+                .unwrap_or(i64::MAX)
+            };
             let sql = format!(
                 "SELECT {FRAGMENT_COLUMNS} FROM fragments WHERE stream_id = ? AND number >= ? \
-                 AND number > ? AND producer_start_us < ? AND producer_start_us + duration_us > ? \
-                 ORDER BY number LIMIT ?"
+                 AND number > ? AND number < ? AND producer_start_us < ? \
+                 AND producer_start_us + duration_us > ? ORDER BY number LIMIT ?"
             );
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt
                 .query_map(
-                    params![stream_id, first, after, end, start, q.limit],
+                    params![stream_id, first, after, upper, end, start, q.limit],
                     FragmentRow::from_row,
                 )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -298,11 +311,20 @@ pub fn segment_fragments(
     if !first.segment_start {
         return Ok(Vec::new());
     }
-    collect_fragments(
-        c,
-        "stream_id = ? AND segment_seq = ? AND number >= ? ORDER BY number",
-        params![stream_id, first.segment_seq, first_number],
-    )
+    // The planner would otherwise walk the primary key from `first_number` to the end of the
+    // stream (seen with SQLite 3.50 on a month of rows: 90 ms instead of 5 µs).
+    let sql = format!(
+        "SELECT {FRAGMENT_COLUMNS} FROM fragments INDEXED BY fragments_segment \
+         WHERE stream_id = ? AND segment_seq = ? AND number >= ? ORDER BY number"
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt
+        .query_map(
+            params![stream_id, first.segment_seq, first_number],
+            FragmentRow::from_row,
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
 }
 
 pub fn spans(

@@ -265,6 +265,7 @@ fn delete_victims(w: &mut WriterState, victims: &[Victim]) -> Result<Expired> {
         }
     }
     tx.commit()?;
+    w.media_removed();
     for (file_id, path) in unlink {
         w.close_file(file_id);
         match std::fs::remove_file(&path) {

@@ -145,7 +145,10 @@ pub struct NewFragment {
     pub session_id: i64,
     pub init_id: i64,
     pub producer_start_us: i64,
+    /// Of the reference track (what playlists and the index report).
     pub duration_us: i64,
+    /// Where the media of all its tracks ends, in producer time (at least start + duration).
+    pub end_us: i64,
     pub media_time: i64,
     pub timescale: i64,
     pub keyframe: bool,

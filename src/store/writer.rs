@@ -103,6 +103,8 @@ struct Touched {
 
 struct Pending {
     row: FragmentRow,
+    /// End of the media of all tracks (producer time), for the stream's end.
+    end_us: i64,
     ack: oneshot::Sender<Result<FragmentRow>>,
 }
 
@@ -118,6 +120,9 @@ pub(crate) struct WriterState {
     dirs_to_sync: HashSet<PathBuf>,
     events: broadcast::Sender<StoreEvent>,
     stats: std::sync::Arc<std::sync::Mutex<GroupStats>>,
+    /// Bumped whenever stored media is removed (expiry, stream delete), so caches of media
+    /// bytes know to drop what they hold.
+    pub(crate) removal_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl WriterState {
@@ -142,7 +147,13 @@ impl WriterState {
             dirs_to_sync: HashSet::new(),
             events,
             stats,
+            removal_generation: Default::default(),
         }
+    }
+
+    pub(crate) fn media_removed(&self) {
+        self.removal_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub(crate) fn now_us(&self) -> i64 {
@@ -263,7 +274,11 @@ impl WriterState {
 
     fn append(&mut self, frag: NewFragment, ack: oneshot::Sender<Result<FragmentRow>>) {
         match self.write_bytes(&frag) {
-            Ok(row) => self.pending.push(Pending { row, ack }),
+            Ok(row) => self.pending.push(Pending {
+                end_us: frag.end_us.max(row.producer_end_us()),
+                row,
+                ack,
+            }),
             Err(e) => {
                 let _ = ack.send(Err(e));
             }
@@ -474,14 +489,14 @@ impl WriterState {
                     0,
                     0,
                     r.producer_start_us,
-                    r.producer_end_us(),
+                    p.end_us,
                     r.number,
                     r.init_id,
                 ));
                 t.0 += 1;
                 t.1 += r.size_bytes;
                 t.2 = t.2.min(r.producer_start_us);
-                t.3 = t.3.max(r.producer_end_us());
+                t.3 = t.3.max(p.end_us);
                 if r.number >= t.4 {
                     t.4 = r.number;
                     t.5 = r.init_id;

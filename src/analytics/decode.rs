@@ -1,0 +1,434 @@
+//! Decoding chosen frames of one GOP to RGB. Blocking CPU work: call it from a blocking thread
+//! (the frames service does, under its concurrency limit).
+//!
+//! - H.264 4:2:0 8-bit goes through openh264, which takes Annex B only: each sample's
+//!   length-prefixed NAL units get start codes, and the `avcC` parameter sets go in front of the
+//!   keyframe. openh264 hands pictures out in display order (it reorders B-frames), so the k-th
+//!   picture out is the k-th sample in display order; we feed samples in decode order only as far
+//!   as the last wanted frame needs, then flush.
+//! - Everything else with video that ffmpeg knows (H.265; H.264 4:2:2, 4:4:4 or 10-bit, which
+//!   openh264 cannot decode) goes through the `ffmpeg` binary: the init and the GOP's fragments on
+//!   its stdin, a `select` filter on the wanted presentation timestamps, `showinfo` to say which
+//!   picture is which, raw RGB out.
+
+use image::RgbImage;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::gop::{Gop, VideoCodec};
+
+/// How long one ffmpeg run may take before it is killed. A GOP of 1080p HEVC decodes in well
+/// under a second here; this only guards against a wedged process holding a decode slot.
+const FFMPEG_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a frame could not be decoded (the media's fault or the decoder's, never the request's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Decoded pictures by sample index.
+pub type Decoded = BTreeMap<usize, RgbImage>;
+
+/// Appends `sample` (NAL units with `length_size`-byte big-endian length prefixes) to `out` as
+/// Annex B (each NAL unit after a 4-byte start code).
+pub fn avcc_to_annexb(
+    sample: &[u8],
+    length_size: u8,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let n = usize::from(length_size);
+    if !(1..=4).contains(&n) {
+        return Err(DecodeError(format!(
+            "NAL length size {length_size} in the avcC is not 1, 2, 3 or 4"
+        )));
+    }
+    let mut pos = 0;
+    while pos < sample.len() {
+        let prefix = sample.get(pos..pos + n).ok_or_else(|| {
+            DecodeError(format!("a NAL length prefix at byte {pos} is cut short"))
+        })?;
+        let len = prefix
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        pos += n;
+        let nal = sample.get(pos..pos + len).ok_or_else(|| {
+            DecodeError(format!(
+                "a NAL unit of {len} bytes at byte {pos} runs past the end of its sample ({} bytes)",
+                sample.len()
+            ))
+        })?;
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(nal);
+        pos += len;
+    }
+    Ok(())
+}
+
+/// Decodes the samples `wanted` (indexes into `gop.samples`) with openh264. `fragments` are the
+/// bytes the GOP was parsed from.
+pub fn decode_h264(
+    codec: &VideoCodec,
+    gop: &Gop,
+    fragments: &[&[u8]],
+    wanted: &[usize],
+) -> Result<Decoded, DecodeError> {
+    let VideoCodec::H264 {
+        length_size,
+        parameter_sets,
+        ..
+    } = codec
+    else {
+        return Err(DecodeError("not an H.264 track".into()));
+    };
+    let order = gop.display_order();
+    let mut rank_of = vec![0usize; order.len()];
+    for (rank, &i) in order.iter().enumerate() {
+        rank_of[i] = rank;
+    }
+    // Display rank -> sample index, for the frames we want.
+    let wanted_ranks: BTreeMap<usize, usize> = wanted
+        .iter()
+        .filter(|&&i| i < gop.samples.len())
+        .map(|&i| (rank_of[i], i))
+        .collect();
+    let Some(&max_rank) = wanted_ranks.keys().next_back() else {
+        return Ok(Decoded::new());
+    };
+    // Every frame shown up to the last wanted one must have been decoded before the flush.
+    let last_input = (0..gop.samples.len())
+        .filter(|&i| rank_of[i] <= max_rank)
+        .max()
+        .unwrap_or(0);
+
+    let config = openh264::decoder::DecoderConfig::new()
+        .flush_after_decode(openh264::decoder::Flush::NoFlush);
+    let mut decoder =
+        openh264::decoder::Decoder::with_api_config(openh264::OpenH264API::from_source(), config)
+            .map_err(|e| DecodeError(format!("cannot start the H.264 decoder: {e}")))?;
+    let mut out = Decoded::new();
+    let mut next_rank = 0usize;
+    let mut take = |yuv: &openh264::decoder::DecodedYUV<'_>, out: &mut Decoded| {
+        if let Some(&sample) = wanted_ranks.get(&next_rank) {
+            out.insert(sample, to_rgb(yuv));
+        }
+        next_rank += 1;
+    };
+    let mut packet = Vec::new();
+    for (i, s) in gop.samples[..=last_input].iter().enumerate() {
+        packet.clear();
+        if i == 0 {
+            for ps in parameter_sets {
+                packet.extend_from_slice(&[0, 0, 0, 1]);
+                packet.extend_from_slice(ps);
+            }
+        }
+        let bytes = fragments
+            .get(s.fragment)
+            .and_then(|f| f.get(s.range.clone()))
+            .ok_or_else(|| DecodeError("a sample lies outside its fragment".into()))?;
+        avcc_to_annexb(bytes, *length_size, &mut packet)?;
+        match decoder.decode(&packet) {
+            Ok(Some(yuv)) => take(&yuv, &mut out),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(DecodeError(format!(
+                    "openh264 cannot decode sample {i} of the GOP (decode order): {e}"
+                )))
+            }
+        }
+    }
+    let rest = decoder
+        .flush_remaining()
+        .map_err(|e| DecodeError(format!("openh264 failed while flushing: {e}")))?;
+    for yuv in &rest {
+        take(yuv, &mut out);
+    }
+    if out.len() < wanted_ranks.len() {
+        return Err(DecodeError(format!(
+            "openh264 gave {next_rank} pictures for {} samples; the frame wanted was not among them",
+            last_input + 1
+        )));
+    }
+    Ok(out)
+}
+
+fn to_rgb(yuv: &openh264::decoder::DecodedYUV<'_>) -> RgbImage {
+    use openh264::formats::YUVSource;
+    let (w, h) = yuv.dimensions();
+    let mut rgb = vec![0u8; w * h * 3];
+    yuv.write_rgb8(&mut rgb);
+    RgbImage::from_raw(w as u32, h as u32, rgb).unwrap_or_default()
+}
+
+/// Whether `ffmpeg` runs (`ffmpeg -version` succeeds).
+pub fn ffmpeg_usable(ffmpeg: &str) -> bool {
+    Command::new(ffmpeg)
+        .arg("-version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Decodes the samples `wanted` with the ffmpeg binary. `init` and `fragments` are the stored
+/// bytes; the wanted pictures are chosen by their presentation timestamps (decode time plus
+/// composition offset, in the track's timescale), which ffmpeg keeps with `-copyts`.
+pub fn decode_ffmpeg(
+    ffmpeg: &Path,
+    init: &[u8],
+    fragments: &[&[u8]],
+    gop: &Gop,
+    wanted: &[usize],
+) -> Result<Decoded, DecodeError> {
+    let mut by_pts: BTreeMap<i64, usize> = BTreeMap::new();
+    for &i in wanted {
+        if let Some(s) = gop.samples.get(i) {
+            by_pts.insert(s.decode_ticks + s.cts, i);
+        }
+    }
+    if by_pts.is_empty() {
+        return Ok(Decoded::new());
+    }
+    let select = by_pts
+        .keys()
+        .map(|p| format!("eq(pts\\,{p})"))
+        .collect::<Vec<_>>()
+        .join("+");
+    let mut child = Command::new(ffmpeg)
+        .args(["-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"])
+        .args([
+            "-copyts", "-f", "mp4", "-i", "pipe:0", "-map", "0:v:0", "-an",
+        ])
+        .args(["-vf", &format!("select='{select}',showinfo")])
+        .args([
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+        ])
+        .arg("pipe:1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| DecodeError(format!("cannot run {}: {e}", ffmpeg.display())))?;
+    let mut input =
+        Vec::with_capacity(init.len() + fragments.iter().map(|f| f.len()).sum::<usize>());
+    input.extend_from_slice(init);
+    for f in fragments {
+        input.extend_from_slice(f);
+    }
+    let mut stdin = child.stdin.take();
+    let writer = std::thread::spawn(move || {
+        if let Some(s) = stdin.as_mut() {
+            // ffmpeg may stop reading once it has what it needs: a broken pipe is fine.
+            let _ = s.write_all(&input);
+        }
+    });
+    let mut stderr_pipe = child.stderr.take();
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(s) = stderr_pipe.as_mut() {
+            let _ = s.read_to_string(&mut text);
+        }
+        text
+    });
+    // Kills ffmpeg if it outlives FFMPEG_TIMEOUT; dropped (disarmed) once stdout ends.
+    let pid = child.id();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            done_rx.recv_timeout(FFMPEG_TIMEOUT)
+        {
+            // SAFETY: kill(2) on our own child's pid, which has not been reaped yet (we wait
+            // for it only after this thread ends).
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    });
+    let mut raw = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_end(&mut raw);
+    }
+    drop(done_tx);
+    let _ = watchdog.join();
+    let status = child.wait();
+    let _ = writer.join();
+    let log = stderr_reader.join().unwrap_or_default();
+    let failed = |why: String| {
+        let tail: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains("Parsed_showinfo"))
+            .rev()
+            .take(3)
+            .collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        DecodeError(format!("ffmpeg {why}: {}", tail.join(" | ")))
+    };
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => return Err(failed(format!("exited with {s}"))),
+        Err(e) => return Err(failed(format!("could not be waited for ({e})"))),
+    }
+    let mut out = Decoded::new();
+    let mut offset = 0usize;
+    for (pts, (w, h)) in showinfo_frames(&log) {
+        let len = w as usize * h as usize * 3;
+        let Some(pixels) = raw.get(offset..offset + len) else {
+            return Err(failed(format!(
+                "wrote {} bytes of pictures, fewer than its log announced",
+                raw.len()
+            )));
+        };
+        offset += len;
+        if let Some(&i) = by_pts.get(&pts) {
+            if let Some(img) = RgbImage::from_raw(w, h, pixels.to_vec()) {
+                out.insert(i, img);
+            }
+        }
+    }
+    if out.len() < by_pts.len() {
+        return Err(failed(format!(
+            "gave {} of the {} pictures wanted",
+            out.len(),
+            by_pts.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// (pts, (width, height)) of each picture `showinfo` reported, in output order.
+fn showinfo_frames(log: &str) -> Vec<(i64, (u32, u32))> {
+    let field = |line: &str, key: &str| -> Option<String> {
+        let at = line.find(key)? + key.len();
+        let rest = line[at..].trim_start();
+        Some(rest.split_whitespace().next()?.to_string())
+    };
+    log.lines()
+        .filter(|l| l.contains("Parsed_showinfo") && l.contains(" n:"))
+        .filter_map(|l| {
+            let pts = field(l, " pts:")?.parse::<i64>().ok()?;
+            let size = field(l, " s:")?;
+            let (w, h) = size.split_once('x')?;
+            Some((pts, (w.parse().ok()?, h.parse().ok()?)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::gop::tests::split_sample;
+    use super::super::gop::VideoTrack;
+    use super::*;
+
+    #[test]
+    fn annexb_conversion() {
+        let mut out = Vec::new();
+        avcc_to_annexb(&[0, 0, 0, 2, 0x65, 1, 0, 0, 0, 1, 0x06], 4, &mut out).unwrap();
+        assert_eq!(out, [0, 0, 0, 1, 0x65, 1, 0, 0, 0, 1, 0x06]);
+        out.clear();
+        avcc_to_annexb(&[0, 1, 0x41], 2, &mut out).unwrap();
+        assert_eq!(out, [0, 0, 0, 1, 0x41]);
+        assert!(avcc_to_annexb(&[0, 0, 0, 9, 0x65], 4, &mut out).is_err());
+        assert!(avcc_to_annexb(&[0, 0], 4, &mut out).is_err());
+        assert!(avcc_to_annexb(&[1], 0, &mut out).is_err());
+    }
+
+    #[test]
+    fn showinfo_lines() {
+        let log = "[Parsed_showinfo_1 @ 0x55] config in time_base: 1/12800, frame_rate: 25/1\n\
+            [Parsed_showinfo_1 @ 0x55] n:   0 pts:22784 pts_time:1.78 duration: 512 fmt:rgb24 s:640x360 i:P\n\
+            [Parsed_showinfo_1 @ 0x55] n:   1 pts:  23296 pts_time:1.82 s:320x180 i:P\n";
+        assert_eq!(
+            showinfo_frames(log),
+            vec![(22784, (640, 360)), (23296, (320, 180))]
+        );
+    }
+
+    /// Mean absolute difference per channel value between two same-sized images.
+    fn mean_abs_diff(a: &RgbImage, b: &RgbImage) -> f64 {
+        assert_eq!(a.dimensions(), b.dimensions());
+        let sum: u64 = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(x, y)| u64::from(x.abs_diff(*y)))
+            .sum();
+        sum as f64 / a.as_raw().len() as f64
+    }
+
+    #[test]
+    fn openh264_gives_display_order_frames() {
+        let (init, fragments) = split_sample("h264_aac_gop2s.mp4");
+        let track = VideoTrack::from_init(&init).unwrap();
+        let frags: Vec<&[u8]> = vec![&fragments[0]];
+        let gop = Gop::parse(&track, &frags).unwrap();
+        let all: Vec<usize> = (0..gop.samples.len()).collect();
+        let decoded = decode_h264(&track.codec, &gop, &frags, &all).unwrap();
+        assert_eq!(decoded.len(), 50);
+        let first = &decoded[&0];
+        assert_eq!(first.dimensions(), (640, 360));
+        // Decoding only up to one frame gives the same picture as decoding the whole GOP.
+        let order = gop.display_order();
+        let one = decode_h264(&track.codec, &gop, &frags, &[order[38]]).unwrap();
+        assert_eq!(one.len(), 1);
+        assert!(mean_abs_diff(&one[&order[38]], &decoded[&order[38]]) < 0.01);
+        // testsrc2 moves: neighbours in display order differ a little, far frames more.
+        let step = mean_abs_diff(&decoded[&order[10]], &decoded[&order[11]]);
+        assert!(step > 0.1, "consecutive frames identical? {step}");
+        // Display order is smooth: each frame is closer to its display neighbour than to the
+        // frame two steps away (a decode-order mix-up would break this).
+        for r in 1..48 {
+            let near = mean_abs_diff(&decoded[&order[r]], &decoded[&order[r + 1]]);
+            let far = mean_abs_diff(&decoded[&order[r - 1]], &decoded[&order[r + 1]]);
+            assert!(near <= far + 0.5, "rank {r}: near {near} far {far}");
+        }
+    }
+
+    /// ffmpeg picks the same pictures by presentation timestamp as openh264 gives by display
+    /// rank (H.264), and decodes H.265 (open GOP) when given the previous GOP too.
+    #[test]
+    fn ffmpeg_selects_by_timestamp() {
+        if !ffmpeg_usable("ffmpeg") {
+            eprintln!("SKIPPED: ffmpeg not found");
+            return;
+        }
+        let ffmpeg = Path::new("ffmpeg");
+        let (init, fragments) = split_sample("h264_aac_gop2s.mp4");
+        let track = VideoTrack::from_init(&init).unwrap();
+        let frags: Vec<&[u8]> = vec![&fragments[1]];
+        let gop = Gop::parse(&track, &frags).unwrap();
+        let order = gop.display_order();
+        let wanted = [order[0], order[38], order[49]];
+        let ours = decode_h264(&track.codec, &gop, &frags, &wanted).unwrap();
+        let theirs = decode_ffmpeg(ffmpeg, &init, &frags, &gop, &wanted).unwrap();
+        for i in wanted {
+            let d = mean_abs_diff(&ours[&i], &theirs[&i]);
+            assert!(d < 2.0, "sample {i}: openh264 and ffmpeg differ by {d}");
+        }
+
+        let (init, fragments) = split_sample("h265_aac.mp4");
+        let track = VideoTrack::from_init(&init).unwrap();
+        let frags: Vec<&[u8]> = vec![&fragments[0], &fragments[1]];
+        let gop = Gop::parse(&track, &frags).unwrap();
+        let wanted: Vec<usize> = (0..gop.samples.len()).collect();
+        let all = decode_ffmpeg(ffmpeg, &init, &frags, &gop, &wanted).unwrap();
+        assert_eq!(all.len(), 99);
+        assert_eq!(all[&0].dimensions(), (640, 360));
+        let gop = Gop::parse(&track, &frags[1..]).unwrap();
+        let err = decode_ffmpeg(ffmpeg, &init, &frags[1..], &gop, &[1]).unwrap_err();
+        assert!(err.0.contains("0 of the 1"), "{err}");
+    }
+}
