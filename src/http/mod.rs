@@ -110,6 +110,9 @@ pub fn router(state: AppState) -> Router {
             header::ETAG,
             header::CONTENT_DISPOSITION,
             header::HeaderName::from_static("x-tapedeck-clip-truncated"),
+            header::HeaderName::from_static("x-tapedeck-frame-time"),
+            header::HeaderName::from_static("x-tapedeck-fragment"),
+            header::HeaderName::from_static("x-tapedeck-first-fragment"),
         ]);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
