@@ -241,24 +241,6 @@ fn check_all(
 // ---------------------------------------------------------------------------------------------
 // Producers
 
-/// A sample cut into its init and its fragments (moof+mdat each), as a producer sends them.
-fn split_sample(name: &str) -> (Vec<u8>, Vec<Vec<u8>>) {
-    use tapedeck::fmp4::{Event, Splitter};
-    let data = std::fs::read(sample(name)).unwrap();
-    let mut s = Splitter::new(50_000_000);
-    let mut events = Vec::new();
-    s.push(&data, &mut events).unwrap();
-    let mut init = Vec::new();
-    let mut frags = Vec::new();
-    for e in events {
-        match e {
-            Event::Init { bytes, .. } => init = bytes.to_vec(),
-            Event::Fragment(f) => frags.push(f.bytes.to_vec()),
-        }
-    }
-    (init, frags)
-}
-
 /// A live producer: one chunked PUT that sends the init, then one fragment per `send_next`.
 struct Producer {
     s: TcpStream,

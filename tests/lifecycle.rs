@@ -7,22 +7,6 @@ use common::*;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-fn split_sample(name: &str) -> (Vec<u8>, Vec<Vec<u8>>) {
-    use tapedeck::fmp4::{Event, Splitter};
-    let data = std::fs::read(sample(name)).unwrap();
-    let mut sp = Splitter::new(50_000_000);
-    let mut events = Vec::new();
-    sp.push(&data, &mut events).unwrap();
-    let (mut init, mut frags) = (Vec::new(), Vec::new());
-    for e in events {
-        match e {
-            Event::Init { bytes, .. } => init = bytes.to_vec(),
-            Event::Fragment(f) => frags.push(f.bytes.to_vec()),
-        }
-    }
-    (init, frags)
-}
-
 #[test]
 fn delete_disconnects_the_producer_and_a_new_stream_starts_empty() {
     let server = Server::start();

@@ -238,24 +238,6 @@ fn curl_sized_and_chunked_uploads() {
     );
 }
 
-/// Splits a sample into (init, fragments) with the crate's own splitter.
-fn split_sample(name: &str) -> (Vec<u8>, Vec<Vec<u8>>) {
-    use tapedeck::fmp4::{Event, Splitter};
-    let data = std::fs::read(sample(name)).unwrap();
-    let mut s = Splitter::new(50_000_000);
-    let mut events = Vec::new();
-    s.push(&data, &mut events).unwrap();
-    let mut init = Vec::new();
-    let mut frags = Vec::new();
-    for e in events {
-        match e {
-            Event::Init { bytes, .. } => init = bytes.to_vec(),
-            Event::Fragment(f) => frags.push(f.bytes.to_vec()),
-        }
-    }
-    (init, frags)
-}
-
 fn write_chunk(s: &mut TcpStream, data: &[u8]) {
     write!(s, "{:x}\r\n", data.len()).unwrap();
     s.write_all(data).unwrap();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{client, get_json, sample};
+use common::{client, get_json, sample, split_sample};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -386,23 +386,6 @@ fn holds_api_validates() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 404);
-}
-
-/// Splits a sample into (init, fragments).
-fn split_sample(name: &str) -> (Vec<u8>, Vec<Vec<u8>>) {
-    use tapedeck::fmp4::{Event, Splitter};
-    let data = std::fs::read(sample(name)).unwrap();
-    let mut sp = Splitter::new(50_000_000);
-    let mut events = Vec::new();
-    sp.push(&data, &mut events).unwrap();
-    let (mut init, mut frags) = (Vec::new(), Vec::new());
-    for e in events {
-        match e {
-            Event::Init { bytes, .. } => init = bytes.to_vec(),
-            Event::Fragment(f) => frags.push(f.bytes.to_vec()),
-        }
-    }
-    (init, frags)
 }
 
 #[test]

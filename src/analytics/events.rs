@@ -32,19 +32,9 @@ fn sse(event: &str, id: Option<String>, data: &Value) -> Bytes {
 }
 
 pub fn fragment_data(stream: &str, r: &FragmentRow) -> Value {
-    json!({
-        "stream": stream,
-        "fragment": r.number,
-        "producer_time": format_us(r.producer_start_us),
-        "producer_time_us": r.producer_start_us,
-        "server_time": format_us(r.server_time_us),
-        "server_time_us": r.server_time_us,
-        "duration_us": r.duration_us,
-        "keyframe": r.keyframe,
-        "size_bytes": r.size_bytes,
-        "session": r.session_id,
-        "init": r.init_id,
-    })
+    let mut v = crate::ingest::fragment_json(r);
+    v["stream"] = stream.into();
+    v
 }
 
 /// What the events of one request are about.

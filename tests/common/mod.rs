@@ -292,3 +292,21 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A sample cut into its init and its fragments (moof+mdat each), as a producer sends them.
+pub fn split_sample(name: &str) -> (Vec<u8>, Vec<Vec<u8>>) {
+    use tapedeck::fmp4::{Event, Splitter};
+    let data = std::fs::read(sample(name)).unwrap();
+    let mut s = Splitter::new(50_000_000);
+    let mut events = Vec::new();
+    s.push(&data, &mut events).unwrap();
+    let mut init = Vec::new();
+    let mut frags = Vec::new();
+    for e in events {
+        match e {
+            Event::Init { bytes, .. } => init = bytes.to_vec(),
+            Event::Fragment(f) => frags.push(f.bytes.to_vec()),
+        }
+    }
+    (init, frags)
+}
