@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Archive ranges up to this many segments are read from the index once.
+const MEMORY_SEGMENTS: usize = 20_000;
 /// Rows read per query when walking a long archive range.
 const ARCHIVE_PAGE_ROWS: u32 = 5000;
 /// Rows read for a live window; far more than any window needs.
@@ -294,10 +296,20 @@ impl Hls {
     ) -> Result<()> {
         let mut next = from_number;
         let mut carry: Vec<FragmentRow> = Vec::new();
+        // Every fragment of the segments starting before `end_us` is numbered below this, so
+        // a short range deep in a long history reads just its own rows.
+        let below = if end_us == i64::MAX {
+            i64::MAX
+        } else {
+            self.store
+                .segment_start_at_or_after(stream_id, end_us)
+                .await?
+                .unwrap_or(i64::MAX)
+        };
         loop {
             let rows = self
                 .store
-                .fragments_from_number(stream_id, next, i64::MAX, ARCHIVE_PAGE_ROWS)
+                .fragments_between(stream_id, next, below, ARCHIVE_PAGE_ROWS)
                 .await?;
             let full = rows.len() == ARCHIVE_PAGE_ROWS as usize;
             if let Some(last) = rows.last() {
@@ -359,15 +371,22 @@ impl Hls {
             return Err(no_media());
         }
         let closed = end_us.is_some_and(|e| e <= self.store.now_us());
-        // Pass 1: the target duration, which the header needs before any segment.
+        // Pass 1: the target duration, which the header needs before any segment. Up to
+        // MEMORY_SEGMENTS segments are kept for pass 2; a longer range is read again.
         let mut td = 1;
         let mut count = 0usize;
         let mut low_latency = false;
         let mut last: Option<Segment> = None;
+        let mut kept: Vec<Segment> = Vec::new();
         self.for_each_segment(stream.id, first.number, start_us, end, |s| {
             td = td.max(playlist::rounded_secs(s.duration_us));
             low_latency |= s.parts.len() > 1;
             count += 1;
+            if count <= MEMORY_SEGMENTS {
+                kept.push(s.clone());
+            } else {
+                kept.clear();
+            }
             last = Some(s);
         })
         .await?;
@@ -385,11 +404,11 @@ impl Hls {
                 .is_some_and(|(s, l)| s.last_fragment() == l.number);
         let take = count - usize::from(skip_last);
         // Pass 2: the text, segment by segment.
-        let mut out = String::new();
+        let mut out = String::with_capacity(256 + take * 100);
         let mut prev: Option<Segment> = None;
         let mut written = 0usize;
         let kind = if closed { Kind::Vod } else { Kind::Event };
-        self.for_each_segment(stream.id, first.number, start_us, end, |s| {
+        let mut write = |s: Segment| {
             if written == take {
                 return;
             }
@@ -399,8 +418,13 @@ impl Hls {
             playlist::write_segment(&mut out, &s, prev.as_ref(), false, false, query);
             written += 1;
             prev = Some(s);
-        })
-        .await?;
+        };
+        if count <= MEMORY_SEGMENTS {
+            kept.into_iter().for_each(&mut write);
+        } else {
+            self.for_each_segment(stream.id, first.number, start_us, end, &mut write)
+                .await?;
+        }
         if prev.is_none() {
             return Err(no_media());
         }

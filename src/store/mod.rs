@@ -549,6 +549,26 @@ impl Store {
             .await
     }
 
+    pub async fn segment_start_at_or_after(
+        &self,
+        stream_id: i64,
+        t_us: i64,
+    ) -> Result<Option<i64>> {
+        self.read(move |c| queries::segment_start_at_or_after(c, stream_id, t_us))
+            .await
+    }
+
+    pub async fn fragments_between(
+        &self,
+        stream_id: i64,
+        from: i64,
+        below: i64,
+        limit: u32,
+    ) -> Result<Vec<FragmentRow>> {
+        self.read(move |c| queries::fragments_between(c, stream_id, from, below, limit))
+            .await
+    }
+
     pub async fn segment_start_near(
         &self,
         stream_id: i64,

@@ -352,3 +352,29 @@ pub fn spans(
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
+
+/// The number of the first fragment starting a segment at or after `t_us`: every fragment of a
+/// segment that starts before `t_us` has a smaller number.
+pub fn segment_start_at_or_after(c: &Connection, stream_id: i64, t_us: i64) -> Result<Option<i64>> {
+    Ok(c.prepare_cached(
+        "SELECT number FROM fragments WHERE stream_id = ? AND producer_start_us >= ? \
+         AND segment_start = 1 ORDER BY producer_start_us LIMIT 1",
+    )?
+    .query_row(params![stream_id, t_us], |r| r.get(0))
+    .optional()?)
+}
+
+/// Fragments numbered in `[from, below)`, in order, at most `limit`.
+pub fn fragments_between(
+    c: &Connection,
+    stream_id: i64,
+    from: i64,
+    below: i64,
+    limit: u32,
+) -> Result<Vec<FragmentRow>> {
+    collect_fragments(
+        c,
+        "stream_id = ? AND number >= ? AND number < ? ORDER BY number LIMIT ?",
+        params![stream_id, from, below, limit],
+    )
+}
