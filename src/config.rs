@@ -19,6 +19,63 @@ pub struct Config {
     pub hls: HlsConfig,
     pub limits: LimitsConfig,
     pub frames: FramesConfig,
+    pub auth: AuthConfig,
+}
+
+/// API keys and playback tokens (`http::auth`). No keys: no auth, which is only allowed when
+/// listening on loopback (or with `--insecure` / `insecure = true`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub keys: Vec<ApiKeyConfig>,
+    /// HMAC key for playback tokens; unset: a random one per start (tokens die with a restart).
+    pub token_secret: Option<String>,
+    /// Lifetime of a playback token when the request does not say (at most `token_max_secs`).
+    pub token_default_secs: u64,
+    /// Longest lifetime a playback token may ask for.
+    pub token_max_secs: u64,
+    /// Serve without keys on a non-loopback address (same as `--insecure`).
+    pub insecure: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            keys: Vec::new(),
+            token_secret: None,
+            token_default_secs: 12 * 3600,
+            token_max_secs: 7 * 24 * 3600,
+            insecure: false,
+        }
+    }
+}
+
+/// One API key: the key itself (`key`) or its SHA-256 in hex (`key_sha256`), a role, and the
+/// streams it covers (`*` globs; empty or absent: all streams).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// A label for logs; never used for matching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_sha256: Option<String>,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Ingest into (and describe) matching streams.
+    Producer,
+    /// Read and play matching streams.
+    Viewer,
 }
 
 /// Decoded frames (`frame.jpg`, `frames`): decoding is CPU work, so it is bounded and cached.
@@ -153,6 +210,7 @@ impl Default for Config {
             hls: HlsConfig::default(),
             limits: LimitsConfig::default(),
             frames: FramesConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -266,6 +324,53 @@ impl Config {
             return Err(Error::invalid(
                 "storage.file_roll_bytes must be at least 1 MiB",
             ));
+        }
+        self.auth.validate()
+    }
+}
+
+impl AuthConfig {
+    pub fn validate(&self) -> Result<()> {
+        let a = self;
+        if a.token_default_secs == 0 || a.token_max_secs == 0 {
+            return Err(Error::invalid(
+                "auth.token_default_secs and auth.token_max_secs must be at least 1",
+            ));
+        }
+        if a.token_secret.as_deref().is_some_and(|s| s.len() < 16) {
+            return Err(Error::invalid(
+                "auth.token_secret must be at least 16 characters",
+            ));
+        }
+        for (i, k) in a.keys.iter().enumerate() {
+            let which = format!("auth.keys[{i}]");
+            let problem = match (&k.key, &k.key_sha256) {
+                (Some(key), None) if key.len() >= 8 => None,
+                (Some(_), None) => {
+                    Some("a key must be at least 8 characters (32 random ones are better)")
+                }
+                (None, Some(h)) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    None
+                }
+                (None, Some(_)) => {
+                    Some("key_sha256 must be 64 hex digits (`printf %s KEY | sha256sum`)")
+                }
+                _ => Some("give exactly one of 'key' and 'key_sha256'"),
+            };
+            if let Some(p) = problem {
+                return Err(Error::invalid(format!("{which}: {p}")));
+            }
+            for p in &k.streams {
+                let ok = !p.is_empty()
+                    && p.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'*')
+                    });
+                if !ok {
+                    return Err(Error::invalid(format!(
+                        "{which}: invalid stream pattern '{p}': stream name characters and '*' only"
+                    )));
+                }
+            }
         }
         Ok(())
     }

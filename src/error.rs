@@ -19,6 +19,10 @@ pub enum Kind {
     DeadlineExceeded,
     /// Try again later: shutting down, disk full, overloaded.
     Unavailable,
+    /// No credentials, or credentials that match no key (401 with a Basic challenge).
+    Unauthenticated,
+    /// A known key (or a playback token) that does not allow this request.
+    PermissionDenied,
     Internal,
 }
 
@@ -34,6 +38,8 @@ impl Kind {
             Kind::UnsupportedMedia => "UNSUPPORTED_MEDIA",
             Kind::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Kind::Unavailable => "UNAVAILABLE",
+            Kind::Unauthenticated => "UNAUTHENTICATED",
+            Kind::PermissionDenied => "PERMISSION_DENIED",
             Kind::Internal => "INTERNAL",
         }
     }

@@ -52,6 +52,9 @@ struct Common {
     /// Log filter (RUST_LOG syntax), e.g. "info" or "tapedeck=debug".
     #[arg(long, env = "TAPEDECK_LOG", global = true)]
     log: Option<String>,
+    /// Serve without API keys on a non-loopback address (same as `auth.insecure = true`).
+    #[arg(long, global = true)]
+    insecure: bool,
 }
 
 fn load_config(common: &Common) -> Result<Config, String> {
@@ -60,7 +63,9 @@ fn load_config(common: &Common) -> Result<Config, String> {
         data_dir: common.data_dir.clone(),
         log: common.log.clone(),
     };
-    Config::load(common.config.as_deref(), &overrides).map_err(|e| e.message)
+    let mut config = Config::load(common.config.as_deref(), &overrides).map_err(|e| e.message)?;
+    config.auth.insecure |= common.insecure;
+    Ok(config)
 }
 
 fn init_logging(config: &Config) {
@@ -102,6 +107,13 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
+    if let Err(e) = tapedeck::http::auth::check_exposure(&config) {
+        eprintln!("tapedeck: {}", e.message);
+        return ExitCode::from(2);
+    }
+    if config.auth.keys.is_empty() && config.auth.insecure {
+        tracing::warn!(listen = %config.listen, "--insecure: serving without authentication");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

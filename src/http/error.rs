@@ -16,6 +16,8 @@ pub fn status_of(kind: Kind) -> StatusCode {
         Kind::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Kind::DeadlineExceeded => StatusCode::REQUEST_TIMEOUT,
         Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Kind::PermissionDenied => StatusCode::FORBIDDEN,
         Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -38,7 +40,15 @@ impl IntoResponse for Error {
         if self.kind == Kind::Internal {
             tracing::error!(error = %self.message, "internal error");
         }
-        (status_of(self.kind), Json(error_body(&self))).into_response()
+        let mut resp = (status_of(self.kind), Json(error_body(&self))).into_response();
+        if self.kind == Kind::Unauthenticated {
+            // The challenge makes ffmpeg and curl retry with the credentials in the URL.
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Basic realm=\"tapedeck\""),
+            );
+        }
+        resp
     }
 }
 
@@ -63,6 +73,8 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
         .await
         .unwrap_or_default();
     let code = match status.as_u16() {
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
         404 => "NOT_FOUND",
         405 => "METHOD_NOT_ALLOWED",
         408 => "DEADLINE_EXCEEDED",

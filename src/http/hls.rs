@@ -1,6 +1,7 @@
 //! HLS endpoints: multivariant, live (LL-HLS, blocking reload) and archive playlists; init,
 //! segment and part media. Playlists are built in `playback`; this maps requests and headers.
 
+use super::auth::PlaybackQuery;
 use super::params::{self, QueryMap};
 use super::range::{serve_bytes, IMMUTABLE};
 use super::AppState;
@@ -66,9 +67,13 @@ fn numbers(file: &str, ext: &str, count: usize) -> Result<Vec<i64>> {
     Ok(parts)
 }
 
-pub async fn master(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response> {
+pub async fn master(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    token: PlaybackQuery,
+) -> Result<Response> {
     let s = stream(&state, &name).await?;
-    let text = state.hls.master(&s, "").await?;
+    let text = state.hls.master(&s, &token.0).await?;
     Ok(playlist(text, "no-cache"))
 }
 
@@ -76,6 +81,7 @@ pub async fn live(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<QueryMap>,
+    token: PlaybackQuery,
 ) -> Result<Response> {
     let s = stream(&state, &name).await?;
     let blocking = Blocking {
@@ -84,7 +90,7 @@ pub async fn live(
     };
     let text = state
         .hls
-        .live(&s, connected(&state, &name), blocking, "")
+        .live(&s, connected(&state, &name), blocking, &token.0)
         .await?;
     Ok(playlist(text, "no-cache"))
 }
@@ -93,6 +99,7 @@ pub async fn archive(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<QueryMap>,
+    token: PlaybackQuery,
 ) -> Result<Response> {
     let s = stream(&state, &name).await?;
     require_archive(&s)?;
@@ -101,7 +108,7 @@ pub async fn archive(
     let closed = end.is_some_and(|e| e <= state.store.now_us());
     let text = state
         .hls
-        .archive(&s, start, end, state.ingest.is_connected(&name), "")
+        .archive(&s, start, end, state.ingest.is_connected(&name), &token.0)
         .await?;
     // A closed range never changes (until retention removes it); an open one grows.
     Ok(playlist(

@@ -2,6 +2,7 @@
 //! validate requests and shape responses; they never parse boxes or touch files.
 
 mod analytics;
+pub mod auth;
 mod clip;
 mod error;
 mod fragments;
@@ -15,6 +16,7 @@ mod peer;
 pub mod range;
 mod streams;
 mod timeline;
+mod ui;
 
 pub use error::status_of;
 pub use peer::PeerInfo;
@@ -91,7 +93,11 @@ pub fn router(state: AppState) -> Router {
         .route("/streams/{name}/frames", get(frames::frames))
         .route("/streams/{name}/hls/init/{file}", get(hls::init))
         .route("/streams/{name}/hls/segments/{file}", get(hls::segment))
-        .route("/streams/{name}/hls/parts/{file}", get(hls::part));
+        .route("/streams/{name}/hls/parts/{file}", get(hls::part))
+        .route(
+            "/streams/{name}/playback-tokens",
+            axum::routing::post(auth::create_token),
+        );
     // Playlists are text that compresses well (Apple requires gzip for them).
     let playlists = Router::new()
         .route("/streams/{name}/hls/master.m3u8", get(hls::master))
@@ -114,11 +120,15 @@ pub fn router(state: AppState) -> Router {
             header::HeaderName::from_static("x-tapedeck-fragment"),
             header::HeaderName::from_static("x-tapedeck-first-fragment"),
         ]);
+    let auth = Arc::new(auth::Auth::new(&state.config.auth));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics::metrics))
+        .route("/", get(ui::index))
+        .route("/ui/{*path}", get(ui::asset))
         .nest("/api/v1", api)
         .fallback(|| async { Error::not_found("no such endpoint; the API lives under /api/v1") })
+        .layer(axum::middleware::from_fn_with_state(auth, auth::middleware))
         .layer(axum::middleware::from_fn(error::json_errors))
         .layer(cors)
         .layer(tower_http::trace::TraceLayer::new_for_http())
