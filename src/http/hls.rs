@@ -137,8 +137,13 @@ pub async fn segment(
     Path((name, file)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let s = stream(&state, &name).await?;
+    validate_stream_name(&name)?;
     let n = numbers(&file, ".m4s", 1)?[0];
+    // What every viewer of a stream asks for again and again: straight from memory.
+    if let Some((bytes, etag)) = state.hls.cached_segment(&name, n) {
+        return Ok(serve_bytes(&headers, bytes, SEGMENT, &etag, IMMUTABLE));
+    }
+    let s = stream(&state, &name).await?;
     let (bytes, etag) = state
         .hls
         .segment(&s, n, state.ingest.is_connected(&name))

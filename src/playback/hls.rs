@@ -68,14 +68,16 @@ const SEGMENT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// A small LRU of segment bodies, dropped whole when media is removed from the store.
 #[derive(Default)]
 struct SegmentCache {
-    entries: HashMap<(i64, i64), (Bytes, String)>,
-    order: std::collections::VecDeque<(i64, i64)>,
+    /// By stream name (so a hit needs no index read at all) and first fragment. Deleting a
+    /// stream bumps the removal generation, so a new stream of the same name never sees these.
+    entries: HashMap<(String, i64), (Bytes, String)>,
+    order: std::collections::VecDeque<(String, i64)>,
     bytes: usize,
     generation: u64,
 }
 
 impl SegmentCache {
-    fn get(&mut self, stream_id: i64, first: i64, generation: u64) -> Option<(Bytes, String)> {
+    fn get(&mut self, stream: &str, first: i64, generation: u64) -> Option<(Bytes, String)> {
         if generation != self.generation {
             *self = SegmentCache {
                 generation,
@@ -83,19 +85,19 @@ impl SegmentCache {
             };
             return None;
         }
-        self.entries.get(&(stream_id, first)).cloned()
+        self.entries.get(&(stream.to_string(), first)).cloned()
     }
 
-    fn put(&mut self, stream_id: i64, first: i64, generation: u64, body: Bytes, etag: String) {
+    fn put(&mut self, stream: &str, first: i64, generation: u64, body: Bytes, etag: String) {
         if generation != self.generation || body.len() > SEGMENT_CACHE_BYTES / 4 {
             return;
         }
-        let key = (stream_id, first);
+        let key = (stream.to_string(), first);
         if self.entries.contains_key(&key) {
             return;
         }
         self.bytes += body.len();
-        self.entries.insert(key, (body, etag));
+        self.entries.insert(key.clone(), (body, etag));
         self.order.push_back(key);
         while self.bytes > SEGMENT_CACHE_BYTES {
             let Some(old) = self.order.pop_front() else {
@@ -477,6 +479,12 @@ impl Hls {
         }))
     }
 
+    /// A complete segment served before and still stored: no index read needed.
+    pub fn cached_segment(&self, stream: &str, first: i64) -> Option<(Bytes, String)> {
+        let generation = self.store.removal_generation();
+        self.cache.lock().ok()?.get(stream, first, generation)
+    }
+
     /// The bytes of the segment starting at fragment `first`, once it is complete, and its ETag.
     /// Complete segments never change, so recent ones are served from memory.
     pub async fn segment(
@@ -486,12 +494,7 @@ impl Hls {
         connected: bool,
     ) -> Result<(Bytes, String)> {
         let generation = self.store.removal_generation();
-        if let Some(hit) = self
-            .cache
-            .lock()
-            .ok()
-            .and_then(|mut c| c.get(stream.id, first, generation))
-        {
+        if let Some(hit) = self.cached_segment(&stream.name, first) {
             return Ok(hit);
         }
         let Some((rows, body, newest)) = self.store.read_segment(stream.id, first).await? else {
@@ -509,7 +512,7 @@ impl Hls {
         }
         let etag = format!("\"{}-s{}-{}\"", stream.id, first, last);
         if let Ok(mut c) = self.cache.lock() {
-            c.put(stream.id, first, generation, body.clone(), etag.clone());
+            c.put(&stream.name, first, generation, body.clone(), etag.clone());
         }
         Ok((body, etag))
     }
