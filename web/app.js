@@ -46,13 +46,33 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, { method = 'GET', body } = {}) {
+// ---------- auth: an API key (asked for on the first 401) and playback tokens ----------
+
+const KEY_STORAGE = 'tapedeck.key';
+let apiKey = localStorage.getItem(KEY_STORAGE) || '';
+// Playback tokens per stream (for <video>, <img> and download links, which cannot send a key).
+const tokens = new Map();
+
+function askForKey(message) {
+  const k = window.prompt(message || 'This tapedeck needs an API key (viewer or admin):', '');
+  if (k === null) return false;
+  apiKey = k.trim();
+  localStorage.setItem(KEY_STORAGE, apiKey);
+  tokens.clear();
+  return apiKey !== '';
+}
+
+async function api(path, { method = 'GET', body } = {}, retried = false) {
   const init = { method, headers: {} };
   if (body !== undefined) {
     init.headers['content-type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
+  if (apiKey) init.headers.authorization = `Bearer ${apiKey}`;
   const r = await fetch(API + path, init);
+  if (r.status === 401 && !retried && askForKey(apiKey ? 'That key was refused; API key:' : undefined)) {
+    return api(path, { method, body }, true);
+  }
   if (r.status === 204) return null;
   const text = await r.text();
   let v = null;
@@ -66,6 +86,27 @@ async function api(path, { method = 'GET', body } = {}) {
     throw new ApiError(r.status, e ? e.code : 'HTTP', e ? e.message : `${r.status} ${r.statusText}`);
   }
   return v;
+}
+
+/// With a key in use, makes sure a playback token for the stream is at hand (12 h tokens,
+/// renewed an hour before they expire).
+async function ensureToken(name) {
+  if (!apiKey) return;
+  const t = tokens.get(name);
+  if (t && t.expiresMs - Date.now() > 3600e3) return;
+  try {
+    const v = await api(`${streamPath(name)}/playback-tokens`, { method: 'POST', body: {} });
+    tokens.set(name, { token: v.token, expiresMs: Date.parse(v.expires) });
+  } catch {
+    tokens.delete(name);
+  }
+}
+
+/// A media URL of a stream with its playback token, when one is in use.
+function withToken(name, url) {
+  const t = tokens.get(name);
+  if (!t) return url;
+  return `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(t.token)}`;
 }
 
 const enc = encodeURIComponent;
@@ -231,6 +272,8 @@ class Overview {
       return;
     }
     if (this.destroyed) return;
+    // With a key in use, thumbnails need each stream's playback token.
+    await Promise.all(streams.map((s) => ensureToken(s.name)));
     const seen = new Set();
     for (const s of streams) {
       seen.add(s.name);
@@ -324,7 +367,7 @@ class Overview {
     const changed = !prev || prev.last_fragment !== s.last_fragment;
     if (s.fragment_count > 0 && (c.thumbAt === 0 || (changed && now - c.thumbAt >= THUMB_REFRESH_MS))) {
       c.thumbAt = now;
-      const url = `${streamUrl(s.name, '/latest.jpg')}?width=320&v=${s.last_fragment}`;
+      const url = withToken(s.name, `${streamUrl(s.name, '/latest.jpg')}?width=320&v=${s.last_fragment}`);
       // Load off-screen first so the card never flashes empty.
       const img = new Image();
       img.onload = () => {
@@ -478,7 +521,7 @@ class StreamView {
     this.timeline = new Timeline(tlRoot, {
       onPlay: (ms) => this.playArchiveAt(ms),
       onSelect: (a, b) => this.select(a, b),
-      frameUrl: (ms) => `${streamUrl(n, '/frame.jpg')}?at=${ms}&width=160`,
+      frameUrl: (ms) => withToken(n, `${streamUrl(n, '/frame.jpg')}?at=${ms}&width=160`),
     });
     this.windowLabel = h('span', { class: 'window-label muted' });
 
@@ -554,6 +597,7 @@ class StreamView {
   async load() {
     await this.refresh();
     if (this.destroyed || !this.stream) return;
+    await ensureToken(this.name);
     this.fillSettings();
     this.loadHolds();
     if (!this.canPlay()) {
@@ -660,14 +704,14 @@ class StreamView {
     this.liveDelays = [];
     this.setMode('live');
     this.loadLivePlaylist();
-    this.video.src = streamUrl(this.name, '/hls/live.m3u8');
+    this.video.src = withToken(this.name, streamUrl(this.name, '/hls/live.m3u8'));
     this.video.play().catch(() => {});
   }
 
   // Keeps the PDT and duration of every segment the live playlist has listed.
   async loadLivePlaylist() {
     try {
-      const r = await fetch(streamUrl(this.name, '/hls/live.m3u8'));
+      const r = await fetch(withToken(this.name, streamUrl(this.name, '/hls/live.m3u8')));
       if (!r.ok) return;
       const { segs } = parsePlaylist(await r.text());
       for (const s of segs) if (s.n !== null) this.liveSegs.set(s.n, s);
@@ -786,7 +830,7 @@ class StreamView {
     end = Math.min(Math.max(end, ms + 1000), now);
     // The playlist starts with the segment (GOP) holding `ms`; the player then seeks into it.
     const from = Math.floor(ms);
-    const url = `${streamUrl(this.name, '/hls/archive.m3u8')}?start=${from}&end=${Math.ceil(end)}`;
+    const url = withToken(this.name, `${streamUrl(this.name, '/hls/archive.m3u8')}?start=${from}&end=${Math.ceil(end)}`);
     let text;
     try {
       const r = await fetch(url);
@@ -870,7 +914,7 @@ class StreamView {
       return;
     }
     const [a, b] = sel;
-    const href = `${streamUrl(this.name, '/clip.mp4')}?start=${new Date(a).toISOString()}&end=${new Date(b).toISOString()}`;
+    const href = withToken(this.name, `${streamUrl(this.name, '/clip.mp4')}?start=${new Date(a).toISOString()}&end=${new Date(b).toISOString()}`);
     this.clipLink.href = href;
     this.clipLink.removeAttribute('aria-disabled');
     this.clipLink.setAttribute('download', `${this.name}-${new Date(a).toISOString().replace(/[:.]/g, '-')}.mp4`);
