@@ -174,6 +174,7 @@ pub async fn serve_on(
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "tapedeck serving");
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("tapedeck listening on http://{addr}");
+    let listener = peer::NoDelayListener(listener);
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<PeerInfo>(),

@@ -28,3 +28,31 @@ impl Connected<IncomingStream<'_, TcpListener>> for PeerInfo {
         }
     }
 }
+
+/// The TCP listener the server uses: accepted sockets get `TCP_NODELAY` (what HTTP servers
+/// usually set), so a response's headers and body never wait on Nagle's algorithm for an ACK.
+pub struct NoDelayListener(pub TcpListener);
+
+impl axum::serve::Listener for NoDelayListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
+        let _ = io.set_nodelay(true);
+        (io, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+impl Connected<IncomingStream<'_, NoDelayListener>> for PeerInfo {
+    fn connect_info(stream: IncomingStream<'_, NoDelayListener>) -> Self {
+        PeerInfo {
+            addr: *stream.remote_addr(),
+            accept_seq: ACCEPTED.fetch_add(1, Ordering::SeqCst),
+        }
+    }
+}
