@@ -16,6 +16,23 @@ const THUMB_REFRESH_MS = 5000;
 const BITRATE_REFRESH_MS = 15000;
 const STREAM_REFRESH_MS = 3000;
 const HLS_TYPE = 'application/vnd.apple.mpegurl';
+// `?player=hlsjs` in the page URL uses hls.js even where the browser plays HLS itself (tests).
+const FORCE_HLSJS = new URLSearchParams(location.search).get('player') === 'hlsjs';
+
+/// Loads the hls.js bundled into the server at build time (npm, never a CDN), once.
+let hlsJsLoading = null;
+function loadHlsJs() {
+  if (!hlsJsLoading) {
+    hlsJsLoading = new Promise((resolve) => {
+      const s = document.createElement('script');
+      s.src = '/ui/vendor/hls.min.js';
+      s.onload = () => resolve(window.Hls && window.Hls.isSupported() ? window.Hls : null);
+      s.onerror = () => resolve(null);
+      document.head.append(s);
+    });
+  }
+  return hlsJsLoading;
+}
 
 // ---------- small helpers ----------
 
@@ -501,6 +518,7 @@ class StreamView {
     this.timers.forEach(clearInterval);
     if (this.observer) this.observer.disconnect();
     this.timeline.destroy();
+    if (this.hls) this.hls.destroy();
     this.video.removeAttribute('src');
     this.video.load();
   }
@@ -600,8 +618,13 @@ class StreamView {
     await ensureToken(this.name);
     this.fillSettings();
     this.loadHolds();
+    // Without a native HLS player (Firefox, say), play through hls.js over MSE when bundled.
+    if (FORCE_HLSJS || this.video.canPlayType(HLS_TYPE) === '') {
+      this.HlsJs = await loadHlsJs();
+      if (this.destroyed) return;
+    }
     if (!this.canPlay()) {
-      this.message('This browser has no native HLS player (Safari, Chromium and Edge do). Download clips below, or open the stream in a player: ' +
+      this.message('This browser has no HLS player (Safari, Chromium and Edge have one; hls.js is not bundled into this build). Download clips below, or open the stream in a player: ' +
         `${location.origin}${streamUrl(this.name, '/hls/master.m3u8')}`);
     } else if (this.stream.status === 'live') {
       this.playLive();
@@ -615,7 +638,19 @@ class StreamView {
   }
 
   canPlay() {
-    return this.video.canPlayType(HLS_TYPE) !== '';
+    return Boolean(this.HlsJs) || this.video.canPlayType(HLS_TYPE) !== '';
+  }
+
+  /// Plays a playlist URL with the native player, or with hls.js where that is in use.
+  setSource(url) {
+    if (!this.HlsJs) {
+      this.video.src = url;
+      return;
+    }
+    if (this.hls) this.hls.destroy();
+    this.hls = new this.HlsJs({ lowLatencyMode: true });
+    this.hls.loadSource(url);
+    this.hls.attachMedia(this.video);
   }
 
   async refresh() {
@@ -704,7 +739,7 @@ class StreamView {
     this.liveDelays = [];
     this.setMode('live');
     this.loadLivePlaylist();
-    this.video.src = withToken(this.name, streamUrl(this.name, '/hls/live.m3u8'));
+    this.setSource(withToken(this.name, streamUrl(this.name, '/hls/live.m3u8')));
     this.video.play().catch(() => {});
   }
 
@@ -858,7 +893,7 @@ class StreamView {
     this.archive = { segs: pl.segs, requested: ms, url };
     this.timeline.setPlayhead(ms);
     const v = this.video;
-    v.src = url;
+    this.setSource(url);
     const seek = () => {
       if (offset > 0.05) v.currentTime = offset;
       v.play().catch(() => {});
