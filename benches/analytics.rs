@@ -35,9 +35,11 @@
 //! Every part starts its own server (`serve --listen 127.0.0.1:0`) on a fresh data dir and stops it
 //! with SIGTERM. MB = 10^6 bytes.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, HashSet};
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
@@ -59,7 +61,7 @@ const FOLLOW_TARGET_US: i64 = 50_000;
 /// Fragments acknowledged before the followers connect.
 const PRODUCER_LEAD: usize = 2;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use common::BoxError;
 type Res<T> = Result<T, BoxError>;
 
 struct Args {
@@ -305,53 +307,15 @@ struct Server {
 impl Server {
     fn start(work: &Path, label: &str) -> Res<Server> {
         let data = work.join(format!("data-{label}"));
-        std::fs::create_dir_all(&data)?;
         let log = work.join(format!("server-{label}.log"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tapedeck"))
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // Drains stdout for the server's whole life so it never blocks on a full pipe.
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
+        let (child, port) = common::spawn_server(&data, &log, None, Duration::from_secs(60))?;
         let pid = child.id() as i32;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("tapedeck listening on http://") {
-                        let port = rest
-                            .rsplit(':')
-                            .next()
-                            .and_then(|p| p.trim().parse().ok())
-                            .ok_or_else(|| format!("cannot read the port from '{line}'"))?;
-                        return Ok(Server {
-                            child,
-                            pid,
-                            port,
-                            log,
-                        });
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    return Err(format!("the server did not start; its log:\n{text}").into());
-                }
-            }
-        }
+        Ok(Server {
+            child,
+            pid,
+            port,
+            log,
+        })
     }
 
     fn url(&self, path: &str) -> String {

@@ -22,9 +22,12 @@
 //! stops it with SIGTERM at the end. Fragments of one commit group share `server_time_us`, so the
 //! acks also tell how the server grouped its syncs. MB = 10^6 bytes.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,7 +46,7 @@ const MAX_ROWS: u64 = 10_000_000;
 /// How long to wait for the last acks and `session_ended` after a producer's last byte.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use common::BoxError;
 type Res<T> = Result<T, BoxError>;
 
 struct Args {
@@ -380,57 +383,15 @@ impl Server {
 
     /// Starts the server on `data` (created if missing), with an optional `--config` file.
     fn start_in(work: &Path, label: &str, data: &Path, config: Option<&Path>) -> Res<Server> {
-        std::fs::create_dir_all(data)?;
         let log = work.join(format!("server-{label}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tapedeck"));
-        cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data);
-        if let Some(c) = config {
-            cmd.arg("--config").arg(c);
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // Keeps draining stdout for the server's life so it never blocks on a full pipe.
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
+        let (child, port) = common::spawn_server(data, &log, config, Duration::from_secs(30))?;
         let pid = child.id() as i32;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("tapedeck listening on http://") {
-                        let port = rest
-                            .rsplit(':')
-                            .next()
-                            .and_then(|p| p.trim().parse().ok())
-                            .ok_or_else(|| format!("cannot read the port from '{line}'"))?;
-                        return Ok(Server {
-                            child,
-                            pid,
-                            port,
-                            log,
-                        });
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-                    return Err(format!("the server did not start; its log:\n{log_text}").into());
-                }
-            }
-        }
+        Ok(Server {
+            child,
+            pid,
+            port,
+            log,
+        })
     }
 
     /// Server CPU time (user + system) so far.

@@ -30,8 +30,10 @@
 //! Everything listens on 127.0.0.1 only; the server and nginx are stopped at the end. MB = 10^6
 //! bytes.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use rusqlite::{params, Connection};
-use std::io::BufRead;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -47,7 +49,7 @@ const SESSION_GAP_US: i64 = 60_000_000;
 const HOUR_US: i64 = 3_600_000_000;
 const WARMUP: usize = 10;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use common::BoxError;
 type Res<T> = Result<T, BoxError>;
 
 struct Args {
@@ -399,53 +401,15 @@ struct Server {
 
 impl Server {
     fn start(data: &Path, work: &Path, label: &str) -> Res<Server> {
-        std::fs::create_dir_all(data)?;
         let log = work.join(format!("server-{label}.log"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tapedeck"))
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // Drains stdout for the server's whole life so it never blocks on a full pipe.
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
+        let (child, port) = common::spawn_server(data, &log, None, Duration::from_secs(120))?;
         let pid = child.id() as i32;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("tapedeck listening on http://") {
-                        let port = rest
-                            .rsplit(':')
-                            .next()
-                            .and_then(|p| p.trim().parse().ok())
-                            .ok_or_else(|| format!("cannot read the port from '{line}'"))?;
-                        return Ok(Server {
-                            child,
-                            pid,
-                            port,
-                            log,
-                        });
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    return Err(format!("the server did not start; its log:\n{text}").into());
-                }
-            }
-        }
+        Ok(Server {
+            child,
+            pid,
+            port,
+            log,
+        })
     }
 
     fn url(&self, path: &str) -> String {

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Reads top-level boxes from a follow-feed response: returns (fragment numbers in order from the
@@ -34,41 +34,7 @@ fn read_feed(mut r: impl Read, want: usize) -> (Vec<i64>, Vec<u8>) {
 }
 
 fn live_ffmpeg(url: &str, seconds: u32) -> std::process::Child {
-    Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=25",
-        ])
-        .args([
-            "-t",
-            &seconds.to_string(),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "25",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args([
-            "-f",
-            "mp4",
-            "-movflags",
-            "frag_keyframe+empty_moov+default_base_moof",
-            "-method",
-            "PUT",
-            url,
-        ])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn ffmpeg")
+    spawn_live_upload(url, "testsrc2=size=320x240:rate=25", seconds, 25)
 }
 
 fn fragment_count(server: &Server, stream: &str) -> usize {
@@ -309,41 +275,7 @@ fn sample_motion_job_scores_a_moving_and_a_still_picture() {
     let server = Server::start();
     let run = |stream: &str, source: &str| -> Vec<f64> {
         let url = server.api(&format!("/streams/{stream}/ingest"));
-        let mut ffmpeg = Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-re",
-                "-f",
-                "lavfi",
-                "-i",
-                source,
-                "-t",
-                "8",
-            ])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-g",
-                "25",
-                "-pix_fmt",
-                "yuv420p",
-            ])
-            .args([
-                "-f",
-                "mp4",
-                "-movflags",
-                "frag_keyframe+empty_moov+default_base_moof",
-                "-method",
-                "PUT",
-                &url,
-            ])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut ffmpeg = spawn_live_upload(&url, source, 8, 25);
         wait_until("first fragment", Duration::from_secs(30), || {
             fragment_count(&server, stream) >= 1
         });

@@ -13,7 +13,7 @@ use common::*;
 use serde_json::Value;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,58 +28,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-fn chromium_path() -> PathBuf {
-    std::env::var_os("TAPEDECK_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-/// `<target dir>/browser-artifacts/<test>` (honours CARGO_TARGET_DIR).
-fn artifacts_dir(test: &str) -> PathBuf {
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let target = tmp.parent().unwrap_or(tmp);
-    let dir = target.join("browser-artifacts").join(test);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create artifacts dir");
-    dir
-}
-
-/// Like `common::have`, for everything a browser test needs: skip with the reason, or fail in CI.
+/// Everything a browser test needs: skip with the reason, or fail in CI.
 fn have_browser_clients() -> bool {
-    let mut missing = Vec::new();
-    let node_ok = Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !node_ok {
-        missing.push("node (>= 20)".to_string());
-    }
-    let chromium = chromium_path();
-    if !chromium.exists() {
-        missing.push(format!("{} (apt-get install chromium)", chromium.display()));
-    }
-    for module in ["playwright-core/package.json", "hls.js/dist/hls.min.js"] {
-        let p = browser_dir().join("node_modules").join(module);
-        if !p.exists() {
-            missing.push(format!("{} (run `npm ci` in tests/browser)", p.display()));
-        }
-    }
-    if !missing.is_empty() {
-        let what = missing.join(", ");
-        if std::env::var("TAPEDECK_REQUIRE_CLIENTS").as_deref() == Ok("1") {
-            panic!("browser tests need {what} (TAPEDECK_REQUIRE_CLIENTS=1)");
-        }
-        eprintln!("SKIPPED: browser test needs {what}");
-        return false;
-    }
-    have("ffmpeg")
+    have_browser(&["playwright-core/package.json", "hls.js/dist/hls.min.js"]) && have("ffmpeg")
 }
 
 fn now_ms() -> i64 {
@@ -368,7 +319,7 @@ fn live_plays_in_hlsjs_and_native_hls() {
     }
     let _one = serial();
     let server = Server::start();
-    let artifacts = artifacts_dir("live");
+    let artifacts = browser_artifacts_dir("live");
     let _ffmpeg = LiveProducer::start(&server, "cam", 30, false);
     // Three 2 s segments before the player joins: Chromium's native HLS player gives up with
     // DEMUXER_ERROR_COULD_NOT_PARSE when it drains a one-segment live playlist and the reload
@@ -411,7 +362,7 @@ fn archive_plays_across_a_discontinuity() {
     }
     let _one = serial();
     let server = Server::start();
-    let artifacts = artifacts_dir("archive");
+    let artifacts = browser_artifacts_dir("archive");
     let now = now_ms();
     // Two past sessions of the 10 s sample, 20 s apart.
     let s1_start = now - 120_000;
@@ -611,7 +562,7 @@ fn low_latency_hls_latency_under_two_seconds() {
     }
     let _one = serial();
     let server = Server::start();
-    let artifacts = artifacts_dir("ll-hls");
+    let artifacts = browser_artifacts_dir("ll-hls");
     let mut m = ll_attempt(&server, "ll", &artifacts);
     // One more try only when this machine demonstrably could not keep up (shared cores).
     if m.median_ms.is_nan() || m.median_ms >= 2000.0 {
@@ -642,7 +593,7 @@ fn clip_seeks_to_the_middle_and_plays() {
     }
     let _one = serial();
     let server = Server::start();
-    let artifacts = artifacts_dir("clip");
+    let artifacts = browser_artifacts_dir("clip");
     let start = now_ms() - 60_000;
     upload_at(&server, "c", "h264_aac_gop2s.mp4", start);
     let url = server.api(&format!(

@@ -25,55 +25,9 @@ const UI_TIMEOUT: Duration = Duration::from_secs(150);
 /// The live upload's GOP: what "±1 GOP" means below.
 const GOP_SECS: f64 = 2.0;
 
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-fn chromium_path() -> PathBuf {
-    std::env::var_os("TAPEDECK_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-fn artifacts_dir() -> PathBuf {
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let target = tmp.parent().unwrap_or(tmp);
-    let dir = target.join("browser-artifacts").join("ui");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create artifacts dir");
-    dir
-}
-
-/// node, Chromium and playwright-core present (else skip with the reason, or fail in CI).
+/// node, Chromium, playwright-core, ffmpeg and ffprobe (else skip with the reason, or fail in CI).
 fn have_browser_clients() -> bool {
-    let mut missing = Vec::new();
-    let node_ok = Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !node_ok {
-        missing.push("node (>= 20)".to_string());
-    }
-    let chromium = chromium_path();
-    if !chromium.exists() {
-        missing.push(format!("{} (apt-get install chromium)", chromium.display()));
-    }
-    let pw = browser_dir().join("node_modules/playwright-core/package.json");
-    if !pw.exists() {
-        missing.push(format!("{} (run `npm ci` in tests/browser)", pw.display()));
-    }
-    if !missing.is_empty() {
-        let what = missing.join(", ");
-        if std::env::var("TAPEDECK_REQUIRE_CLIENTS").as_deref() == Ok("1") {
-            panic!("the UI test needs {what} (TAPEDECK_REQUIRE_CLIENTS=1)");
-        }
-        eprintln!("SKIPPED: the UI test needs {what}");
-        return false;
-    }
-    have("ffmpeg") && have("ffprobe")
+    have_browser(&["playwright-core/package.json"]) && have("ffmpeg") && have("ffprobe")
 }
 
 fn now_ms() -> i64 {
@@ -180,7 +134,7 @@ fn web_ui_end_to_end() {
         return;
     }
     let server = Server::start();
-    let artifacts = artifacts_dir();
+    let artifacts = browser_artifacts_dir("ui");
 
     // The UI is served from the binary.
     let r = client().get(server.url("/")).send().expect("GET /");
@@ -273,41 +227,7 @@ fn web_ui_plays_through_bundled_hlsjs() {
     }
     let server = Server::start();
     let url = server.api("/streams/hj/ingest");
-    let mut ffmpeg = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=25",
-            "-t",
-            "40",
-        ])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "50",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args([
-            "-f",
-            "mp4",
-            "-movflags",
-            "frag_keyframe+empty_moov+default_base_moof",
-            "-method",
-            "PUT",
-            &url,
-        ])
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn ffmpeg");
+    let mut ffmpeg = spawn_live_upload(&url, "testsrc2=size=640x360:rate=25", 40, 50);
     wait_until("3 fragments", std::time::Duration::from_secs(30), || {
         client()
             .get(server.api("/streams/hj"))
@@ -321,7 +241,7 @@ fn web_ui_plays_through_bundled_hlsjs() {
         .current_dir(browser_dir())
         .arg("ui_hlsjs.mjs")
         .args(["--base", &server.base, "--stream", "hj", "--artifacts"])
-        .arg(artifacts_dir())
+        .arg(browser_artifacts_dir("ui-hlsjs"))
         .output()
         .expect("run node");
     let _ = ffmpeg.kill();

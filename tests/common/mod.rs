@@ -310,3 +310,90 @@ pub fn split_sample(name: &str) -> (Vec<u8>, Vec<Vec<u8>>) {
     }
     (init, frags)
 }
+
+/// The Playwright scripts' folder (tests/browser, with its own node_modules).
+pub fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Debian's Chromium, or `TAPEDECK_CHROMIUM`.
+pub fn chromium_path() -> PathBuf {
+    std::env::var_os("TAPEDECK_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// `<target dir>/browser-artifacts/<test>`, emptied (honours CARGO_TARGET_DIR).
+pub fn browser_artifacts_dir(test: &str) -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let target = tmp.parent().unwrap_or(tmp);
+    let dir = target.join("browser-artifacts").join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create artifacts dir");
+    dir
+}
+
+/// Like [`have`] for a browser test: node, Chromium and these files under
+/// tests/browser/node_modules. Missing: skip with the reason, or fail in CI.
+pub fn have_browser(node_modules: &[&str]) -> bool {
+    let mut missing = Vec::new();
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !node_ok {
+        missing.push("node (>= 20)".to_string());
+    }
+    let chromium = chromium_path();
+    if !chromium.exists() {
+        missing.push(format!("{} (apt-get install chromium)", chromium.display()));
+    }
+    for module in node_modules {
+        let p = browser_dir().join("node_modules").join(module);
+        if !p.exists() {
+            missing.push(format!("{} (run `npm ci` in tests/browser)", p.display()));
+        }
+    }
+    if !missing.is_empty() {
+        let what = missing.join(", ");
+        if std::env::var("TAPEDECK_REQUIRE_CLIENTS").as_deref() == Ok("1") {
+            panic!("browser tests need {what} (TAPEDECK_REQUIRE_CLIENTS=1)");
+        }
+        eprintln!("SKIPPED: browser test needs {what}");
+        return false;
+    }
+    true
+}
+
+/// ffmpeg `-re` encoding a lavfi `source` (e.g. `testsrc2=size=320x240:rate=25`) to H.264 with a
+/// `gop`-frame GOP for `seconds`, uploaded live as one fMP4 PUT to `url`.
+pub fn spawn_live_upload(url: &str, source: &str, seconds: u32, gop: u32) -> Child {
+    Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            source,
+        ])
+        .args([
+            "-t",
+            &seconds.to_string(),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ])
+        .args(["-g", &gop.to_string(), "-pix_fmt", "yuv420p", "-f", "mp4"])
+        .args(["-movflags", "frag_keyframe+empty_moov+default_base_moof"])
+        .args(["-method", "PUT", url])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn ffmpeg")
+}

@@ -1,0 +1,62 @@
+//! What the benches share: starting the real server binary on a data dir and learning its port.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Starts `tapedeck serve` on 127.0.0.1 (free port) with `data` (created if missing), stderr to
+/// `log`, an optional `--config`; waits up to `wait` for its "listening" line. Returns the child
+/// and its port. The child's stdout is drained for its whole life so it never blocks.
+pub fn spawn_server(
+    data: &Path,
+    log: &Path,
+    config: Option<&Path>,
+    wait: Duration,
+) -> Result<(Child, u16), BoxError> {
+    std::fs::create_dir_all(data)?;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tapedeck"));
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(rest) = line.strip_prefix("tapedeck listening on http://") {
+                    let port = rest
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.trim().parse().ok())
+                        .ok_or_else(|| format!("cannot read the port from '{line}'"))?;
+                    return Ok((child, port));
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                return Err(format!("the server did not start; its log:\n{text}").into());
+            }
+        }
+    }
+}
