@@ -3,35 +3,17 @@
 
 mod common;
 
-use common::{all_fragments, client, get_bytes, get_json, sample, Server};
+use common::{all_fragments, client, get_bytes, get_json, sample, split_sample_raw, Server};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tapedeck::fmp4::{fragment_facts, Event, InitFacts, RawFragment, Splitter};
+use tapedeck::fmp4::{fragment_facts, InitFacts};
 
 const GOP2S: &str = "h264_aac_gop2s.mp4";
 
 // ---------------------------------------------------------------------------------------------
 // Local helpers
-
-/// A sample cut into its init (ftyp+moov) and its fragments (moof+mdat each), as received.
-fn split_sample(name: &str) -> (Vec<u8>, Vec<RawFragment>) {
-    let data = std::fs::read(sample(name)).expect("read sample");
-    let mut splitter = Splitter::new(50_000_000);
-    let mut events = Vec::new();
-    splitter.push(&data, &mut events).expect("split sample");
-    splitter.finish().expect("sample ends on a box boundary");
-    let mut init = None;
-    let mut fragments = Vec::new();
-    for e in events {
-        match e {
-            Event::Init { bytes, .. } => init = Some(bytes.to_vec()),
-            Event::Fragment(f) => fragments.push(f),
-        }
-    }
-    (init.expect("sample has an init"), fragments)
-}
 
 fn now_us() -> i64 {
     SystemTime::now()
@@ -620,7 +602,7 @@ fn ingest_without_auto_create_is_404() {
         .send()
         .unwrap();
     assert_error(r, 404, "NOT_FOUND");
-    let (init, _) = split_sample(GOP2S);
+    let (init, _) = split_sample_raw(GOP2S);
     let r = client()
         .put(server.api("/streams/unknown/ingest/init.mp4"))
         .body(init)
@@ -665,7 +647,7 @@ fn ingest_summary_and_fragment_reads() {
         .map(|f| f["size_bytes"].as_i64().unwrap())
         .sum();
     assert_eq!(v["bytes"].as_i64().unwrap(), total);
-    let (init_bytes, raws) = split_sample(GOP2S);
+    let (init_bytes, raws) = split_sample_raw(GOP2S);
     for (i, f) in frags.iter().enumerate() {
         assert_eq!(f["session"], v["session"]);
         assert!(f["keyframe"].as_bool().unwrap(), "{f}");
@@ -826,7 +808,7 @@ fn stored_tfdt_is_producer_time() {
         GOP2S,
     );
     assert_eq!(s, 200, "{v}");
-    let (_, raws) = split_sample(GOP2S);
+    let (_, raws) = split_sample_raw(GOP2S);
     let frags = all_fragments(&server, "tf");
     assert_eq!(frags.len(), 5);
     let init_id = frags[0]["init"].as_i64().unwrap();
@@ -1003,7 +985,7 @@ fn producer_start_overlapping_the_stream_is_refused() {
 fn prft_gives_producer_time() {
     let test_start = now_us();
     let server = Server::start();
-    let (init, raws) = split_sample("h264_prft.mp4");
+    let (init, raws) = split_sample_raw("h264_prft.mp4");
     let facts = InitFacts::parse(&init).unwrap();
     // What the prft of the first fragment says its start is on the wall clock.
     let expected: Vec<i64> = raws
@@ -1130,7 +1112,7 @@ fn ndjson_acks_in_order() {
 #[test]
 fn second_producer_takes_over() {
     let server = Server::start();
-    let (init, raws) = split_sample(GOP2S);
+    let (init, raws) = split_sample_raw(GOP2S);
     let mut first = RawUpload::open(
         &server,
         "/streams/tk/ingest",
@@ -1199,7 +1181,7 @@ fn acks_arrive_while_the_producer_pauses() {
     // A live producer sends a fragment, then nothing until the next one is ready (2 s here).
     // The ack of a durable fragment must not wait for the producer's next bytes.
     let server = Server::start();
-    let (init, raws) = split_sample(GOP2S);
+    let (init, raws) = split_sample_raw(GOP2S);
     let mut up = RawUpload::open(
         &server,
         "/streams/ack/ingest",
@@ -1234,7 +1216,7 @@ fn acks_arrive_while_the_producer_pauses() {
 #[test]
 fn idle_producer_is_disconnected() {
     let server = Server::start_with_config("[ingest]\nidle_timeout_secs = 1\n");
-    let (init, _) = split_sample(GOP2S);
+    let (init, _) = split_sample_raw(GOP2S);
     let mut up = RawUpload::open(&server, "/streams/idle/ingest", "");
     up.send(&init);
     let t = Instant::now();
@@ -1257,7 +1239,7 @@ fn idle_producer_is_disconnected() {
 #[test]
 fn segment_file_ingest() {
     let server = Server::start();
-    let (init, raws) = split_sample(GOP2S);
+    let (init, raws) = split_sample_raw(GOP2S);
     let put = |file: &str, body: Vec<u8>| {
         client()
             .put(server.api(&format!("/streams/seg/ingest/{file}")))

@@ -3,35 +3,17 @@
 
 mod common;
 
-use common::{all_fragments, client, get_bytes, get_json, sample, Server};
+use common::{all_fragments, client, get_bytes, get_json, sample, split_sample_raw, Server};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use tapedeck::fmp4::{Event, RawFragment, Splitter};
 
 const GOP2S: &str = "h264_aac_gop2s.mp4";
 
 // ---------------------------------------------------------------------------------------------
 // Local helpers
-
-fn split_sample(name: &str) -> (Vec<u8>, Vec<RawFragment>) {
-    let data = std::fs::read(sample(name)).expect("read sample");
-    let mut splitter = Splitter::new(50_000_000);
-    let mut events = Vec::new();
-    splitter.push(&data, &mut events).expect("split sample");
-    splitter.finish().expect("sample ends on a box boundary");
-    let mut init = None;
-    let mut fragments = Vec::new();
-    for e in events {
-        match e {
-            Event::Init { bytes, .. } => init = Some(bytes.to_vec()),
-            Event::Fragment(f) => fragments.push(f),
-        }
-    }
-    (init.expect("sample has an init"), fragments)
-}
 
 fn json_of(r: reqwest::blocking::Response) -> (u16, Value) {
     let status = r.status().as_u16();
@@ -262,7 +244,7 @@ fn stream_exists(server: &Server, stream: &str) -> bool {
 fn truncated_upload_keeps_complete_fragments() {
     let server = Server::start();
     let base = Baseline::new(&server);
-    let (init, raws) = split_sample(GOP2S);
+    let (init, raws) = split_sample_raw(GOP2S);
     let mut body = init.clone();
     for f in &raws[..3] {
         body.extend_from_slice(&f.bytes);
@@ -350,7 +332,7 @@ fn huge_box_header_is_413_without_allocating() {
     let server = Server::start();
     let base = Baseline::new(&server);
     let rss_before = vm_rss_kib(&server);
-    let (init, _) = split_sample(GOP2S);
+    let (init, _) = split_sample_raw(GOP2S);
     let four_gb = 4_000_000_000u64;
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("first box", large_header(b"mdat", four_gb)),
@@ -422,7 +404,7 @@ fn max_fragment_bytes_is_configurable() {
 fn media_without_init_is_412() {
     let server = Server::start();
     let base = Baseline::new(&server);
-    let (_, raws) = split_sample(GOP2S);
+    let (_, raws) = split_sample_raw(GOP2S);
     let v = assert_error(
         put_ingest(&server, "noinit", "", raws[0].bytes.to_vec()),
         412,
@@ -751,7 +733,7 @@ fn bad_json_bodies() {
 fn bad_upload_does_not_disturb_a_concurrent_good_one() {
     let server = Server::start();
     let base = Baseline::new(&server);
-    let (init, raws) = split_sample(GOP2S);
+    let (init, raws) = split_sample_raw(GOP2S);
     // The good producer is mid-upload (its connection open) while bad ones come and go.
     let mut good = RawUpload::open(&server, "/streams/live/ingest");
     good.send(&init);
@@ -832,7 +814,7 @@ fn bad_upload_does_not_disturb_a_concurrent_good_one() {
 
 /// init, 1, 2, 2 again (same tfdt: backwards), 3, 4, 5.
 fn backwards_body() -> (Vec<u8>, u64) {
-    let (init, raws) = split_sample(GOP2S);
+    let (init, raws) = split_sample_raw(GOP2S);
     let mut body = init;
     body.extend_from_slice(&raws[0].bytes);
     body.extend_from_slice(&raws[1].bytes);

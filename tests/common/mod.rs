@@ -293,22 +293,29 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// A sample cut into its init and its fragments (moof+mdat each), as a producer sends them.
-pub fn split_sample(name: &str) -> (Vec<u8>, Vec<Vec<u8>>) {
+/// A sample cut into its init (ftyp+moov) and its fragments (moof+mdat each), as received.
+pub fn split_sample_raw(name: &str) -> (Vec<u8>, Vec<tapedeck::fmp4::RawFragment>) {
     use tapedeck::fmp4::{Event, Splitter};
-    let data = std::fs::read(sample(name)).unwrap();
-    let mut s = Splitter::new(50_000_000);
+    let data = std::fs::read(sample(name)).expect("read sample");
+    let mut splitter = Splitter::new(50_000_000);
     let mut events = Vec::new();
-    s.push(&data, &mut events).unwrap();
-    let mut init = Vec::new();
-    let mut frags = Vec::new();
+    splitter.push(&data, &mut events).expect("split sample");
+    splitter.finish().expect("sample ends on a box boundary");
+    let mut init = None;
+    let mut fragments = Vec::new();
     for e in events {
         match e {
-            Event::Init { bytes, .. } => init = bytes.to_vec(),
-            Event::Fragment(f) => frags.push(f.bytes.to_vec()),
+            Event::Init { bytes, .. } => init = Some(bytes.to_vec()),
+            Event::Fragment(f) => fragments.push(f),
         }
     }
-    (init, frags)
+    (init.expect("sample has an init"), fragments)
+}
+
+/// [`split_sample_raw`] with just each fragment's bytes, as a producer sends them.
+pub fn split_sample(name: &str) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let (init, frags) = split_sample_raw(name);
+    (init, frags.into_iter().map(|f| f.bytes.to_vec()).collect())
 }
 
 /// The Playwright scripts' folder (tests/browser, with its own node_modules).
