@@ -99,6 +99,8 @@ struct Feed {
     init: Option<(i64, Arc<InitFacts>)>,
     /// End of the last sent fragment on the consumer timeline (µs from 0).
     consumer_end_us: i64,
+    /// The unchanged rest of the fragment whose head was just sent.
+    pending_tail: Option<Bytes>,
     done: bool,
 }
 
@@ -119,6 +121,7 @@ pub fn feed(
         queue: VecDeque::new(),
         init: None,
         consumer_end_us: 0,
+        pending_tail: None,
         done: false,
     };
     futures_util::stream::unfold(state, |mut f| async move {
@@ -140,6 +143,9 @@ pub fn feed(
 impl Feed {
     /// The next piece of the response, or None at its end.
     async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
+        if let Some(tail) = self.pending_tail.take() {
+            return Ok(Some(tail));
+        }
         loop {
             if self.queue.is_empty() {
                 let rows = self
@@ -191,24 +197,28 @@ impl Feed {
                 .map(|(_, f)| f.clone())
                 .expect("set above");
             let shift_us = row.producer_start_us - self.consumer_end_us;
-            let rebased = fmp4::rewrite_fragment(&facts, &data, 0, &|track_id, old| {
-                let ts = facts
-                    .track(track_id)
-                    .map_or(1_000_000, |t| t.timescale.max(1));
-                let shift = (i128::from(shift_us) * i128::from(ts)).div_euclid(1_000_000);
-                u64::try_from(i128::from(old) - shift).unwrap_or(0)
-            })?;
+            let (head, tail_start) =
+                fmp4::rewrite_fragment_head(&facts, &data, 0, &|track_id, old| {
+                    let ts = facts
+                        .track(track_id)
+                        .map_or(1_000_000, |t| t.timescale.max(1));
+                    let shift = (i128::from(shift_us) * i128::from(ts)).div_euclid(1_000_000);
+                    u64::try_from(i128::from(old) - shift).unwrap_or(0)
+                })?;
             self.consumer_end_us += row.duration_us;
             self.next_number = row.number + 1;
             let marker = format!(
                 "{{\"fragment\":{},\"producer_time_us\":{}}}",
                 row.number, row.producer_start_us
             );
-            let mut out = BytesMut::with_capacity(8 + marker.len() + rebased.len());
+            let mut out = BytesMut::with_capacity(8 + marker.len() + head.len());
             out.extend_from_slice(&((8 + marker.len()) as u32).to_be_bytes());
             out.extend_from_slice(b"free");
             out.extend_from_slice(marker.as_bytes());
-            out.extend_from_slice(&rebased);
+            out.extend_from_slice(&head);
+            // The media itself goes out as a slice of the stored bytes, shared by every
+            // consumer of this fragment (no per-consumer copy of the mdat).
+            self.pending_tail = Some(data.slice(tail_start.min(data.len())..));
             return Ok(Some(out.freeze()));
         }
     }
@@ -218,7 +228,12 @@ impl Feed {
         loop {
             match tokio::time::timeout(IDLE_CHECK, self.events.recv()).await {
                 Ok(Ok(StoreEvent::FragmentPersisted(r))) if r.stream_id == self.stream_id => {
-                    return Ok(true)
+                    // The very fragment we wait for: no index read needed (with many
+                    // consumers at the live edge, one query each per fragment adds up).
+                    if r.number == self.next_number && self.queue.is_empty() {
+                        self.queue.push_back(r);
+                    }
+                    return Ok(true);
                 }
                 Ok(Ok(StoreEvent::StreamDeleted { stream_id })) if stream_id == self.stream_id => {
                     return Ok(false)

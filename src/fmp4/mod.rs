@@ -34,7 +34,7 @@ pub use error::Fmp4Error;
 pub use fragment::{fragment_facts, fragment_facts_at, ticks_to_us, FragmentFacts, TrackRun};
 pub use init::{InitFacts, TrackInfo, TrackKind};
 pub use prft::ProducerReference;
-pub use rewrite::rewrite_fragment;
+pub use rewrite::{rewrite_fragment, rewrite_fragment_head};
 pub use splitter::{Event, RawFragment, Splitter};
 
 #[cfg(test)]

@@ -30,24 +30,44 @@ pub fn rewrite_fragment(
     moof_stream_offset: u64,
     new_base_media_decode_time: &dyn Fn(u32, u64) -> u64,
 ) -> Result<Vec<u8>, Fmp4Error> {
+    let (head, tail_start) = rewrite_fragment_head(
+        init,
+        fragment,
+        moof_stream_offset,
+        new_base_media_decode_time,
+    )?;
+    let tail = fragment.get(tail_start..).unwrap_or_default();
+    let mut out = Vec::with_capacity(head.len() + tail.len());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(tail);
+    Ok(out)
+}
+
+/// [`rewrite_fragment`] without copying the media: returns the new head (the rebuilt moof, plus
+/// an explicit mdat size where the mdat had size 0) and the offset in `fragment` from which the
+/// rest follows unchanged. Readers that send one fragment to many consumers (the follow feed)
+/// share that tail instead of copying the mdat for each of them.
+pub fn rewrite_fragment_head(
+    init: &InitFacts,
+    fragment: &[u8],
+    moof_stream_offset: u64,
+    new_base_media_decode_time: &dyn Fn(u32, u64) -> u64,
+) -> Result<(Vec<u8>, usize), Fmp4Error> {
     let layout = FragmentLayout::parse(init, fragment, Some(moof_stream_offset))?;
     // Box sizes do not depend on the offset values, so build once to measure the new moof, then
     // again with every run shifted by how much the moof grew or shrank.
     let measured = build_moof(&layout, new_base_media_decode_time, 0)?;
     let delta = measured.len() as i64 - layout.mdat_start as i64;
-    let moof = build_moof(&layout, new_base_media_decode_time, delta)?;
+    let mut head = build_moof(&layout, new_base_media_decode_time, delta)?;
     let mdat = fragment.get(layout.mdat_start..).unwrap_or_default();
-    let mut out = Vec::with_capacity(moof.len() + mdat.len());
-    out.extend_from_slice(&moof);
     // A size-0 ("to end of file") mdat would swallow whatever is stored after it: make it explicit.
     match (mdat.get(..4), u32::try_from(mdat.len())) {
         (Some([0, 0, 0, 0]), Ok(len)) => {
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(mdat.get(4..).unwrap_or_default());
+            head.extend_from_slice(&len.to_be_bytes());
+            Ok((head, layout.mdat_start + 4))
         }
-        _ => out.extend_from_slice(mdat),
+        _ => Ok((head, layout.mdat_start.min(fragment.len()))),
     }
-    Ok(out)
 }
 
 fn build_moof(

@@ -18,6 +18,7 @@
 mod check;
 mod files;
 mod queries;
+mod recent;
 mod recovery;
 pub mod retention;
 mod rows;
@@ -47,6 +48,9 @@ const LOCK_FILE: &str = "tapedeck.lock";
 /// Fragment rows removed per writer turn when purging a deleted stream, so a huge delete never
 /// holds the writer (and every producer's acks) for long.
 const PURGE_BATCH_ROWS: i64 = 5000;
+/// Bytes of the newest fragments kept in memory for live readers (`recent.rs`): a few seconds of
+/// a few busy streams; older media is read from its file.
+const RECENT_FRAGMENT_BYTES: usize = 32 << 20;
 
 /// A cheap, cloneable handle to the store.
 #[derive(Clone)]
@@ -62,6 +66,7 @@ struct Inner {
     events: broadcast::Sender<StoreEvent>,
     stats: Arc<Mutex<GroupStats>>,
     removal_generation: Arc<std::sync::atomic::AtomicU64>,
+    recent: Arc<recent::RecentFragments>,
     clock: SharedClock,
     _lock: File,
 }
@@ -97,6 +102,11 @@ impl Store {
             recovered.next_file_id,
         );
         let removal_generation = state.removal_generation.clone();
+        let recent = Arc::new(recent::RecentFragments::new(
+            RECENT_FRAGMENT_BYTES,
+            removal_generation.clone(),
+        ));
+        let state = state.with_recent(recent.clone());
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
@@ -112,6 +122,7 @@ impl Store {
                 events,
                 stats,
                 removal_generation,
+                recent,
                 clock,
                 _lock: lock,
             }),
@@ -604,6 +615,13 @@ impl Store {
 
     /// The stored bytes of one fragment.
     pub async fn fragment_bytes(&self, row: &FragmentRow) -> Result<bytes::Bytes> {
+        if let Some(hit) = self
+            .inner
+            .recent
+            .get(row.stream_id, row.file_id, row.file_offset)
+        {
+            return Ok(hit);
+        }
         let path = files::file_path(&self.inner.data_dir, row.stream_id, row.file_id);
         let (offset, len) = (row.file_offset as u64, row.size_bytes as usize);
         tokio::task::spawn_blocking(move || files::read_at(&path, offset, len))

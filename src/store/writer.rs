@@ -103,6 +103,7 @@ struct Touched {
 
 struct Pending {
     row: FragmentRow,
+    bytes: bytes::Bytes,
     /// End of the media of all tracks (producer time), for the stream's end.
     end_us: i64,
     ack: oneshot::Sender<Result<FragmentRow>>,
@@ -123,6 +124,8 @@ pub(crate) struct WriterState {
     /// Bumped whenever stored media is removed (expiry, stream delete), so caches of media
     /// bytes know to drop what they hold.
     pub(crate) removal_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Where committed fragments' bytes go for the live readers (none in tools like `check`).
+    recent: Option<std::sync::Arc<super::recent::RecentFragments>>,
 }
 
 impl WriterState {
@@ -148,7 +151,16 @@ impl WriterState {
             events,
             stats,
             removal_generation: Default::default(),
+            recent: None,
         }
+    }
+
+    pub(crate) fn with_recent(
+        mut self,
+        recent: std::sync::Arc<super::recent::RecentFragments>,
+    ) -> Self {
+        self.recent = Some(recent);
+        self
     }
 
     pub(crate) fn media_removed(&self) {
@@ -277,6 +289,7 @@ impl WriterState {
             Ok(row) => self.pending.push(Pending {
                 end_us: frag.end_us.max(row.producer_end_us()),
                 row,
+                bytes: frag.bytes,
                 ack,
             }),
             Err(e) => {
@@ -410,6 +423,9 @@ impl WriterState {
                 }
                 for mut p in pending {
                     p.row.server_time_us = server_time_us;
+                    if let Some(recent) = &self.recent {
+                        recent.put(p.row.stream_id, p.row.file_id, p.row.file_offset, p.bytes);
+                    }
                     let _ = self
                         .events
                         .send(StoreEvent::FragmentPersisted(p.row.clone()));
