@@ -1,17 +1,18 @@
-//! Decoding chosen frames of one GOP to RGB. Blocking CPU work: call it from a blocking thread
+//! Decoding chosen frames of one GOP to pictures (Y'CbCr 4:2:0, `picture.rs`). Blocking CPU work: call it from a blocking thread
 //! (the frames service does, under its concurrency limit).
 //!
 //! - H.264 4:2:0 8-bit goes through openh264, which takes Annex B only: each sample's
 //!   length-prefixed NAL units get start codes, and the `avcC` parameter sets go in front of the
 //!   keyframe. openh264 hands pictures out in display order (it reorders B-frames), so the k-th
-//!   picture out is the k-th sample in display order; we feed samples in decode order only as far
-//!   as the last wanted frame needs, then flush.
+//!   picture out is the k-th fed sample in display order; we feed samples in decode order only as
+//!   far as the last wanted frame needs, then flush. Samples that no other picture refers to
+//!   (`nal_ref_idc` 0 in every slice, typically half the B-frames) are not fed unless wanted:
+//!   skipping them changes no other picture and saves their decode time.
 //! - Everything else with video that ffmpeg knows (H.265; H.264 4:2:2, 4:4:4 or 10-bit, which
 //!   openh264 cannot decode) goes through the `ffmpeg` binary: the init and the GOP's fragments on
 //!   its stdin, a `select` filter on the wanted presentation timestamps, `showinfo` to say which
-//!   picture is which, raw RGB out.
+//!   picture is which, raw `yuv420p` out.
 
-use image::RgbImage;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -19,6 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::gop::{Gop, VideoCodec};
+use super::picture::Picture;
 
 /// How long one ffmpeg run may take before it is killed. A GOP of 1080p HEVC decodes in well
 /// under a second here; this only guards against a wedged process holding a decode slot.
@@ -35,7 +37,33 @@ impl std::fmt::Display for DecodeError {
 }
 
 /// Decoded pictures by sample index.
-pub type Decoded = BTreeMap<usize, RgbImage>;
+pub type Decoded = BTreeMap<usize, Picture>;
+
+/// Whether an H.264 sample can be left out without changing any other picture: every one of its
+/// slices has `nal_ref_idc` 0. A sample that cannot be parsed counts as needed.
+fn h264_droppable(sample: &[u8], length_size: u8) -> bool {
+    let n = usize::from(length_size);
+    let mut pos = 0;
+    let mut slices = 0;
+    while pos + n <= sample.len() && n > 0 {
+        let len = sample[pos..pos + n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        pos += n;
+        let Some(&header) = sample.get(pos) else {
+            return false;
+        };
+        let (ref_idc, nal_type) = ((header >> 5) & 3, header & 0x1f);
+        if matches!(nal_type, 1..=5) {
+            if ref_idc != 0 || nal_type == 5 {
+                return false;
+            }
+            slices += 1;
+        }
+        pos += len;
+    }
+    slices > 0 && pos == sample.len()
+}
 
 /// Appends `sample` (NAL units with `length_size`-byte big-endian length prefixes) to `out` as
 /// Annex B (each NAL unit after a 4-byte start code).
@@ -107,6 +135,23 @@ pub fn decode_h264(
         .filter(|&i| rank_of[i] <= max_rank)
         .max()
         .unwrap_or(0);
+    let sample_bytes = |i: usize| -> Result<&[u8], DecodeError> {
+        let s = &gop.samples[i];
+        fragments
+            .get(s.fragment)
+            .and_then(|f| f.get(s.range.clone()))
+            .ok_or_else(|| DecodeError("a sample lies outside its fragment".into()))
+    };
+    let mut fed = Vec::with_capacity(last_input + 1);
+    for i in 0..=last_input {
+        let wanted_here = wanted_ranks.contains_key(&rank_of[i]);
+        if i == 0 || wanted_here || !h264_droppable(sample_bytes(i)?, *length_size) {
+            fed.push(i);
+        }
+    }
+    // Pictures come out in display order of what was fed.
+    let mut out_order = fed.clone();
+    out_order.sort_by_key(|&i| rank_of[i]);
 
     let config = openh264::decoder::DecoderConfig::new()
         .flush_after_decode(openh264::decoder::Flush::NoFlush);
@@ -114,15 +159,19 @@ pub fn decode_h264(
         openh264::decoder::Decoder::with_api_config(openh264::OpenH264API::from_source(), config)
             .map_err(|e| DecodeError(format!("cannot start the H.264 decoder: {e}")))?;
     let mut out = Decoded::new();
-    let mut next_rank = 0usize;
+    let mut next_out = 0usize;
     let mut take = |yuv: &openh264::decoder::DecodedYUV<'_>, out: &mut Decoded| {
-        if let Some(&sample) = wanted_ranks.get(&next_rank) {
-            out.insert(sample, to_rgb(yuv));
+        if let Some(&sample) = out_order.get(next_out) {
+            if wanted_ranks.contains_key(&rank_of[sample]) {
+                if let Some(p) = to_picture(yuv) {
+                    out.insert(sample, p);
+                }
+            }
         }
-        next_rank += 1;
+        next_out += 1;
     };
     let mut packet = Vec::new();
-    for (i, s) in gop.samples[..=last_input].iter().enumerate() {
+    for &i in &fed {
         packet.clear();
         if i == 0 {
             for ps in parameter_sets {
@@ -130,11 +179,7 @@ pub fn decode_h264(
                 packet.extend_from_slice(ps);
             }
         }
-        let bytes = fragments
-            .get(s.fragment)
-            .and_then(|f| f.get(s.range.clone()))
-            .ok_or_else(|| DecodeError("a sample lies outside its fragment".into()))?;
-        avcc_to_annexb(bytes, *length_size, &mut packet)?;
+        avcc_to_annexb(sample_bytes(i)?, *length_size, &mut packet)?;
         match decoder.decode(&packet) {
             Ok(Some(yuv)) => take(&yuv, &mut out),
             Ok(None) => {}
@@ -153,19 +198,23 @@ pub fn decode_h264(
     }
     if out.len() < wanted_ranks.len() {
         return Err(DecodeError(format!(
-            "openh264 gave {next_rank} pictures for {} samples; the frame wanted was not among them",
-            last_input + 1
+            "openh264 gave {next_out} pictures for {} samples; the frame wanted was not among them",
+            fed.len()
         )));
     }
     Ok(out)
 }
 
-fn to_rgb(yuv: &openh264::decoder::DecodedYUV<'_>) -> RgbImage {
+fn to_picture(yuv: &openh264::decoder::DecodedYUV<'_>) -> Option<Picture> {
     use openh264::formats::YUVSource;
     let (w, h) = yuv.dimensions();
-    let mut rgb = vec![0u8; w * h * 3];
-    yuv.write_rgb8(&mut rgb);
-    RgbImage::from_raw(w as u32, h as u32, rgb).unwrap_or_default()
+    let (sy, su, sv) = yuv.strides();
+    Picture::from_planes(
+        u32::try_from(w).ok()?,
+        u32::try_from(h).ok()?,
+        [yuv.y(), yuv.u(), yuv.v()],
+        [sy, su, sv],
+    )
 }
 
 /// Whether `ffmpeg` runs (`ffmpeg -version` succeeds).
@@ -215,7 +264,7 @@ pub fn decode_ffmpeg(
             "-f",
             "rawvideo",
             "-pix_fmt",
-            "rgb24",
+            "yuv420p",
         ])
         .arg("pipe:1")
         .stdin(Stdio::piped())
@@ -285,7 +334,7 @@ pub fn decode_ffmpeg(
     let mut out = Decoded::new();
     let mut offset = 0usize;
     for (pts, (w, h)) in showinfo_frames(&log) {
-        let len = w as usize * h as usize * 3;
+        let len = Picture::i420_len(w, h);
         let Some(pixels) = raw.get(offset..offset + len) else {
             return Err(failed(format!(
                 "wrote {} bytes of pictures, fewer than its log announced",
@@ -294,8 +343,8 @@ pub fn decode_ffmpeg(
         };
         offset += len;
         if let Some(&i) = by_pts.get(&pts) {
-            if let Some(img) = RgbImage::from_raw(w, h, pixels.to_vec()) {
-                out.insert(i, img);
+            if let Some(p) = Picture::from_i420(w, h, pixels) {
+                out.insert(i, p);
             }
         }
     }
@@ -357,16 +406,19 @@ mod tests {
         );
     }
 
-    /// Mean absolute difference per channel value between two same-sized images.
-    fn mean_abs_diff(a: &RgbImage, b: &RgbImage) -> f64 {
-        assert_eq!(a.dimensions(), b.dimensions());
-        let sum: u64 = a
-            .as_raw()
-            .iter()
-            .zip(b.as_raw())
-            .map(|(x, y)| u64::from(x.abs_diff(*y)))
-            .sum();
-        sum as f64 / a.as_raw().len() as f64
+    /// Mean absolute difference per sample value between two same-sized pictures.
+    fn mean_abs_diff(a: &Picture, b: &Picture) -> f64 {
+        assert_eq!((a.width, a.height), (b.width, b.height));
+        let planes = [(&a.y, &b.y), (&a.cb, &b.cb), (&a.cr, &b.cr)];
+        let (sum, n) = planes.iter().fold((0u64, 0usize), |(sum, n), (p, q)| {
+            let s: u64 = p
+                .iter()
+                .zip(q.iter())
+                .map(|(x, y)| u64::from(x.abs_diff(*y)))
+                .sum();
+            (sum + s, n + p.len())
+        });
+        sum as f64 / n as f64
     }
 
     #[test]
@@ -379,12 +431,29 @@ mod tests {
         let decoded = decode_h264(&track.codec, &gop, &frags, &all).unwrap();
         assert_eq!(decoded.len(), 50);
         let first = &decoded[&0];
-        assert_eq!(first.dimensions(), (640, 360));
-        // Decoding only up to one frame gives the same picture as decoding the whole GOP.
+        assert_eq!((first.width, first.height), (640, 360));
+        // Decoding only up to one frame (leaving out the unreferenced samples before it) gives
+        // the same picture as decoding the whole GOP.
         let order = gop.display_order();
-        let one = decode_h264(&track.codec, &gop, &frags, &[order[38]]).unwrap();
-        assert_eq!(one.len(), 1);
-        assert!(mean_abs_diff(&one[&order[38]], &decoded[&order[38]]) < 0.01);
+        let length_size = match &track.codec {
+            VideoCodec::H264 { length_size, .. } => *length_size,
+            _ => unreachable!("an H.264 sample"),
+        };
+        let droppable = gop
+            .samples
+            .iter()
+            .filter(|s| h264_droppable(&frags[s.fragment][s.range.clone()], length_size))
+            .count();
+        assert!(
+            droppable >= 10,
+            "the sample has unreferenced B-frames ({droppable})"
+        );
+        for rank in (0..50).step_by(3).chain([38, 49]) {
+            let one = decode_h264(&track.codec, &gop, &frags, &[order[rank]]).unwrap();
+            assert_eq!(one.len(), 1);
+            let d = mean_abs_diff(&one[&order[rank]], &decoded[&order[rank]]);
+            assert!(d == 0.0, "display frame {rank}: differs by {d} alone");
+        }
         // testsrc2 moves: neighbours in display order differ a little, far frames more.
         let step = mean_abs_diff(&decoded[&order[10]], &decoded[&order[11]]);
         assert!(step > 0.1, "consecutive frames identical? {step}");
@@ -426,7 +495,7 @@ mod tests {
         let wanted: Vec<usize> = (0..gop.samples.len()).collect();
         let all = decode_ffmpeg(ffmpeg, &init, &frags, &gop, &wanted).unwrap();
         assert_eq!(all.len(), 99);
-        assert_eq!(all[&0].dimensions(), (640, 360));
+        assert_eq!((all[&0].width, all[&0].height), (640, 360));
         let gop = Gop::parse(&track, &frags[1..]).unwrap();
         let err = decode_ffmpeg(ffmpeg, &init, &frags[1..], &gop, &[1]).unwrap_err();
         assert!(err.0.contains("0 of the 1"), "{err}");

@@ -1,9 +1,13 @@
 //! Decoded frames to files: optional resize (aspect kept), then JPEG or PNG. Blocking CPU work.
+//!
+//! JPEG is written straight from the decoder's Y'CbCr 4:2:0 planes (range-expanded to JFIF's full
+//! range), so a 1080p frame costs no RGB conversion and no chroma resampling.
 
-use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use image::imageops;
-use image::{ExtendedColorType, ImageEncoder, RgbImage};
+use image::{ExtendedColorType, ImageEncoder};
+use jpeg_encoder::{ImageBuffer, JpegColorType, SamplingFactor};
+
+use super::picture::{full_range_chroma, full_range_luma, Picture};
 
 /// Largest `width`/`height` a request may ask for: 4K, so one request cannot make the server
 /// hold a huge bitmap per frame.
@@ -56,27 +60,81 @@ pub fn target_size(src: (u32, u32), width: Option<u32>, height: Option<u32>) -> 
 }
 
 /// Resizes (when asked) and encodes `frame`; returns the file and its dimensions.
-pub fn encode(frame: &RgbImage, enc: &Encoding) -> Result<(Vec<u8>, u32, u32), String> {
-    let (w, h) = target_size(frame.dimensions(), enc.width, enc.height);
+pub fn encode(frame: &Picture, enc: &Encoding) -> Result<(Vec<u8>, u32, u32), String> {
+    let (w, h) = target_size((frame.width, frame.height), enc.width, enc.height);
     let resized;
-    let img = if (w, h) == frame.dimensions() {
+    let pic = if (w, h) == (frame.width, frame.height) {
         frame
     } else {
-        resized = imageops::resize(frame, w, h, imageops::FilterType::Triangle);
+        resized = frame.resized(w, h);
         &resized
     };
     let mut out = Vec::with_capacity((w * h) as usize / 4);
-    let result = match enc.format {
-        ImageFormat::Jpeg => JpegEncoder::new_with_quality(&mut out, enc.quality.clamp(1, 100))
-            .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8),
+    match enc.format {
+        ImageFormat::Jpeg => {
+            let (Ok(w16), Ok(h16)) = (u16::try_from(w), u16::try_from(h)) else {
+                return Err(format!("a {w}x{h} frame is too large for JPEG"));
+            };
+            let mut encoder = jpeg_encoder::Encoder::new(&mut out, enc.quality.clamp(1, 100));
+            // The source has 4:2:0 chroma already; more chroma resolution would be made up.
+            encoder.set_sampling_factor(SamplingFactor::F_2_2);
+            encoder
+                .encode_image(JfifRows {
+                    pic,
+                    width: w16,
+                    height: h16,
+                    luma: full_range_luma(),
+                    chroma: full_range_chroma(),
+                })
+                .map_err(|e| format!("cannot encode the frame as JPEG: {e}"))?;
+        }
         // Fast compression: frames are fetched live; a few percent of size is not worth 3x time.
         ImageFormat::Png => {
+            let rgb = pic.to_rgb();
             PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive)
-                .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)
+                .write_image(rgb.as_raw(), w, h, ExtendedColorType::Rgb8)
+                .map_err(|e| format!("cannot encode the frame as PNG: {e}"))?;
         }
-    };
-    result.map_err(|e| format!("cannot encode the frame: {e}"))?;
+    }
     Ok((out, w, h))
+}
+
+/// Feeds a picture's rows to the JPEG encoder as full-range Y'CbCr, chroma repeated per pixel
+/// (the encoder's 2x2 subsampling then gets back exactly the decoder's chroma samples).
+struct JfifRows<'a> {
+    pic: &'a Picture,
+    width: u16,
+    height: u16,
+    luma: [u8; 256],
+    chroma: [u8; 256],
+}
+
+impl ImageBuffer for JfifRows<'_> {
+    fn get_jpeg_color_type(&self) -> JpegColorType {
+        JpegColorType::Ycbcr
+    }
+
+    fn width(&self) -> u16 {
+        self.width
+    }
+
+    fn height(&self) -> u16 {
+        self.height
+    }
+
+    fn fill_buffers(&self, row: u16, buffers: &mut [Vec<u8>; 4]) {
+        let w = usize::from(self.width);
+        let cw = w.div_ceil(2);
+        let row = usize::from(row);
+        let y = &self.pic.y[row * w..(row + 1) * w];
+        let c = (row / 2) * cw;
+        let (cb, cr) = (&self.pic.cb[c..c + cw], &self.pic.cr[c..c + cw]);
+        buffers[0].extend(y.iter().map(|&v| self.luma[usize::from(v)]));
+        for x in 0..w {
+            buffers[1].push(self.chroma[usize::from(cb[x / 2])]);
+            buffers[2].push(self.chroma[usize::from(cr[x / 2])]);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -95,27 +153,50 @@ mod tests {
 
     #[test]
     fn jpeg_and_png_round_trip() {
-        let frame = RgbImage::from_fn(64, 36, |x, y| {
-            image::Rgb([(x * 4) as u8, (y * 7) as u8, 99])
-        });
+        // A gradient picture, 64x36.
+        let (w, h) = (64u32, 36u32);
+        let mut bytes = Vec::new();
+        bytes.extend((0..w * h).map(|i| (16 + (i % w) * 3) as u8));
+        bytes.extend((0..(w / 2) * (h / 2)).map(|i| (100 + (i / 32) * 2) as u8));
+        bytes.extend((0..(w / 2) * (h / 2)).map(|i| (150 - (i % 32)) as u8));
+        let frame = Picture::from_i420(w, h, &bytes).unwrap();
         let enc = Encoding {
             format: ImageFormat::Png,
-            quality: 80,
+            quality: 90,
             width: None,
             height: None,
         };
-        let (png, w, h) = encode(&frame, &enc).unwrap();
-        assert_eq!((w, h), (64, 36));
+        let (png, pw, ph) = encode(&frame, &enc).unwrap();
+        assert_eq!((pw, ph), (64, 36));
         let back = image::load_from_memory(&png).unwrap().to_rgb8();
-        assert_eq!(back, frame, "PNG is lossless");
-        let enc = Encoding {
+        assert_eq!(back, frame.to_rgb(), "PNG is lossless");
+        // JPEG at full size decodes to (nearly) the same RGB as the PNG path.
+        let jpeg_enc = Encoding {
             format: ImageFormat::Jpeg,
-            width: Some(32),
             ..enc
         };
-        let (jpeg, w, h) = encode(&frame, &enc).unwrap();
-        assert_eq!((w, h), (32, 18));
+        let (jpeg, jw, jh) = encode(&frame, &jpeg_enc).unwrap();
+        assert_eq!((jw, jh), (64, 36));
         assert_eq!(&jpeg[..3], &[0xff, 0xd8, 0xff]);
+        let decoded = image::load_from_memory(&jpeg).unwrap().to_rgb8();
+        let diff: f64 = decoded
+            .as_raw()
+            .iter()
+            .zip(back.as_raw())
+            .map(|(a, b)| f64::from(a.abs_diff(*b)))
+            .sum::<f64>()
+            / back.as_raw().len() as f64;
+        assert!(
+            diff < 3.0,
+            "JPEG differs from the exact RGB by {diff} on average"
+        );
+        // Resized.
+        let small = Encoding {
+            width: Some(32),
+            ..jpeg_enc
+        };
+        let (jpeg, w, h) = encode(&frame, &small).unwrap();
+        assert_eq!((w, h), (32, 18));
         let back = image::load_from_memory(&jpeg).unwrap();
         assert_eq!((back.width(), back.height()), (32, 18));
     }

@@ -15,8 +15,8 @@
 //! fragment and display time). Every decode puts its GOP's keyframe there, so `latest.jpg`
 //! polling and repeated times are answered without decoding.
 
+use super::picture::Picture;
 use bytes::Bytes;
-use image::RgbImage;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,11 +73,11 @@ type CacheKey = (i64, i64, i64);
 /// A least-recently-used set of decoded pictures by (stream id, fragment number, display µs).
 struct FrameCache {
     capacity: usize,
-    entries: VecDeque<(CacheKey, Arc<RgbImage>)>,
+    entries: VecDeque<(CacheKey, Arc<Picture>)>,
 }
 
 impl FrameCache {
-    fn get(&mut self, key: &CacheKey) -> Option<Arc<RgbImage>> {
+    fn get(&mut self, key: &CacheKey) -> Option<Arc<Picture>> {
         let at = self.entries.iter().position(|(k, _)| k == key)?;
         let entry = self.entries.remove(at)?;
         let img = entry.1.clone();
@@ -85,7 +85,7 @@ impl FrameCache {
         Some(img)
     }
 
-    fn put(&mut self, key: CacheKey, img: Arc<RgbImage>) {
+    fn put(&mut self, key: CacheKey, img: Arc<Picture>) {
         if self.capacity == 0 {
             return;
         }
@@ -477,7 +477,7 @@ impl Job {
     }
 
     fn run(self) -> Result<Vec<Outcome>> {
-        let mut pictures: std::collections::BTreeMap<usize, Arc<RgbImage>> = Default::default();
+        let mut pictures: std::collections::BTreeMap<usize, Arc<Picture>> = Default::default();
         let mut missing = Vec::new();
         {
             let mut cache = self
@@ -574,7 +574,7 @@ mod tests {
 
     #[test]
     fn lru_keeps_the_recently_used() {
-        let img = Arc::new(RgbImage::new(1, 1));
+        let img = Arc::new(Picture::from_i420(2, 2, &[0; 6]).expect("a 2x2 picture"));
         let mut c = FrameCache {
             capacity: 2,
             entries: VecDeque::new(),

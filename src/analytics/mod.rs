@@ -7,3 +7,4 @@ pub mod events;
 pub mod follow;
 pub mod frames;
 pub mod gop;
+pub mod picture;
