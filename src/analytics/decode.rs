@@ -143,8 +143,8 @@ pub fn decode_h264(
             .ok_or_else(|| DecodeError("a sample lies outside its fragment".into()))
     };
     let mut fed = Vec::with_capacity(last_input + 1);
-    for i in 0..=last_input {
-        let wanted_here = wanted_ranks.contains_key(&rank_of[i]);
+    for (i, rank) in rank_of.iter().enumerate().take(last_input + 1) {
+        let wanted_here = wanted_ranks.contains_key(rank);
         if i == 0 || wanted_here || !h264_droppable(sample_bytes(i)?, *length_size) {
             fed.push(i);
         }
