@@ -134,12 +134,42 @@ impl Default for HlsConfig {
 pub struct LimitsConfig {
     /// Longest clip (`clip.mp4`) one request may ask for.
     pub max_clip_secs: u64,
+    /// Longest time range one archive playlist (`archive.m3u8?start=&end=`) may cover: a day of
+    /// 2 s segments is 43,200 entries (about 4 MB of playlist).
+    pub max_playlist_secs: u64,
+    /// Ingest requests (long uploads and segment-file PUTs) in progress at once, server-wide;
+    /// more get 503 with Retry-After.
+    pub max_ingest_requests: usize,
+    /// Per-stream ingest rate in bytes per second (all uploads to one stream together); unset
+    /// means unlimited. A producer above it is read more slowly, not cut off.
+    pub ingest_bytes_per_sec_per_stream: Option<u64>,
+    /// Open follow-feed (`/media`) connections per stream; more get 429 with Retry-After.
+    pub max_follow_connections_per_stream: usize,
+    /// Open event-stream (`/events`) connections per stream (the global feed counts as one
+    /// stream); more get 429 with Retry-After.
+    pub max_event_connections_per_stream: usize,
+    /// Largest request head (request line plus headers); larger gets 431. At least 8192.
+    pub max_header_bytes: usize,
+    /// A client must send its whole request head within this time, or the connection closes
+    /// (slow-header clients).
+    pub header_read_timeout_secs: u64,
+    /// A request body that sends nothing for this long fails with 408 (slow-body clients).
+    /// Producers have their own, shorter `ingest.idle_timeout_secs`.
+    pub body_read_timeout_secs: u64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_clip_secs: 24 * 3600,
+            max_playlist_secs: 24 * 3600,
+            max_ingest_requests: 2048,
+            ingest_bytes_per_sec_per_stream: None,
+            max_follow_connections_per_stream: 256,
+            max_event_connections_per_stream: 256,
+            max_header_bytes: 64 * 1024,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 60,
         }
     }
 }

@@ -19,6 +19,8 @@ pub enum Kind {
     DeadlineExceeded,
     /// Try again later: shutting down, disk full, overloaded.
     Unavailable,
+    /// A per-client or per-stream limit is reached (too many feed connections).
+    ResourceExhausted,
     /// No credentials, or credentials that match no key (401 with a Basic challenge).
     Unauthenticated,
     /// A known key (or a playback token) that does not allow this request.
@@ -38,6 +40,7 @@ impl Kind {
             Kind::UnsupportedMedia => "UNSUPPORTED_MEDIA",
             Kind::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Kind::Unavailable => "UNAVAILABLE",
+            Kind::ResourceExhausted => "RESOURCE_EXHAUSTED",
             Kind::Unauthenticated => "UNAUTHENTICATED",
             Kind::PermissionDenied => "PERMISSION_DENIED",
             Kind::Internal => "INTERNAL",

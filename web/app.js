@@ -862,7 +862,9 @@ class StreamView {
     // Up to the end of this span; for the span that is still being recorded, up to now.
     let end = span ? span.end_us / 1000 : ms + 3600e3;
     if (live && span && span === last) end = now;
-    end = Math.min(Math.max(end, ms + 1000), now);
+    // One archive playlist covers at most a day (the server's default limits.max_playlist_secs);
+    // the player asks again when the user moves past it.
+    end = Math.min(Math.max(end, ms + 1000), now, ms + 12 * 3600e3);
     // The playlist starts with the segment (GOP) holding `ms`; the player then seeks into it.
     const from = Math.floor(ms);
     const url = withToken(this.name, `${streamUrl(this.name, '/hls/archive.m3u8')}?start=${from}&end=${Math.ceil(end)}`);

@@ -1,6 +1,7 @@
 //! The follow feed and server-sent events (built in `analytics`); this maps requests.
 
 use super::params::QueryMap;
+use super::limits::{holding, Feed};
 use super::AppState;
 use crate::analytics::events::{self, Scope};
 use crate::analytics::follow;
@@ -28,8 +29,12 @@ pub async fn media(
         }
     };
     let stream = state.store.require_stream(&name).await?;
+    let slot = state.limits.feed_slot(Feed::Follow, stream.id)?;
     let from = follow::first_number(&state.store, &stream, start).await?;
-    let body = follow::feed(state.store.clone(), stream.id, from, follow_live);
+    let body = holding(
+        slot,
+        follow::feed(state.store.clone(), stream.id, from, follow_live),
+    );
     Ok((
         [
             (header::CONTENT_TYPE, "video/mp4".to_string()),
@@ -76,20 +81,23 @@ pub async fn stream_events(
         })?),
     };
     let stream = state.store.require_stream(&name).await?;
+    let slot = state.limits.feed_slot(Feed::Events, stream.id)?;
     let scope = Scope::Stream {
         id: stream.id,
         name,
         after,
     };
-    Ok(sse_response(Body::from_stream(events::events(
-        state.store.clone(),
-        scope,
+    Ok(sse_response(Body::from_stream(holding(
+        slot,
+        events::events(state.store.clone(), scope),
     ))))
 }
 
-pub async fn all_events(State(state): State<AppState>) -> Response {
-    sse_response(Body::from_stream(events::events(
-        state.store.clone(),
-        Scope::All,
-    )))
+pub async fn all_events(State(state): State<AppState>) -> Result<Response> {
+    // The global feed is counted as stream 0 (no stream has that id).
+    let slot = state.limits.feed_slot(Feed::Events, 0)?;
+    Ok(sse_response(Body::from_stream(holding(
+        slot,
+        events::events(state.store.clone(), Scope::All),
+    ))))
 }

@@ -16,6 +16,7 @@ pub fn status_of(kind: Kind) -> StatusCode {
         Kind::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Kind::DeadlineExceeded => StatusCode::REQUEST_TIMEOUT,
         Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Kind::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
         Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
         Kind::PermissionDenied => StatusCode::FORBIDDEN,
         Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -41,6 +42,12 @@ impl IntoResponse for Error {
             tracing::error!(error = %self.message, "internal error");
         }
         let mut resp = (status_of(self.kind), Json(error_body(&self))).into_response();
+        if matches!(self.kind, Kind::Unavailable | Kind::ResourceExhausted) {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(super::limits::RETRY_AFTER_SECS),
+            );
+        }
         if self.kind == Kind::Unauthenticated {
             // The challenge makes ffmpeg and curl retry with the credentials in the URL.
             resp.headers_mut().insert(
@@ -83,6 +90,8 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
         413 => "TOO_LARGE",
         415 => "UNSUPPORTED_MEDIA",
         416 => "RANGE_NOT_SATISFIABLE",
+        429 => "RESOURCE_EXHAUSTED",
+        431 => "TOO_LARGE",
         503 => "UNAVAILABLE",
         400..=499 => "INVALID_ARGUMENT",
         _ => "INTERNAL",

@@ -103,8 +103,13 @@ pub async fn archive(
 ) -> Result<Response> {
     let s = stream(&state, &name).await?;
     require_archive(&s)?;
-    let start = params::time(&q, "start")?;
-    let end = params::time(&q, "end")?;
+    let (start, end) = playlist_range(
+        params::time(&q, "start")?,
+        params::time(&q, "end")?,
+        s.first_producer_us,
+        state.store.now_us(),
+        state.config.limits.max_playlist_secs,
+    )?;
     let closed = end.is_some_and(|e| e <= state.store.now_us());
     let text = state
         .hls
@@ -119,6 +124,36 @@ pub async fn archive(
             "no-cache"
         },
     ))
+}
+
+/// The range an archive playlist covers, within `limits.max_playlist_secs`. An explicit range
+/// that is longer is refused; an open one is cut to the limit: no `start` means the newest
+/// stretch of that length, no `end` means that length from `start`.
+fn playlist_range(
+    start_us: Option<i64>,
+    end_us: Option<i64>,
+    first_us: Option<i64>,
+    now_us: i64,
+    max_secs: u64,
+) -> Result<(Option<i64>, Option<i64>)> {
+    let max_us = i64::try_from(max_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+    match (start_us, end_us) {
+        (Some(s), Some(e)) if e.saturating_sub(s) > max_us => Err(Error::invalid(format!(
+            "the range asked for is {:.0} s; one archive playlist covers at most {max_secs} s \
+             (limits.max_playlist_secs): ask for a shorter range",
+            e.saturating_sub(s) as f64 / 1e6
+        ))),
+        (Some(s), None) if now_us.saturating_sub(s) > max_us => {
+            Ok((Some(s), Some(s.saturating_add(max_us))))
+        }
+        (None, e) => {
+            let until = e.unwrap_or(now_us);
+            let first = first_us.unwrap_or(until);
+            let start = (until.saturating_sub(first) > max_us).then(|| until - max_us);
+            Ok((start, e))
+        }
+        other => Ok(other),
+    }
 }
 
 pub async fn init(
@@ -163,4 +198,47 @@ pub async fn part(
         .part(&s, v[0], v[1], connected(&state, &name))
         .await?;
     Ok(serve_bytes(&headers, bytes, SEGMENT, &etag, IMMUTABLE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::playlist_range;
+
+    const H: i64 = 3_600_000_000;
+
+    #[test]
+    fn playlist_ranges_within_the_limit() {
+        let day = 24 * 3600;
+        // Short explicit ranges pass untouched; long ones are refused.
+        assert_eq!(
+            playlist_range(Some(0), Some(H), Some(0), 100 * H, day).unwrap(),
+            (Some(0), Some(H))
+        );
+        let err = playlist_range(Some(0), Some(25 * H), Some(0), 100 * H, day).unwrap_err();
+        assert!(err.message.contains("max_playlist_secs"), "{err}");
+        // Open ends are cut to the limit.
+        assert_eq!(
+            playlist_range(Some(0), None, Some(0), 100 * H, day).unwrap(),
+            (Some(0), Some(24 * H))
+        );
+        assert_eq!(
+            playlist_range(None, None, Some(0), 100 * H, day).unwrap(),
+            (Some(76 * H), None)
+        );
+        assert_eq!(
+            playlist_range(None, Some(50 * H), Some(0), 100 * H, day).unwrap(),
+            (Some(26 * H), Some(50 * H))
+        );
+        // A recording shorter than the limit is not touched.
+        assert_eq!(
+            playlist_range(None, None, Some(90 * H), 100 * H, day).unwrap(),
+            (None, None)
+        );
+        assert_eq!(
+            playlist_range(Some(i64::MIN), Some(i64::MAX), None, 0, day)
+                .unwrap_err()
+                .kind,
+            crate::error::Kind::InvalidArgument
+        );
+    }
 }

@@ -13,7 +13,6 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::StreamExt;
 
 const NDJSON: &str = "application/x-ndjson";
 
@@ -43,13 +42,15 @@ pub async fn upload(
         producer_start_us,
         remote: Some(peer.addr.to_string()),
     };
-    let body = body.into_data_stream().boxed();
+    let slot = state.limits.ingest_slot()?;
+    let body = state.limits.throttle(&name, body.into_data_stream());
     if wants_acks {
         // Fail fast with a status code for what can be known before the first byte.
         state.ingest.resolve_stream_pub(&name).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let ingest = state.ingest.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             ingest.upload(&name, params, body, Some(tx)).await;
         });
         let lines = tokio_stream_from(rx);
@@ -58,7 +59,10 @@ pub async fn upload(
     // On its own task: ffmpeg closes the connection without reading the response, which drops
     // this handler; the upload must still persist everything it received and end its session.
     let ingest = state.ingest.clone();
-    let outcome = tokio::spawn(async move { ingest.upload(&name, params, body, None).await })
+    let outcome = tokio::spawn(async move {
+        let _slot = slot;
+        ingest.upload(&name, params, body, None).await
+    })
         .await
         .map_err(|e| Error::internal(format!("upload task failed: {e}")))?;
     let summary = serde_json::to_value(&outcome.summary).unwrap_or_default();
@@ -81,13 +85,14 @@ pub async fn segment_file(
     body: Body,
 ) -> Result<Response> {
     validate_stream_name(&name)?;
+    let _slot = state.limits.ingest_slot()?;
     // Queued before any await: files are processed in arrival order (see ingest/segments.rs).
     let task = state.ingest.segment_file(
         &name,
         &file,
         Some(peer.addr.to_string()),
         peer.accept_seq,
-        body.into_data_stream(),
+        state.limits.throttle(&name, body.into_data_stream()),
     );
     let outcome = task
         .await

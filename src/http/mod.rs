@@ -10,6 +10,8 @@ mod frames;
 pub(crate) mod hls;
 mod holds;
 mod ingest;
+pub mod limits;
+mod listen;
 mod metrics;
 mod params;
 mod peer;
@@ -46,6 +48,7 @@ pub struct AppState {
     pub hls: Arc<Hls>,
     pub sweeper: Arc<Sweeper>,
     pub frames: Arc<crate::analytics::frames::Frames>,
+    pub limits: Arc<limits::Limits>,
     pub config: Config,
 }
 
@@ -121,6 +124,7 @@ pub fn router(state: AppState) -> Router {
             header::HeaderName::from_static("x-tapedeck-first-fragment"),
         ]);
     let auth = Arc::new(auth::Auth::new(&state.config.auth));
+    let body_timeout = Duration::from_secs(state.config.limits.body_read_timeout_secs.max(1));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics::metrics))
@@ -130,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::not_found("no such endpoint; the API lives under /api/v1") })
         .layer(axum::middleware::from_fn_with_state(auth, auth::middleware))
         .layer(axum::middleware::from_fn(error::json_errors))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
         .layer(cors)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -169,29 +174,13 @@ pub async fn serve_on(
             store.clone(),
             config.frames.clone(),
         )),
+        limits: Arc::new(limits::Limits::new(&config.limits)),
         config: config.clone(),
     });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "tapedeck serving");
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("tapedeck listening on http://{addr}");
-    let listener = peer::NoDelayListener(listener);
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<PeerInfo>(),
-    )
-    .with_graceful_shutdown({
-        let s = shutdown.clone();
-        async move { s.cancelled().await }
-    });
-    let server = tokio::spawn(async move { server.await });
-    shutdown.cancelled().await;
-    tracing::info!("shutting down: no new connections; persisting what was received");
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server error during shutdown"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
-        Err(_) => tracing::warn!("connections still open after the grace period; closing anyway"),
-    }
+    listen::serve_connections(listener, app, &config.limits, shutdown, SHUTDOWN_GRACE).await;
     store.shutdown().await;
     tracing::info!("store closed; bye");
     Ok(())

@@ -4,11 +4,8 @@
 //! lets segment files be processed in the order they were sent even when their requests are
 //! parsed in another order.
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::net::TcpListener;
 
 static ACCEPTED: AtomicU64 = AtomicU64::new(0);
 
@@ -19,40 +16,7 @@ pub struct PeerInfo {
     pub accept_seq: u64,
 }
 
-impl Connected<IncomingStream<'_, TcpListener>> for PeerInfo {
-    /// Called by the accept loop, one connection at a time, in accept order.
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
-        PeerInfo {
-            addr: *stream.remote_addr(),
-            accept_seq: ACCEPTED.fetch_add(1, Ordering::SeqCst),
-        }
-    }
-}
-
-/// The TCP listener the server uses: accepted sockets get `TCP_NODELAY` (what HTTP servers
-/// usually set), so a response's headers and body never wait on Nagle's algorithm for an ACK.
-pub struct NoDelayListener(pub TcpListener);
-
-impl axum::serve::Listener for NoDelayListener {
-    type Io = tokio::net::TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
-        let _ = io.set_nodelay(true);
-        (io, addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
-
-impl Connected<IncomingStream<'_, NoDelayListener>> for PeerInfo {
-    fn connect_info(stream: IncomingStream<'_, NoDelayListener>) -> Self {
-        PeerInfo {
-            addr: *stream.remote_addr(),
-            accept_seq: ACCEPTED.fetch_add(1, Ordering::SeqCst),
-        }
-    }
+/// The next accept position; called by the accept loop, one connection at a time, in order.
+pub fn next_accept_seq() -> u64 {
+    ACCEPTED.fetch_add(1, Ordering::SeqCst)
 }

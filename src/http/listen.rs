@@ -1,0 +1,72 @@
+//! Accepting connections and serving HTTP/1.1 on them, with the connection-level limits axum's
+//! own `serve` does not expose: the largest request head (`limits.max_header_bytes`, larger gets
+//! 431) and how long a client may take to send it (`limits.header_read_timeout_secs`, then the
+//! connection closes), so a client trickling header bytes cannot hold a connection forever.
+//! Accepted sockets get `TCP_NODELAY`, and each request carries [`PeerInfo`] (address and
+//! accept order) for the handlers.
+
+use super::peer::{next_accept_seq, PeerInfo};
+use crate::config::LimitsConfig;
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// hyper's smallest read buffer, and so the smallest head limit it can enforce.
+const MIN_HEAD_BYTES: usize = 8192;
+
+/// Serves `app` on `listener` until `shutdown` fires; then stops accepting and waits up to
+/// `grace` for open connections to finish their requests.
+pub async fn serve_connections(
+    listener: TcpListener,
+    app: Router,
+    limits: &LimitsConfig,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs.max(1)))
+        .max_buf_size(limits.max_header_bytes.max(MIN_HEAD_BYTES));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (io, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = io.set_nodelay(true);
+        let peer = PeerInfo {
+            addr,
+            accept_seq: next_accept_seq(),
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer.clone()));
+            app.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(io), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %addr, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections; persisting what was received");
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after the grace period; closing anyway");
+    }
+}
