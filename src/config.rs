@@ -148,7 +148,7 @@ pub struct LimitsConfig {
     /// Open event-stream (`/events`) connections per stream (the global feed counts as one
     /// stream); more get 429 with Retry-After.
     pub max_event_connections_per_stream: usize,
-    /// Largest request head (request line plus headers); larger gets 431. At least 8192.
+    /// Largest request head (request line plus headers); larger gets 431. At least 1024.
     pub max_header_bytes: usize,
     /// A client must send its whole request head within this time, or the connection closes
     /// (slow-header clients).

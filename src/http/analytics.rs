@@ -1,21 +1,21 @@
 //! The follow feed and server-sent events (built in `analytics`); this maps requests.
 
-use super::params::QueryMap;
 use super::limits::{holding, Feed};
+use super::params::Params;
 use super::AppState;
 use crate::analytics::events::{self, Scope};
 use crate::analytics::follow;
 use crate::error::{Error, Result};
 use crate::stream_name::validate_stream_name;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 
 pub async fn media(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<QueryMap>,
+    Params(q): Params,
 ) -> Result<Response> {
     validate_stream_name(&name)?;
     let start = follow::parse_start(q.get("start").map(String::as_str))?;
@@ -63,7 +63,7 @@ fn sse_response(body: Body) -> Response {
 pub async fn stream_events(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<QueryMap>,
+    Params(q): Params,
     headers: HeaderMap,
 ) -> Result<Response> {
     validate_stream_name(&name)?;

@@ -2,14 +2,14 @@
 //! MP4 of a time range, with `Content-Length`, single `Range`s, a strong `ETag` and
 //! `If-None-Match`. Building the file is `playback::clip`'s work; this file only speaks HTTP.
 
-use super::params::{self, QueryMap};
+use super::params::{self, Params};
 use super::range::{not_modified, requested_range, unsatisfiable, ByteRange};
 use super::AppState;
 use crate::error::{Error, Result};
 use crate::playback::clip::{self as playback, ClipFormat};
 use crate::stream_name::validate_stream_name;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -19,7 +19,7 @@ const TRUNCATED_HEADER: &str = "x-tapedeck-clip-truncated";
 pub async fn clip(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<QueryMap>,
+    Params(q): Params,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response> {

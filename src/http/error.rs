@@ -33,7 +33,27 @@ pub fn error_response_with(e: &Error, extra: serde_json::Value) -> Response {
     if let (Some(b), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
         b.extend(extra);
     }
-    (status_of(e.kind), Json(body)).into_response()
+    respond(e.kind, body)
+}
+
+/// The response for an error of `kind` with JSON `body`: status, and the headers the kind calls
+/// for (when to retry; how to authenticate).
+fn respond(kind: Kind, body: serde_json::Value) -> Response {
+    let mut resp = (status_of(kind), Json(body)).into_response();
+    if matches!(kind, Kind::Unavailable | Kind::ResourceExhausted) {
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(super::limits::RETRY_AFTER_SECS),
+        );
+    }
+    if kind == Kind::Unauthenticated {
+        // The challenge makes ffmpeg and curl retry with the credentials in the URL.
+        resp.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Basic realm=\"tapedeck\""),
+        );
+    }
+    resp
 }
 
 impl IntoResponse for Error {
@@ -41,21 +61,7 @@ impl IntoResponse for Error {
         if self.kind == Kind::Internal {
             tracing::error!(error = %self.message, "internal error");
         }
-        let mut resp = (status_of(self.kind), Json(error_body(&self))).into_response();
-        if matches!(self.kind, Kind::Unavailable | Kind::ResourceExhausted) {
-            resp.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(super::limits::RETRY_AFTER_SECS),
-            );
-        }
-        if self.kind == Kind::Unauthenticated {
-            // The challenge makes ffmpeg and curl retry with the credentials in the URL.
-            resp.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Basic realm=\"tapedeck\""),
-            );
-        }
-        resp
+        respond(self.kind, error_body(&self))
     }
 }
 

@@ -1,12 +1,12 @@
 //! Reading the log back: fragment rows by time, and the raw bytes of fragments and inits.
 
-use super::params::{self, QueryMap};
+use super::params::{self, Params};
 use super::AppState;
 use crate::error::{Error, Result};
 use crate::ingest::fragment_json;
 use crate::store::{FragmentQuery, TimeKind};
 use crate::stream_name::validate_stream_name;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 pub async fn list(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<QueryMap>,
+    Params(q): Params,
 ) -> Result<Json<Value>> {
     validate_stream_name(&name)?;
     let time = match q.get("time").map(String::as_str) {

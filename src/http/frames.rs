@@ -11,7 +11,7 @@
 //! `Retry-After`. Decoding itself is `analytics::frames`' work.
 
 use super::error::status_of;
-use super::params::{self, QueryMap};
+use super::params::{self, Params, QueryMap};
 use super::AppState;
 use crate::analytics::encode::{Encoding, ImageFormat, MAX_DIMENSION, MIN_DIMENSION};
 use crate::analytics::frames::{Outcome, RETRY_AFTER_SECS};
@@ -20,7 +20,7 @@ use crate::store::StreamRow;
 use crate::stream_name::validate_stream_name;
 use crate::timefmt::format_us;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -35,7 +35,7 @@ const DEFAULT_INTERVAL_MS: u64 = 1000;
 pub async fn frame_jpg(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<QueryMap>,
+    Params(q): Params,
 ) -> Response {
     respond(single(&state, &name, &q, ImageFormat::Jpeg).await)
 }
@@ -43,7 +43,7 @@ pub async fn frame_jpg(
 pub async fn frame_png(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<QueryMap>,
+    Params(q): Params,
 ) -> Response {
     respond(single(&state, &name, &q, ImageFormat::Png).await)
 }
@@ -51,7 +51,7 @@ pub async fn frame_png(
 pub async fn latest_jpg(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<QueryMap>,
+    Params(q): Params,
 ) -> Response {
     let result = async {
         let enc = encoding(&state, &q, ImageFormat::Jpeg)?;
@@ -66,7 +66,7 @@ pub async fn latest_jpg(
 pub async fn frames(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<QueryMap>,
+    Params(q): Params,
 ) -> Response {
     respond(
         frames_json(&state, &name, &q)

@@ -2,14 +2,14 @@
 //! segment and part media. Playlists are built in `playback`; this maps requests and headers.
 
 use super::auth::PlaybackQuery;
-use super::params::{self, QueryMap};
+use super::params::{self, Params};
 use super::range::{serve_bytes, IMMUTABLE};
 use super::AppState;
 use crate::error::{Error, Result};
 use crate::playback::hls::{Blocking, Connected};
 use crate::store::StreamRow;
 use crate::stream_name::validate_stream_name;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
@@ -80,7 +80,7 @@ pub async fn master(
 pub async fn live(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<QueryMap>,
+    Params(q): Params,
     token: PlaybackQuery,
 ) -> Result<Response> {
     let s = stream(&state, &name).await?;
@@ -98,7 +98,7 @@ pub async fn live(
 pub async fn archive(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<QueryMap>,
+    Params(q): Params,
     token: PlaybackQuery,
 ) -> Result<Response> {
     let s = stream(&state, &name).await?;
@@ -126,9 +126,10 @@ pub async fn archive(
     ))
 }
 
-/// The range an archive playlist covers, within `limits.max_playlist_secs`. An explicit range
-/// that is longer is refused; an open one is cut to the limit: no `start` means the newest
-/// stretch of that length, no `end` means that length from `start`.
+/// The range an archive playlist covers, within `limits.max_playlist_secs` (counting only the
+/// part between the first recorded media and now). An explicit range that is longer is refused;
+/// an open one is cut to the limit: no `start` means the newest stretch of that length, no `end`
+/// means that length from `start`.
 fn playlist_range(
     start_us: Option<i64>,
     end_us: Option<i64>,
@@ -137,13 +138,17 @@ fn playlist_range(
     max_secs: u64,
 ) -> Result<(Option<i64>, Option<i64>)> {
     let max_us = i64::try_from(max_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+    // What the range covers of the recording: before the first fragment and after now there
+    // is nothing to list.
+    let covered = |s: i64, e: i64| e.min(now_us).saturating_sub(s.max(first_us.unwrap_or(s)));
     match (start_us, end_us) {
-        (Some(s), Some(e)) if e.saturating_sub(s) > max_us => Err(Error::invalid(format!(
+        (Some(s), Some(e)) if covered(s, e) > max_us => Err(Error::invalid(format!(
             "the range asked for is {:.0} s; one archive playlist covers at most {max_secs} s \
              (limits.max_playlist_secs): ask for a shorter range",
-            e.saturating_sub(s) as f64 / 1e6
+            covered(s, e) as f64 / 1e6
         ))),
-        (Some(s), None) if now_us.saturating_sub(s) > max_us => {
+        (Some(s), None) if covered(s, now_us) > max_us => {
+            let s = s.max(first_us.unwrap_or(s));
             Ok((Some(s), Some(s.saturating_add(max_us))))
         }
         (None, e) => {
@@ -228,6 +233,11 @@ mod tests {
         assert_eq!(
             playlist_range(None, Some(50 * H), Some(0), 100 * H, day).unwrap(),
             (Some(26 * H), Some(50 * H))
+        );
+        // Only the recorded part counts: a wide range over a short recording is fine.
+        assert_eq!(
+            playlist_range(Some(0), Some(200 * H), Some(90 * H), 100 * H, day).unwrap(),
+            (Some(0), Some(200 * H))
         );
         // A recording shorter than the limit is not touched.
         assert_eq!(

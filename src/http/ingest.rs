@@ -1,7 +1,7 @@
 //! Ingest endpoints: the long upload (with optional NDJSON acks) and segment files.
 
 use super::error::error_response_with;
-use super::params::QueryMap;
+use super::params::Params;
 use super::AppState;
 use super::PeerInfo;
 use crate::error::{Error, Result};
@@ -9,7 +9,7 @@ use crate::ingest::UploadParams;
 use crate::stream_name::validate_stream_name;
 use crate::timefmt::parse_time_us;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -19,7 +19,7 @@ const NDJSON: &str = "application/x-ndjson";
 pub async fn upload(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<QueryMap>,
+    Params(q): Params,
     ConnectInfo(peer): ConnectInfo<PeerInfo>,
     headers: HeaderMap,
     body: Body,
@@ -63,8 +63,8 @@ pub async fn upload(
         let _slot = slot;
         ingest.upload(&name, params, body, None).await
     })
-        .await
-        .map_err(|e| Error::internal(format!("upload task failed: {e}")))?;
+    .await
+    .map_err(|e| Error::internal(format!("upload task failed: {e}")))?;
     let summary = serde_json::to_value(&outcome.summary).unwrap_or_default();
     Ok(match outcome.error {
         None => Json(summary).into_response(),

@@ -109,7 +109,11 @@ impl Limits {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + 'static,
         E: Send + 'static,
     {
-        let Some(rate) = self.config.ingest_bytes_per_sec_per_stream.filter(|r| *r > 0) else {
+        let Some(rate) = self
+            .config
+            .ingest_bytes_per_sec_per_stream
+            .filter(|r| *r > 0)
+        else {
             return body.boxed();
         };
         let limits = self.clone();

@@ -17,9 +17,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-/// hyper's smallest read buffer, and so the smallest head limit it can enforce.
-const MIN_HEAD_BYTES: usize = 8192;
-
 /// Serves `app` on `listener` until `shutdown` fires; then stops accepting and waits up to
 /// `grace` for open connections to finish their requests.
 pub async fn serve_connections(
@@ -32,7 +29,7 @@ pub async fn serve_connections(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs.max(1)))
-        .max_buf_size(limits.max_header_bytes.max(MIN_HEAD_BYTES));
+        .max_header_size(limits.max_header_bytes.max(1024));
     let graceful = GracefulShutdown::new();
     loop {
         let (io, addr) = tokio::select! {
@@ -66,7 +63,10 @@ pub async fn serve_connections(
     }
     drop(listener);
     tracing::info!("shutting down: no new connections; persisting what was received");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after the grace period; closing anyway");
     }
 }

@@ -134,7 +134,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::not_found("no such endpoint; the API lives under /api/v1") })
         .layer(axum::middleware::from_fn_with_state(auth, auth::middleware))
         .layer(axum::middleware::from_fn(error::json_errors))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
         .layer(cors)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

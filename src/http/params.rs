@@ -7,6 +7,47 @@ use std::collections::HashMap;
 
 pub type QueryMap = HashMap<String, String>;
 
+/// More query parameters than any endpoint takes, by far: a request with more is refused before
+/// any handler looks at it.
+pub const MAX_QUERY_PARAMS: usize = 64;
+
+/// The query string as a map, refusing what no endpoint means: a parameter given twice (which
+/// value would count?), more than [`MAX_QUERY_PARAMS`] parameters, or a string that does not
+/// decode. Errors are in the JSON error format.
+pub struct Params(pub QueryMap);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Params> {
+        parse_query(parts.uri.query().unwrap_or("")).map(Params)
+    }
+}
+
+pub fn parse_query(query: &str) -> Result<QueryMap> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+        .map_err(|e| Error::invalid(format!("the query string does not decode: {e}")))?;
+    if pairs.len() > MAX_QUERY_PARAMS {
+        return Err(Error::invalid(format!(
+            "the query has {} parameters; no endpoint takes more than {MAX_QUERY_PARAMS}",
+            pairs.len()
+        )));
+    }
+    let mut map = QueryMap::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        if map.contains_key(&k) {
+            return Err(Error::invalid(format!(
+                "query parameter '{k}' is given more than once"
+            )));
+        }
+        map.insert(k, v);
+    }
+    Ok(map)
+}
+
 pub fn time(q: &QueryMap, key: &str) -> Result<Option<i64>> {
     q.get(key).map(|v| parse_time_us(key, v)).transpose()
 }
@@ -44,4 +85,22 @@ pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
         return Err(Error::invalid("a JSON request body is required"));
     }
     serde_json::from_slice(body).map_err(|e| Error::invalid(format!("invalid JSON body: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings() {
+        let q = parse_query("start=1&end=2&x=a%20b").unwrap();
+        assert_eq!((q["start"].as_str(), q["x"].as_str()), ("1", "a b"));
+        assert!(parse_query("").unwrap().is_empty());
+        let e = parse_query("a=1&a=2").unwrap_err();
+        assert!(e.message.contains("more than once"), "{e}");
+        let many: Vec<String> = (0..65).map(|i| format!("p{i}=1")).collect();
+        assert!(parse_query(&many.join("&")).is_err());
+        let many: Vec<String> = (0..64).map(|i| format!("p{i}=1")).collect();
+        assert_eq!(parse_query(&many.join("&")).unwrap().len(), 64);
+    }
 }

@@ -1,13 +1,13 @@
 //! Stream API: create, list, describe, update, delete, sessions.
 
-use super::params::{self, QueryMap};
+use super::params::{self, Params};
 use super::AppState;
 use crate::error::{Error, Result};
 use crate::store::StreamRow;
 use crate::stream_name::validate_stream_name;
 use crate::timefmt::format_us;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -127,7 +127,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<impl I
     ))
 }
 
-pub async fn list(State(state): State<AppState>, Query(q): Query<QueryMap>) -> Result<Json<Value>> {
+pub async fn list(State(state): State<AppState>, Params(q): Params) -> Result<Json<Value>> {
     let limit = params::limit(&q, 100, 1000)?;
     let prefix = q.get("prefix").cloned();
     if let Some(p) = prefix.as_deref().filter(|p| !p.is_empty()) {
@@ -192,7 +192,7 @@ pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> 
 pub async fn sessions(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<QueryMap>,
+    Params(q): Params,
 ) -> Result<Json<Value>> {
     validate_stream_name(&name)?;
     let limit = params::limit(&q, 50, 1000)?;

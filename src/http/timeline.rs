@@ -1,12 +1,12 @@
 //! `GET /api/v1/streams/{name}/timeline?start=&end=&limit=`: recorded spans and the gaps between
 //! them, for scrubbing UIs. Spans are kept at ingest, so this reads a few rows even over months.
 
-use super::params::{self, QueryMap};
+use super::params::{self, Params};
 use super::AppState;
 use crate::error::{Error, Result};
 use crate::stream_name::validate_stream_name;
 use crate::timefmt::format_us;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -20,7 +20,7 @@ fn gap(start_us: i64, end_us: i64) -> Value {
 pub async fn timeline(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<QueryMap>,
+    Params(q): Params,
 ) -> Result<Json<Value>> {
     validate_stream_name(&name)?;
     let stream = state.store.require_stream(&name).await?;

@@ -340,8 +340,16 @@ impl WriterState {
         let offset = f.len;
         if let Err(e) = f.file.write_all(&frag.bytes) {
             // Leave no partial fragment behind; recovery would cut it too, but the next append
-            // must start on a clean boundary.
-            let _ = f.file.set_len(offset);
+            // must start on a clean boundary. A file created for this fragment goes away again
+            // (nothing names it, and its id is handed out afresh), so a write that failed for
+            // lack of space leaves the stream exactly as it was.
+            if created {
+                let id = f.id;
+                cursor.file = None;
+                let _ = std::fs::remove_file(files::file_path(&data_dir, frag.stream_id, id));
+            } else {
+                let _ = f.file.set_len(offset);
+            }
             return Err(e.into());
         }
         start_writeback(&f.file, offset, frag.bytes.len() as u64);
