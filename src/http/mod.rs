@@ -11,6 +11,7 @@ pub(crate) mod hls;
 mod holds;
 mod ingest;
 mod metrics;
+mod openapi;
 mod params;
 mod peer;
 pub mod range;
@@ -51,6 +52,7 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
+        .route("/openapi.json", get(openapi::document))
         .route("/streams", get(streams::list).post(streams::create))
         .route(
             "/streams/{name}",
