@@ -6,16 +6,37 @@ use crate::error::{Error, Result};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+/// The first and last microsecond RFC 3339 can write (years 0000 to 9999). Times outside are
+/// refused where they enter: stored, they could never be shown back as a time.
+const MIN_US: i64 = -62_167_219_200_000_000;
+const MAX_US: i64 = 253_402_300_799_999_999;
+
 /// Parses a query-parameter time. `what` names the parameter for the error message.
 pub fn parse_time_us(what: &str, text: &str) -> Result<i64> {
     let text = text.trim();
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
         let ms: i64 = text.parse().map_err(|_| bad_time(what, text))?;
-        return ms.checked_mul(1000).ok_or_else(|| bad_time(what, text));
+        return from_epoch_ms(what, ms);
     }
     let t = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| bad_time(what, text))?;
     let us = t.unix_timestamp_nanos() / 1000;
-    i64::try_from(us).map_err(|_| bad_time(what, text))
+    i64::try_from(us)
+        .ok()
+        .filter(|us| (MIN_US..=MAX_US).contains(us))
+        .ok_or_else(|| out_of_range(what, text))
+}
+
+/// Milliseconds since the epoch as microseconds, refused outside years 0000 to 9999.
+pub fn from_epoch_ms(what: &str, ms: i64) -> Result<i64> {
+    ms.checked_mul(1000)
+        .filter(|us| (MIN_US..=MAX_US).contains(us))
+        .ok_or_else(|| out_of_range(what, &ms.to_string()))
+}
+
+fn out_of_range(what: &str, text: &str) -> Error {
+    Error::invalid(format!(
+        "'{what}' must be between years 0000 and 9999 (RFC 3339); got '{text}'"
+    ))
 }
 
 fn bad_time(what: &str, text: &str) -> Error {
@@ -57,6 +78,28 @@ mod tests {
         assert!(e.message.contains("'end'"), "{}", e.message);
         assert!(parse_time_us("end", "99999999999999999999").is_err());
         assert!(parse_time_us("end", "").is_err());
+    }
+
+    #[test]
+    fn refuses_times_rfc3339_cannot_write() {
+        assert_eq!(
+            format_us(parse_time_us("t", "253402300799999").unwrap()),
+            "9999-12-31T23:59:59.999Z"
+        );
+        assert_eq!(
+            format_us(parse_time_us("t", "-62167219200000").unwrap()),
+            "0000-01-01T00:00:00Z"
+        );
+        for bad in [
+            "253402300800000",
+            "-62167219200001",
+            "-1125899906842625",
+            "0000-01-01T00:00:00+01:00",
+        ] {
+            let e = parse_time_us("start", bad).unwrap_err();
+            assert!(e.message.contains("'start'"), "{bad}: {}", e.message);
+        }
+        assert!(from_epoch_ms("end", i64::MAX).is_err());
     }
 
     #[test]

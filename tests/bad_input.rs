@@ -579,6 +579,9 @@ fn bad_times() {
         ("start=1000&end=1000", "end"),
         ("time=server&start=2000&end=1000", "end"),
         ("after=abc", "after"),
+        // Times RFC 3339 cannot write back (after year 9999, before year 0000).
+        ("end=253402300800000", "end"),
+        ("start=-1125899906842625", "start"),
     ] {
         let v = assert_error(
             get(&server, &format!("/streams/good/fragments?{q}")),
@@ -587,6 +590,16 @@ fn bad_times() {
         );
         assert!(message(&v).contains(names), "{q}: {v}");
     }
+    let v = assert_error(
+        client()
+            .post(server.api("/streams/good/holds"))
+            .json(&json!({"start": -1_125_899_906_842_625_i64, "end": 0}))
+            .send()
+            .unwrap(),
+        400,
+        "INVALID_ARGUMENT",
+    );
+    assert!(message(&v).contains("start"), "{v}");
     base.check(&server);
 }
 
@@ -681,6 +694,15 @@ fn bad_json_bodies() {
         (r#"{"name": "x", "tags": ["a"]}"#, "JSON"),
         (r#"{"name": "x", "tags": {"a": 1}}"#, "JSON"),
         (r#"{"name": "x", "tags": {"": "v"}}"#, "tag"),
+        // Past i64 these once wrapped to negative numbers and read back as 0: live only.
+        (
+            r#"{"name": "x", "retention_hours": 18446744073709551615}"#,
+            "retention_hours",
+        ),
+        (
+            r#"{"name": "x", "retention_bytes": 18446744073709551615}"#,
+            "retention_bytes",
+        ),
     ] {
         let v = assert_error(post(body), 400, "INVALID_ARGUMENT");
         assert!(message(&v).contains(mentions), "{body}: {v}");
@@ -718,6 +740,8 @@ fn bad_json_bodies() {
         r#"{"name": "renamed"}"#,
         r#"{"retention_hours": -5}"#,
         r#"{"tags": {"": "v"}}"#,
+        r#"{"retention_hours": 18446744073709551615}"#,
+        r#"{"retention_bytes": 18446744073709551615}"#,
     ] {
         assert_error(patch(body), 400, "INVALID_ARGUMENT");
     }

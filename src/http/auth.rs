@@ -3,12 +3,12 @@
 //! with a single URL.
 //!
 //! One middleware decides every request before its handler runs, from the method and path
-//! alone ([`classify`]): `/healthz` and the UI are open; `/metrics`, stream create/update/delete,
-//! holds changes, retention and the all-streams event feed are for admins; ingest is for
-//! producers of the stream; reads and playback are for viewers of the stream, or for anyone
-//! with a valid playback token for it (`?token=`). Stream lists are filtered to the key's
-//! streams. With no keys configured nothing is checked (only allowed on loopback, see
-//! [`check_exposure`]).
+//! alone ([`classify`]): `/healthz`, the UI and the OpenAPI document are open; `/metrics`,
+//! stream create/update/delete, holds changes, retention and the all-streams event feed are for
+//! admins; ingest is for producers of the stream; reads and playback are for viewers of the
+//! stream, or for anyone with a valid playback token for it (`?token=`). Stream lists are
+//! filtered to the key's streams. With no keys configured nothing is checked (only allowed on
+//! loopback, see [`check_exposure`]).
 //!
 //! Keys arrive as `Authorization: Bearer <key>` or HTTP Basic (the password is the key; the
 //! user name is ignored, or is the key when the password is empty). Keys are held only as
@@ -333,6 +333,7 @@ pub fn classify(method: &Method, path: &str) -> Need {
     let segs: Vec<&str> = rest.split('/').collect();
     let stream = |raw: &str| percent_decode(raw);
     match segs.as_slice() {
+        ["openapi.json"] if read => Need::Open,
         ["streams"] if read => Need::List,
         ["streams", name, tail @ ..] => {
             let Some(name) = stream(name) else {
@@ -625,6 +626,7 @@ mod tests {
         assert_eq!(classify(&g, "/"), Need::Open);
         assert_eq!(classify(&g, "/metrics"), Need::Admin);
         assert_eq!(classify(&g, "/api/v1/streams"), Need::List);
+        assert_eq!(classify(&g, "/api/v1/openapi.json"), Need::Open);
         assert_eq!(classify(&Method::POST, "/api/v1/streams"), Need::Admin);
         assert_eq!(classify(&g, "/api/v1/streams/a"), Need::Describe(s("a")));
         assert_eq!(classify(&Method::PATCH, "/api/v1/streams/a"), Need::Admin);

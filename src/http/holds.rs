@@ -6,7 +6,7 @@ use super::AppState;
 use crate::error::{Error, Result};
 use crate::store::HoldRow;
 use crate::stream_name::validate_stream_name;
-use crate::timefmt::{format_us, parse_time_us};
+use crate::timefmt::{format_us, from_epoch_ms, parse_time_us};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -28,14 +28,12 @@ pub fn hold_json(h: &HoldRow) -> Value {
 fn body_time(body: &Value, key: &str) -> Result<i64> {
     match body.get(key) {
         Some(Value::String(s)) => parse_time_us(key, s),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .and_then(|ms| ms.checked_mul(1000))
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "'{key}' must be integer milliseconds since the epoch"
-                ))
-            }),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(ms) => from_epoch_ms(key, ms),
+            None => Err(Error::invalid(format!(
+                "'{key}' must be integer milliseconds since the epoch"
+            ))),
+        },
         _ => Err(Error::invalid(format!(
             "'{key}' is required: an RFC 3339 time or milliseconds since the epoch"
         ))),

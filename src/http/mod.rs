@@ -13,6 +13,7 @@ mod ingest;
 pub mod limits;
 mod listen;
 mod metrics;
+mod openapi;
 mod params;
 mod peer;
 pub mod range;
@@ -54,6 +55,7 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
+        .route("/openapi.json", get(openapi::document))
         .route("/streams", get(streams::list).post(streams::create))
         .route(
             "/streams/{name}",

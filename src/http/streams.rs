@@ -17,6 +17,11 @@ use std::collections::BTreeMap;
 
 const MAX_TAGS: usize = 50;
 const MAX_TAG_LEN: usize = 256;
+/// A century: longer than anyone keeps video, and far from where hours in microseconds
+/// overflow or expiry times leave the years RFC 3339 can write.
+const MAX_RETENTION_HOURS: u64 = 100 * 366 * 24;
+/// The index keeps byte counts as SQLite integers (i64).
+const MAX_RETENTION_BYTES: u64 = i64::MAX as u64;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +55,20 @@ fn validate_tags(tags: &BTreeMap<String, String>) -> Result<()> {
                 k.chars().take(40).collect::<String>()
             )));
         }
+    }
+    Ok(())
+}
+
+fn validate_retention(hours: Option<u64>, bytes: Option<u64>) -> Result<()> {
+    if let Some(h) = hours.filter(|h| *h > MAX_RETENTION_HOURS) {
+        return Err(Error::invalid(format!(
+            "'retention_hours' is at most {MAX_RETENTION_HOURS} (a century); got {h}"
+        )));
+    }
+    if let Some(b) = bytes.filter(|b| *b > MAX_RETENTION_BYTES) {
+        return Err(Error::invalid(format!(
+            "'retention_bytes' is at most {MAX_RETENTION_BYTES}; got {b}"
+        )));
     }
     Ok(())
 }
@@ -114,6 +133,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<impl I
     let b: CreateBody = params::json_body(&body)?;
     validate_stream_name(&b.name)?;
     validate_tags(&b.tags)?;
+    validate_retention(b.retention_hours, b.retention_bytes)?;
     let retention = b
         .retention_hours
         .unwrap_or(state.config.retention.default_hours);
@@ -168,6 +188,7 @@ pub async fn update(
     if let Some(t) = &b.tags {
         validate_tags(t)?;
     }
+    validate_retention(b.retention_hours, b.retention_bytes)?;
     let before = state.store.require_stream(&name).await?;
     let row = state
         .store

@@ -283,7 +283,7 @@ impl Store {
         retention_bytes: Option<u64>,
         tags: BTreeMap<String, String>,
     ) -> Result<StreamRow> {
-        let retention_bytes = retention_bytes.filter(|b| *b > 0).map(|b| b as i64);
+        let retention_bytes = retention_bytes.filter(|b| *b > 0).map(saturating_i64);
         let name = name.to_string();
         self.exec(move |w| {
             let now = w.now_us();
@@ -291,7 +291,13 @@ impl Store {
             let r = w.conn.execute(
                 "INSERT INTO streams (name, created_us, retention_hours, retention_bytes, tags) \
                  VALUES (?,?,?,?,?)",
-                params![name, now, retention_hours as i64, retention_bytes, tags],
+                params![
+                    name,
+                    now,
+                    saturating_i64(retention_hours),
+                    retention_bytes,
+                    tags
+                ],
             );
             match r {
                 Ok(_) => {}
@@ -345,12 +351,12 @@ impl Store {
             if let Some(h) = retention_hours {
                 tx.execute(
                     "UPDATE streams SET retention_hours = ? WHERE id = ?",
-                    params![h as i64, found.id],
+                    params![saturating_i64(h), found.id],
                 )?;
             }
             if let Some(b) = retention_bytes {
                 // 0 removes the quota.
-                let b = (b > 0).then_some(b as i64);
+                let b = (b > 0).then_some(saturating_i64(b));
                 tx.execute(
                     "UPDATE streams SET retention_bytes = ? WHERE id = ?",
                     params![b, found.id],
@@ -782,4 +788,10 @@ fn lock_data_dir(data_dir: &Path) -> Result<File> {
         )));
     }
     Ok(f)
+}
+
+/// A setting as a SQLite integer: values past `i64::MAX` become `i64::MAX` (the longest
+/// retention, the largest quota) instead of wrapping to a negative number.
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
