@@ -7,6 +7,7 @@ mod clip;
 mod error;
 mod fragments;
 mod frames;
+mod health;
 pub(crate) mod hls;
 mod holds;
 mod ingest;
@@ -47,6 +48,7 @@ pub struct AppState {
     pub sweeper: Arc<Sweeper>,
     pub frames: Arc<crate::analytics::frames::Frames>,
     pub config: Config,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -123,6 +125,7 @@ pub fn router(state: AppState) -> Router {
     let auth = Arc::new(auth::Auth::new(&state.config.auth));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
         .route("/", get(ui::index))
         .route("/ui/{*path}", get(ui::asset))
@@ -130,6 +133,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::not_found("no such endpoint; the API lives under /api/v1") })
         .layer(axum::middleware::from_fn_with_state(auth, auth::middleware))
         .layer(axum::middleware::from_fn(error::json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::count_playback,
+        ))
         .layer(cors)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -153,7 +160,13 @@ pub async fn serve_on(
 ) -> Result<()> {
     let store = Store::open(&config.data_dir, &config.storage, clock)?;
     let addr = listener.local_addr()?;
-    let ingest = Ingest::new(store.clone(), config.clone(), shutdown.clone());
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let ingest = Ingest::new(
+        store.clone(),
+        config.clone(),
+        shutdown.clone(),
+        metrics.clone(),
+    );
     let sweeper = Sweeper::spawn(
         store.clone(),
         config.retention.clone(),
@@ -170,6 +183,7 @@ pub async fn serve_on(
             config.frames.clone(),
         )),
         config: config.clone(),
+        metrics,
     });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "tapedeck serving");
     // Tests and scripts read this line to learn the port when listening on port 0.
