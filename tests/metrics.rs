@@ -581,3 +581,95 @@ fn readyz_reports_a_full_data_disk() {
 
     server.stop();
 }
+
+/// While recovery runs at startup the server already answers: `/healthz` 200 (alive, do not
+/// restart it) and `/readyz` 503 "starting"; then 200 once the store is open. Other requests
+/// wait for the store and then succeed. Recovery is made
+/// to take a while the real way: thousands of orphan fragment files (as a crash leaves behind
+/// when no committed row names them) that it must check and delete.
+#[test]
+fn readyz_is_not_ready_while_recovery_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut first = Server::start_in(tmp.path(), "");
+    first.stop();
+    let data_dir = tmp.path().join("data");
+    let orphans = data_dir.join("streams").join("999");
+    std::fs::create_dir_all(&orphans).unwrap();
+    const ORPHANS: usize = 10_000;
+    for i in 1..=ORPHANS {
+        std::fs::write(orphans.join(format!("{i:010}.frag")), b"x").unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = tmp.path().join("tapedeck.toml");
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let quick = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (mut starting, mut alive_while_starting) = (0, false);
+    let mut waiting_request = None;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "never became ready");
+        let Ok(r) = quick.get(format!("{base}/readyz")).send() else {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        };
+        let status = r.status().as_u16();
+        let body = r.text().unwrap();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        let err: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(err["error"]["code"], "UNAVAILABLE", "{body}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("starting"),
+            "{body}"
+        );
+        starting += 1;
+        if waiting_request.is_none() {
+            let url = format!("{base}/api/v1/streams");
+            waiting_request = Some(std::thread::spawn(move || {
+                let r = client().get(url).send().unwrap();
+                r.status().as_u16()
+            }));
+        }
+        if !alive_while_starting {
+            let r = quick.get(format!("{base}/healthz")).send().unwrap();
+            alive_while_starting = r.status() == 200;
+        }
+    }
+    if let Some(t) = waiting_request {
+        assert_eq!(t.join().unwrap(), 200, "a request sent during recovery");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    println!("{starting} probes answered 503 starting");
+    assert!(starting > 0, "recovery ended before the first probe");
+    assert!(
+        alive_while_starting,
+        "/healthz did not answer during recovery"
+    );
+    assert!(
+        std::fs::read_dir(&orphans).unwrap().next().is_none(),
+        "recovery removed the orphans"
+    );
+}

@@ -15,6 +15,7 @@ mod metrics;
 mod params;
 mod peer;
 pub mod range;
+mod startup;
 mod streams;
 mod timeline;
 mod ui;
@@ -158,8 +159,10 @@ pub async fn serve_on(
     clock: SharedClock,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let store = Store::open(&config.data_dir, &config.storage, clock)?;
     let addr = listener.local_addr()?;
+    // Serves from now on: probes are answered while recovery runs, other requests wait for it.
+    let (serving, store) =
+        startup::serve_while_opening(listener, &config, clock, &shutdown).await?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let ingest = Ingest::new(
         store.clone(),
@@ -188,16 +191,7 @@ pub async fn serve_on(
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "tapedeck serving");
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("tapedeck listening on http://{addr}");
-    let listener = peer::NoDelayListener(listener);
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<PeerInfo>(),
-    )
-    .with_graceful_shutdown({
-        let s = shutdown.clone();
-        async move { s.cancelled().await }
-    });
-    let server = tokio::spawn(async move { server.await });
+    let server = serving.open(app);
     shutdown.cancelled().await;
     tracing::info!("shutting down: no new connections; persisting what was received");
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
