@@ -11,6 +11,7 @@ pub mod error;
 pub mod fmp4;
 pub mod http;
 pub mod ingest;
+pub mod metrics;
 pub mod playback;
 pub mod store;
 pub mod stream_name;

@@ -1,135 +1,367 @@
-//! `GET /metrics`: Prometheus text exposition of what the server is doing.
+//! `GET /metrics`: Prometheus text exposition of what the server is doing, and the middleware
+//! that counts playback requests and the bytes they are sent.
 
 use super::AppState;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::metrics::{Exposition, IngestSnapshot, Metrics, PlaybackKind, Type};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use std::fmt::Write;
+use axum::http::{header, Method};
+use axum::response::{IntoResponse, Response};
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-/// Escapes a label value (stream names are `[A-Za-z0-9_.-]`, so this is belt and braces).
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"")
+/// Streams listed per scrape (every stream, in practice).
+const MAX_STREAMS: u32 = 100_000;
+
+/// The playback kind of a request, from its method and path; `None` for everything else.
+fn playback_kind(method: &Method, path: &str) -> Option<PlaybackKind> {
+    if method != Method::GET && method != Method::HEAD {
+        return None;
+    }
+    let rest = path.strip_prefix("/api/v1/streams/")?;
+    let (_name, tail) = rest.split_once('/')?;
+    let segs: Vec<&str> = tail.split('/').collect();
+    Some(match segs.as_slice() {
+        ["hls", "master.m3u8" | "live.m3u8" | "archive.m3u8"] => PlaybackKind::Playlist,
+        ["hls", "init", _] | ["inits", _] => PlaybackKind::Init,
+        ["hls", "segments", _] => PlaybackKind::Segment,
+        ["hls", "parts", _] => PlaybackKind::Part,
+        ["fragments", _] => PlaybackKind::Fragment,
+        ["clip.mp4"] => PlaybackKind::Clip,
+        ["media"] => PlaybackKind::Follow,
+        ["frame.jpg" | "frame.png" | "latest.jpg" | "frames"] => PlaybackKind::Frame,
+        _ => return None,
+    })
 }
 
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-    );
+/// Counts each playback response by kind and status, and the body bytes of successful ones as
+/// they are handed to the connection (so a follow feed or a clip counts what was really sent,
+/// also when the viewer leaves half-way).
+pub async fn count_playback(
+    State(metrics): State<Arc<Metrics>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(kind) = playback_kind(req.method(), req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let resp = next.run(req).await;
+    let status = resp.status();
+    metrics.playback_response(kind, status.as_u16());
+    if !status.is_success() {
+        return resp;
+    }
+    resp.map(|inner| {
+        Body::new(Counted {
+            inner,
+            metrics,
+            kind,
+        })
+    })
+}
+
+/// A response body that adds the size of each data frame to its kind's byte counter.
+struct Counted {
+    inner: Body,
+    metrics: Arc<Metrics>,
+    kind: PlaybackKind,
+}
+
+impl HttpBody for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.metrics
+                    .playback_bytes_sent(this.kind, data.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse> {
-    let mut out = String::new();
+    let mut e = Exposition::default();
+    let m = &state.metrics;
+
+    // Ingest, per stream: every stored stream, and any stream counted since the start.
+    let streams = state.store.list_streams(None, None, MAX_STREAMS).await?;
+    let mut ingest: BTreeMap<String, IngestSnapshot> = streams
+        .iter()
+        .map(|s| (s.name.clone(), IngestSnapshot::default()))
+        .collect();
+    ingest.extend(m.ingest_streams());
+    e.family(
+        "tapedeck_ingest_bytes_total",
+        Type::Counter,
+        "Bytes of fragments acknowledged to producers (as stored, after timestamp rewriting).",
+    );
+    for (name, c) in &ingest {
+        e.sample("tapedeck_ingest_bytes_total", &[("stream", name)], c.bytes);
+    }
+    e.family(
+        "tapedeck_ingest_fragments_total",
+        Type::Counter,
+        "Fragments acknowledged to producers.",
+    );
+    for (name, c) in &ingest {
+        e.sample(
+            "tapedeck_ingest_fragments_total",
+            &[("stream", name)],
+            c.fragments,
+        );
+    }
+    e.family(
+        "tapedeck_ingest_errors_total",
+        Type::Counter,
+        "Ingest errors (refused fragments, failed sessions and segment files) by error code.",
+    );
+    for (name, c) in &ingest {
+        for (kind, n) in &c.errors {
+            e.sample(
+                "tapedeck_ingest_errors_total",
+                &[("stream", name), ("kind", kind)],
+                n,
+            );
+        }
+    }
+    e.family(
+        "tapedeck_producers_connected",
+        Type::Gauge,
+        "Producers sending to the stream now (an upload or a segment series).",
+    );
+    for s in &streams {
+        let connected = u8::from(state.ingest.is_connected(&s.name));
+        e.sample(
+            "tapedeck_producers_connected",
+            &[("stream", &s.name)],
+            connected,
+        );
+    }
+    e.histogram(
+        "tapedeck_ingest_ack_latency_seconds",
+        "From a fragment's last byte received to its ack written (durable and indexed).",
+        &m.ack_latency(),
+    );
+
+    // The store's writer.
     let g = state.store.group_stats();
-    metric(
-        &mut out,
+    e.single(
         "tapedeck_commit_groups_total",
-        "counter",
+        Type::Counter,
         "Commit groups made durable.",
         g.groups,
     );
-    metric(
-        &mut out,
+    e.single(
         "tapedeck_fragments_committed_total",
-        "counter",
-        "Fragments acknowledged.",
+        Type::Counter,
+        "Fragments made durable and indexed, over all streams.",
         g.fragments,
     );
-    metric(
-        &mut out,
-        "tapedeck_sync_seconds_total",
-        "counter",
-        "Time spent making commit groups durable.",
-        g.sync_us_total as f64 / 1e6,
+    e.histogram(
+        "tapedeck_commit_fsync_seconds",
+        "Time each commit group spent making its bytes durable (fdatasync or syncfs, and directories).",
+        &g.sync_seconds,
     );
+
+    // Stored media, per stream.
+    e.family(
+        "tapedeck_stream_bytes",
+        Type::Gauge,
+        "Bytes stored per stream.",
+    );
+    for s in &streams {
+        e.sample(
+            "tapedeck_stream_bytes",
+            &[("stream", &s.name)],
+            s.total_bytes,
+        );
+    }
+    e.family(
+        "tapedeck_stream_fragments",
+        Type::Gauge,
+        "Fragments stored per stream.",
+    );
+    for s in &streams {
+        e.sample(
+            "tapedeck_stream_fragments",
+            &[("stream", &s.name)],
+            s.fragment_count,
+        );
+    }
+
+    // Playback.
+    e.family(
+        "tapedeck_playback_requests_total",
+        Type::Counter,
+        "Playback responses by kind and HTTP status.",
+    );
+    for ((kind, code), n) in m.playback_requests() {
+        let code = code.to_string();
+        e.sample(
+            "tapedeck_playback_requests_total",
+            &[("kind", kind.name()), ("code", &code)],
+            n,
+        );
+    }
+    e.family(
+        "tapedeck_playback_bytes_total",
+        Type::Counter,
+        "Body bytes of successful playback responses sent, by kind.",
+    );
+    for kind in PlaybackKind::ALL {
+        e.sample(
+            "tapedeck_playback_bytes_total",
+            &[("kind", kind.name())],
+            m.playback_bytes(kind),
+        );
+    }
+
+    // Retention.
     let sweep = state.sweeper.status();
-    metric(
-        &mut out,
+    e.single(
         "tapedeck_retention_sweeps_total",
-        "counter",
+        Type::Counter,
         "Retention sweeps run.",
         sweep.sweeps,
     );
-    metric(
-        &mut out,
-        "tapedeck_retention_deleted_fragments_total",
-        "counter",
-        "Fragments removed by retention, quotas and the disk budget.",
-        sweep.expired_total.fragments,
-    );
-    metric(
-        &mut out,
-        "tapedeck_retention_deleted_bytes_total",
-        "counter",
-        "Bytes removed by retention, quotas and the disk budget.",
-        sweep.expired_total.bytes,
-    );
-    metric(
-        &mut out,
-        "tapedeck_retention_deleted_files_total",
-        "counter",
-        "Fragment files removed.",
-        sweep.expired_total.files,
-    );
+    let by_reason = [
+        ("retention", sweep.expired_by_retention),
+        ("stream_quota", sweep.expired_by_stream_quota),
+        ("disk_budget", sweep.expired_by_disk_budget),
+    ];
+    for (name, help, get) in [
+        (
+            "tapedeck_retention_deleted_fragments_total",
+            "Fragments removed by retention, stream quotas and the disk budget.",
+            (|x| x.fragments) as fn(&crate::store::retention::Expired) -> u64,
+        ),
+        (
+            "tapedeck_retention_deleted_bytes_total",
+            "Bytes removed by retention, stream quotas and the disk budget.",
+            |x| x.bytes,
+        ),
+        (
+            "tapedeck_retention_deleted_files_total",
+            "Fragment files removed by retention, stream quotas and the disk budget.",
+            |x| x.files,
+        ),
+    ] {
+        e.family(name, Type::Counter, help);
+        for (reason, expired) in &by_reason {
+            e.sample(name, &[("reason", reason)], get(expired));
+        }
+    }
     let last = sweep.last.unwrap_or_default();
-    metric(
-        &mut out,
+    e.single(
         "tapedeck_disk_budget_crossed",
-        "gauge",
+        Type::Gauge,
         "1 when the last sweep found the disk budget crossed.",
         u8::from(last.over_budget),
     );
-    metric(
-        &mut out,
+    e.single(
         "tapedeck_disk_budget_held_only",
-        "gauge",
+        Type::Gauge,
         "1 when the disk budget is still crossed and only held media is left.",
         u8::from(last.held_only_over_budget),
     );
-    metric(
-        &mut out,
-        "tapedeck_disk_free_bytes",
-        "gauge",
-        "Free space on the data disk at the last sweep.",
-        last.disk_free_bytes,
+
+    // Disk.
+    e.single(
+        "tapedeck_disk_used_bytes",
+        Type::Gauge,
+        "Bytes of media the store holds (what the disk budget counts).",
+        state.store.used_bytes().await?,
     );
-    let streams = state.store.list_streams(None, None, 100_000).await?;
-    let _ = writeln!(
-        out,
-        "# HELP tapedeck_stream_bytes Bytes stored per stream.\n# TYPE tapedeck_stream_bytes gauge"
-    );
-    for s in &streams {
-        let _ = writeln!(
-            out,
-            "tapedeck_stream_bytes{{stream=\"{}\"}} {}",
-            label(&s.name),
-            s.total_bytes
+    let store = state.store.clone();
+    let disk = tokio::task::spawn_blocking(move || store.disk_space())
+        .await
+        .map_err(|e| Error::internal(format!("disk space task failed: {e}")))?;
+    if let Some(d) = disk {
+        e.single(
+            "tapedeck_disk_free_bytes",
+            Type::Gauge,
+            "Free space on the data disk (available to the server).",
+            d.free_bytes,
+        );
+        e.single(
+            "tapedeck_disk_total_bytes",
+            Type::Gauge,
+            "Size of the data disk.",
+            d.total_bytes,
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP tapedeck_stream_fragments Fragments stored per stream.\n# TYPE tapedeck_stream_fragments gauge"
-    );
-    for s in &streams {
-        let _ = writeln!(
-            out,
-            "tapedeck_stream_fragments{{stream=\"{}\"}} {}",
-            label(&s.name),
-            s.fragment_count
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        e.finish(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_playback_paths() {
+        let g = Method::GET;
+        let k = |p: &str| playback_kind(&g, p);
+        assert_eq!(
+            k("/api/v1/streams/a/hls/live.m3u8"),
+            Some(PlaybackKind::Playlist)
+        );
+        assert_eq!(
+            k("/api/v1/streams/a/hls/master.m3u8"),
+            Some(PlaybackKind::Playlist)
+        );
+        assert_eq!(
+            k("/api/v1/streams/a/hls/init/1.mp4"),
+            Some(PlaybackKind::Init)
+        );
+        assert_eq!(k("/api/v1/streams/a/inits/1"), Some(PlaybackKind::Init));
+        assert_eq!(
+            k("/api/v1/streams/a/hls/segments/5.m4s"),
+            Some(PlaybackKind::Segment)
+        );
+        assert_eq!(
+            k("/api/v1/streams/a/hls/parts/5.1.m4s"),
+            Some(PlaybackKind::Part)
+        );
+        assert_eq!(
+            k("/api/v1/streams/a/fragments/3"),
+            Some(PlaybackKind::Fragment)
+        );
+        assert_eq!(k("/api/v1/streams/a/clip.mp4"), Some(PlaybackKind::Clip));
+        assert_eq!(k("/api/v1/streams/a/media"), Some(PlaybackKind::Follow));
+        assert_eq!(k("/api/v1/streams/a/latest.jpg"), Some(PlaybackKind::Frame));
+        assert_eq!(k("/api/v1/streams/a/frames"), Some(PlaybackKind::Frame));
+        assert_eq!(k("/api/v1/streams/a/fragments"), None);
+        assert_eq!(k("/api/v1/streams/a"), None);
+        assert_eq!(k("/api/v1/streams/a/timeline"), None);
+        assert_eq!(k("/metrics"), None);
+        assert_eq!(
+            playback_kind(&Method::PUT, "/api/v1/streams/a/ingest"),
+            None
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP tapedeck_stream_producer_connected 1 while a producer sends to the stream.\n# TYPE tapedeck_stream_producer_connected gauge"
-    );
-    for s in &streams {
-        let _ = writeln!(
-            out,
-            "tapedeck_stream_producer_connected{{stream=\"{}\"}} {}",
-            label(&s.name),
-            u8::from(state.ingest.is_connected(&s.name))
-        );
-    }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }

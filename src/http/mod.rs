@@ -7,6 +7,7 @@ mod clip;
 mod error;
 mod fragments;
 mod frames;
+mod health;
 pub(crate) mod hls;
 mod holds;
 mod ingest;
@@ -17,6 +18,7 @@ mod openapi;
 mod params;
 mod peer;
 pub mod range;
+mod startup;
 mod streams;
 mod timeline;
 mod ui;
@@ -51,6 +53,7 @@ pub struct AppState {
     pub frames: Arc<crate::analytics::frames::Frames>,
     pub limits: Arc<limits::Limits>,
     pub config: Config,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -129,6 +132,7 @@ pub fn router(state: AppState) -> Router {
     let body_timeout = Duration::from_secs(state.config.limits.body_read_timeout_secs.max(1));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
         .route("/", get(ui::index))
         .route("/ui/{*path}", get(ui::asset))
@@ -136,6 +140,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::not_found("no such endpoint; the API lives under /api/v1") })
         .layer(axum::middleware::from_fn_with_state(auth, auth::middleware))
         .layer(axum::middleware::from_fn(error::json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::count_playback,
+        ))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             body_timeout,
         ))
@@ -160,9 +168,17 @@ pub async fn serve_on(
     clock: SharedClock,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let store = Store::open(&config.data_dir, &config.storage, clock)?;
     let addr = listener.local_addr()?;
-    let ingest = Ingest::new(store.clone(), config.clone(), shutdown.clone());
+    // Serves from now on: probes are answered while recovery runs, other requests wait for it.
+    let (serving, store) =
+        startup::serve_while_opening(listener, &config, clock, &shutdown).await?;
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let ingest = Ingest::new(
+        store.clone(),
+        config.clone(),
+        shutdown.clone(),
+        metrics.clone(),
+    );
     let sweeper = Sweeper::spawn(
         store.clone(),
         config.retention.clone(),
@@ -180,11 +196,16 @@ pub async fn serve_on(
         )),
         limits: Arc::new(limits::Limits::new(&config.limits)),
         config: config.clone(),
+        metrics,
     });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "tapedeck serving");
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("tapedeck listening on http://{addr}");
-    listen::serve_connections(listener, app, &config.limits, shutdown, SHUTDOWN_GRACE).await;
+    // The server task stops accepting when `shutdown` fires and ends once open connections
+    // finish (at most SHUTDOWN_GRACE later; see listen.rs).
+    if let Err(e) = serving.open(app).await {
+        tracing::warn!(error = %e, "server task failed");
+    }
     store.shutdown().await;
     tracing::info!("store closed; bye");
     Ok(())

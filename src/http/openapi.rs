@@ -28,10 +28,6 @@ mod tests {
     use serde_json::Value;
     use std::collections::BTreeSet;
 
-    /// Documented ahead of the route that serves them (work merged from another branch).
-    /// An entry here that the router now has is harmless but should be removed.
-    const DOCUMENTED_AHEAD: &[&str] = &["GET /readyz"];
-
     /// `METHOD /path` for every route in `router()`, read from the source of `mod.rs`.
     ///
     /// Why parse source: axum cannot list a router's routes. The routes before the last
@@ -162,10 +158,7 @@ mod tests {
             missing.is_empty(),
             "routes in src/http/mod.rs missing from src/http/openapi.json: {missing:?}"
         );
-        let extra: Vec<_> = documented
-            .difference(&routes)
-            .filter(|r| !DOCUMENTED_AHEAD.contains(&r.as_str()))
-            .collect();
+        let extra: Vec<_> = documented.difference(&routes).collect();
         assert!(
             extra.is_empty(),
             "operations in src/http/openapi.json that the router does not have: {extra:?}"

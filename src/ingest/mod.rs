@@ -14,6 +14,7 @@ pub use upload::{UploadOutcome, UploadParams};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::metrics::{IngestCounters, Metrics};
 use crate::store::{Store, StreamRow};
 use registry::Registry;
 use std::collections::{BTreeMap, HashMap};
@@ -31,10 +32,16 @@ struct Inner {
     registry: Registry,
     series: Mutex<HashMap<String, Arc<segments::SeriesSlot>>>,
     shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
 }
 
 impl Ingest {
-    pub fn new(store: Store, config: Config, shutdown: CancellationToken) -> Ingest {
+    pub fn new(
+        store: Store,
+        config: Config,
+        shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> Ingest {
         let ingest = Ingest {
             inner: Arc::new(Inner {
                 store,
@@ -42,6 +49,7 @@ impl Ingest {
                 registry: Registry::default(),
                 series: Mutex::new(HashMap::new()),
                 shutdown,
+                metrics,
             }),
         };
         let reaper = ingest.clone();
@@ -114,8 +122,19 @@ impl Ingest {
         })
     }
 
+    /// Whether the server has been told to stop (it no longer takes new work).
+    pub fn shutting_down(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
+    }
+
+    /// The metrics an ingest session into `name` counts into.
+    fn counters(&self, name: &str) -> IngestCounters {
+        self.inner.metrics.ingest(name)
+    }
+
     /// Disconnects the producer of a deleted stream.
     pub fn stream_deleted(&self, name: &str) {
+        self.inner.metrics.forget_stream(name);
         self.inner.registry.stop(name);
         if let Ok(mut m) = self.inner.series.lock() {
             m.remove(name);

@@ -200,6 +200,7 @@ impl Ingest {
                     name,
                     session_id,
                     timeline,
+                    self.counters(name),
                 ),
                 last_activity: Instant::now(),
                 recent: VecDeque::new(),
@@ -238,19 +239,25 @@ impl Ingest {
         let mut duplicates = Vec::new();
         let refused_before = series.session.summary.refused;
         let sink = None;
+        // Refused fragments count themselves (`Session::refuse`); these are the file's own errors.
+        let counters = series.session.counters.clone();
+        let fail = |e: Error| {
+            counters.error(e.kind);
+            self.file_error(file, e, had_init)
+        };
         loop {
             let chunk = match body.next().await {
                 None => break,
                 Some(Err(e)) => {
-                    return Err(Error::invalid(format!(
-                        "the upload of '{file}' was interrupted: {e}"
-                    )))
+                    let e = Error::invalid(format!("the upload of '{file}' was interrupted: {e}"));
+                    counters.error(e.kind);
+                    return Err(e);
                 }
                 Some(Ok(c)) => c,
             };
             splitter
                 .push(&chunk, &mut events)
-                .map_err(|e| self.file_error(file, e.into(), had_init))?;
+                .map_err(|e| fail(e.into()))?;
             for ev in events.drain(..) {
                 let tag = match &ev {
                     Event::Init { .. } => {
@@ -266,16 +273,10 @@ impl Ingest {
                         Some(digest)
                     }
                 };
-                series
-                    .session
-                    .handle(ev, tag, &sink)
-                    .await
-                    .map_err(|e| self.file_error(file, e, had_init))?;
+                series.session.handle(ev, tag, &sink).await.map_err(fail)?;
             }
         }
-        splitter
-            .finish()
-            .map_err(|e| self.file_error(file, e.into(), had_init))?;
+        splitter.finish().map_err(|e| fail(e.into()))?;
         series.session.finish(&sink).await;
         let mut fragments = Vec::new();
         for (tag, row) in series.session.take_acked() {

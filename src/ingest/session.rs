@@ -5,12 +5,14 @@
 use super::timeline::SessionTimeline;
 use crate::error::{Error, Kind, Result};
 use crate::fmp4::{self, Event, InitFacts, RawFragment};
+use crate::metrics::IngestCounters;
 use crate::store::{FragmentRow, NewFragment, Store, TrackSummary};
 use crate::timefmt::format_us;
 use bytes::Bytes;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// Fragments appended but not yet acknowledged, per session, bounded by count and bytes. Bounds
@@ -47,6 +49,8 @@ struct CurrentInit {
 
 struct Inflight {
     tag: Option<[u8; 32]>,
+    /// When the splitter had the fragment's last byte: the start of its ack latency.
+    received: Instant,
     size_bytes: usize,
     rx: oneshot::Receiver<Result<FragmentRow>>,
 }
@@ -60,6 +64,8 @@ pub struct Session {
     inflight: VecDeque<Inflight>,
     inflight_bytes: usize,
     pub summary: Summary,
+    /// The stream's ingest metrics.
+    pub counters: IngestCounters,
     /// Rows acknowledged since the last `take_acked`, with the tag given at append.
     acked: Vec<(Option<[u8; 32]>, FragmentRow)>,
 }
@@ -95,6 +101,7 @@ impl Session {
         stream_name: &str,
         session_id: i64,
         timeline: SessionTimeline,
+        counters: IngestCounters,
     ) -> Self {
         Session {
             store,
@@ -109,6 +116,7 @@ impl Session {
                 stream: stream_name.to_string(),
                 ..Default::default()
             },
+            counters,
             acked: Vec::new(),
         }
     }
@@ -118,6 +126,7 @@ impl Session {
     }
 
     pub fn refuse(&mut self, e: &Error) {
+        self.counters.error(e.kind);
         self.summary.refused += 1;
         if self.summary.first_error.is_none() {
             self.summary.first_error = Some(e.message.clone());
@@ -177,6 +186,7 @@ impl Session {
         tag: Option<[u8; 32]>,
         sink: &Sink,
     ) -> Result<()> {
+        let received = Instant::now();
         let Some(init) = &self.init else {
             return Err(fmp4::Fmp4Error::MediaBeforeInit.into());
         };
@@ -200,6 +210,7 @@ impl Session {
         self.timeline.commit(placement, media_start_us, duration_us);
         self.inflight.push_back(Inflight {
             tag,
+            received,
             size_bytes,
             rx,
         });
@@ -291,7 +302,7 @@ impl Session {
                     "the store stopped before acknowledging",
                 ))
             });
-            self.on_ack(f.tag, result, sink).await;
+            self.on_ack(f.tag, f.received, result, sink).await;
         }
     }
 
@@ -319,7 +330,7 @@ impl Session {
     /// Reports the oldest fragment's ack, received by [`Session::oldest_ack`].
     pub async fn take_oldest(&mut self, result: Result<FragmentRow>, sink: &Sink) {
         if let Some(f) = self.pop_inflight() {
-            self.on_ack(f.tag, result, sink).await;
+            self.on_ack(f.tag, f.received, result, sink).await;
         }
     }
 
@@ -328,16 +339,17 @@ impl Session {
         while let Some(front) = self.inflight.front_mut() {
             match front.rx.try_recv() {
                 Ok(result) => {
-                    let tag = front.tag;
+                    let (tag, received) = (front.tag, front.received);
                     self.pop_inflight();
-                    self.on_ack(tag, result, sink).await;
+                    self.on_ack(tag, received, result, sink).await;
                 }
                 Err(oneshot::error::TryRecvError::Empty) => break,
                 Err(oneshot::error::TryRecvError::Closed) => {
-                    let tag = front.tag;
+                    let (tag, received) = (front.tag, front.received);
                     self.pop_inflight();
                     self.on_ack(
                         tag,
+                        received,
                         Err(Error::unavailable("the store stopped before acknowledging")),
                         sink,
                     )
@@ -358,7 +370,13 @@ impl Session {
         std::mem::take(&mut self.acked)
     }
 
-    async fn on_ack(&mut self, tag: Option<[u8; 32]>, result: Result<FragmentRow>, sink: &Sink) {
+    async fn on_ack(
+        &mut self,
+        tag: Option<[u8; 32]>,
+        received: Instant,
+        result: Result<FragmentRow>,
+        sink: &Sink,
+    ) {
         match result {
             Ok(row) => {
                 let s = &mut self.summary;
@@ -370,6 +388,8 @@ impl Session {
                 let mut line = fragment_json(&row);
                 line["event"] = "persisted".into();
                 send_line(sink, line).await;
+                self.counters
+                    .acked(row.size_bytes as u64, received.elapsed());
                 self.acked.push((tag, row));
             }
             Err(e) => {

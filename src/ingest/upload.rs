@@ -85,7 +85,15 @@ impl Ingest {
             .producer_start_us
             .map_or(Anchor::ServerClock, Anchor::ProducerStart);
         let timeline = SessionTimeline::new(anchor, stream.last_end_us, self.jitter_tolerance_us());
-        let mut session = Session::new(store.clone(), stream.id, name, session_id, timeline);
+        let counters = self.counters(name);
+        let mut session = Session::new(
+            store.clone(),
+            stream.id,
+            name,
+            session_id,
+            timeline,
+            counters,
+        );
         let mut splitter = Splitter::new(self.inner.config.ingest.max_fragment_bytes);
         let mut events = Vec::new();
         let idle = self.idle_timeout();
@@ -161,6 +169,7 @@ impl Ingest {
         session.finish(sink).await;
         drop(claim);
         if let Some(e) = &fatal {
+            session.counters.error(e.kind);
             send_line(sink, error_json(e, Some(splitter.bytes_consumed()))).await;
             tracing::warn!(stream = name, session = session_id, error = %e, "upload ended with an error");
         }

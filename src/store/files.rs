@@ -75,3 +75,31 @@ mod tests {
         assert_eq!(parse_file_name("x.tmp"), None);
     }
 }
+
+/// Space on the filesystem holding a directory, from `statvfs(2)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiskSpace {
+    pub total_bytes: u64,
+    /// What an unprivileged writer may still use (`f_bavail`).
+    pub free_bytes: u64,
+    pub read_only: bool,
+}
+
+/// `statvfs(2)` of `dir`; `None` when it cannot be read (e.g. the directory is gone).
+pub fn disk_space(dir: &Path) -> Option<DiskSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain old data; all-zero is a valid value to be overwritten.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid C string and `st` a valid out-pointer for the call.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+    if rc != 0 {
+        return None;
+    }
+    let frsize = st.f_frsize as u64;
+    Some(DiskSpace {
+        total_bytes: st.f_blocks as u64 * frsize,
+        free_bytes: st.f_bavail as u64 * frsize,
+        read_only: st.f_flag & libc::ST_RDONLY != 0,
+    })
+}

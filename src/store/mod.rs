@@ -27,6 +27,7 @@ pub mod sweeper;
 mod writer;
 
 pub use check::{check, CheckReport};
+pub use files::DiskSpace;
 pub use queries::{FragmentQuery, TimeKind};
 pub use rows::{
     FragmentRow, HoldRow, InitRow, NewFragment, SessionRow, SpanRow, StreamRow, TrackSummary,
@@ -51,6 +52,10 @@ const PURGE_BATCH_ROWS: i64 = 5000;
 /// Bytes of the newest fragments kept in memory for live readers (`recent.rs`): a few seconds of
 /// a few busy streams; older media is read from its file.
 const RECENT_FRAGMENT_BYTES: usize = 32 << 20;
+/// A writer turn (one commit group, or one metadata change or deletion batch) running longer
+/// than this makes the store not ready: turns are bounded to well under a second on a working
+/// disk, so this long means the disk has stopped answering and producers get no acks.
+const WRITER_STALL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A cheap, cloneable handle to the store.
 #[derive(Clone)]
@@ -67,6 +72,7 @@ struct Inner {
     stats: Arc<Mutex<GroupStats>>,
     removal_generation: Arc<std::sync::atomic::AtomicU64>,
     recent: Arc<recent::RecentFragments>,
+    heartbeat: Arc<writer::Heartbeat>,
     clock: SharedClock,
     _lock: File,
 }
@@ -107,6 +113,7 @@ impl Store {
             removal_generation.clone(),
         ));
         let state = state.with_recent(recent.clone());
+        let heartbeat = state.heartbeat.clone();
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
@@ -123,6 +130,7 @@ impl Store {
                 stats,
                 removal_generation,
                 recent,
+                heartbeat,
                 clock,
                 _lock: lock,
             }),
@@ -195,6 +203,67 @@ impl Store {
             Ok(Some((rows, bytes::Bytes::from(buf), newest)))
         })
         .await
+    }
+
+    /// Space on the data directory's filesystem, now.
+    pub fn disk_space(&self) -> Option<DiskSpace> {
+        files::disk_space(&self.inner.data_dir)
+    }
+
+    /// Whether the store can take writes now: open, its writer thread running and not stuck in
+    /// a turn, and the data disk writable with at least `min_free_bytes` free. The error says
+    /// which is not the case (kind `Unavailable`). Cheap: no I/O but one `statvfs`.
+    pub fn check_ready(&self, min_free_bytes: u64) -> Result<()> {
+        let open = self.inner.tx.lock().map(|t| t.is_some()).unwrap_or(false);
+        if !open {
+            return Err(Error::unavailable(
+                "the store is closed: the server is shutting down",
+            ));
+        }
+        let stopped = self
+            .inner
+            .thread
+            .lock()
+            .map(|t| t.as_ref().is_none_or(|t| t.is_finished()))
+            .unwrap_or(true);
+        if stopped {
+            return Err(Error::unavailable(
+                "the store's writer thread has stopped; see the error log and restart the server",
+            ));
+        }
+        if let Some(busy) = self
+            .inner
+            .heartbeat
+            .busy_for()
+            .filter(|b| *b > WRITER_STALL)
+        {
+            return Err(Error::unavailable(format!(
+                "the store's writer has been stuck in one commit for {} s (limit {} s): the data \
+                 disk is not answering, and producers get no acks",
+                busy.as_secs(),
+                WRITER_STALL.as_secs()
+            )));
+        }
+        let dir = self.inner.data_dir.display();
+        let Some(disk) = self.disk_space() else {
+            return Err(Error::unavailable(format!(
+                "cannot read the free space of data dir {dir}: is it still there?"
+            )));
+        };
+        if disk.read_only {
+            return Err(Error::unavailable(format!(
+                "data dir {dir} is on a read-only filesystem"
+            )));
+        }
+        if disk.free_bytes < min_free_bytes {
+            return Err(Error::unavailable(format!(
+                "disk full: {} bytes free on the disk of data dir {dir}, less than one fragment \
+                 may need ({min_free_bytes}, ingest.max_fragment_bytes); free space or lower \
+                 retention",
+                disk.free_bytes
+            )));
+        }
+        Ok(())
     }
 
     pub fn group_stats(&self) -> GroupStats {

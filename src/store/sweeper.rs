@@ -45,6 +45,10 @@ pub struct SweepReport {
 pub struct SweepStatus {
     pub sweeps: u64,
     pub expired_total: Expired,
+    /// `expired_total` split by what expired it, as the reports split it.
+    pub expired_by_retention: Expired,
+    pub expired_by_stream_quota: Expired,
+    pub expired_by_disk_budget: Expired,
     pub last: Option<SweepReport>,
 }
 
@@ -59,16 +63,7 @@ pub struct Sweeper {
 
 /// (total, free) bytes of the filesystem holding `dir`.
 fn disk_space(dir: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is a valid C string and `st` a valid out-pointer for the call.
-    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
-    if rc != 0 {
-        return None;
-    }
-    let frsize = st.f_frsize as u64;
-    Some((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
+    super::files::disk_space(dir).map(|d| (d.total_bytes, d.free_bytes))
 }
 
 impl Sweeper {
@@ -237,6 +232,9 @@ impl Sweeper {
         if let Ok(mut s) = self.status.lock() {
             s.sweeps += 1;
             s.expired_total.add(total);
+            s.expired_by_retention.add(report.by_retention);
+            s.expired_by_stream_quota.add(report.by_stream_quota);
+            s.expired_by_disk_budget.add(report.by_disk_budget);
             s.last = Some(report.clone());
         }
         Ok(report)

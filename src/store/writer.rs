@@ -66,6 +66,50 @@ pub struct GroupStats {
     pub groups: u64,
     pub fragments: u64,
     pub sync_us_total: u64,
+    /// How long each group took to make its bytes durable (file and directory syncs).
+    pub sync_seconds: crate::metrics::Histogram,
+}
+
+/// When the writer started its current turn, for readiness: a turn that runs for long means the
+/// writer (and so every producer's acks) is stuck, typically on a disk that stopped answering.
+#[derive(Debug)]
+pub struct Heartbeat {
+    base: std::time::Instant,
+    /// Milliseconds since `base` plus one when the current turn started; 0 while idle.
+    busy_since_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat {
+            base: std::time::Instant::now(),
+            busy_since_ms: Default::default(),
+        }
+    }
+}
+
+impl Heartbeat {
+    fn busy(&self) {
+        let ms = self.base.elapsed().as_millis() as u64 + 1;
+        self.busy_since_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn idle(&self) {
+        self.busy_since_ms
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long the current turn has been running, if the writer is in one.
+    pub fn busy_for(&self) -> Option<std::time::Duration> {
+        let since = self
+            .busy_since_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (since > 0).then(|| {
+            let now = self.base.elapsed().as_millis() as u64 + 1;
+            std::time::Duration::from_millis(now.saturating_sub(since))
+        })
+    }
 }
 
 struct OpenFile {
@@ -126,6 +170,7 @@ pub(crate) struct WriterState {
     pub(crate) removal_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Where committed fragments' bytes go for the live readers (none in tools like `check`).
     recent: Option<std::sync::Arc<super::recent::RecentFragments>>,
+    pub(crate) heartbeat: std::sync::Arc<Heartbeat>,
 }
 
 impl WriterState {
@@ -152,6 +197,7 @@ impl WriterState {
             stats,
             removal_generation: Default::default(),
             recent: None,
+            heartbeat: Default::default(),
         }
     }
 
@@ -199,6 +245,7 @@ impl WriterState {
                 self.flush_group();
                 return;
             };
+            self.heartbeat.busy();
             batch.push(first);
             while batch.len() < MAX_GROUP_COMMANDS {
                 match rx.try_recv() {
@@ -228,6 +275,7 @@ impl WriterState {
                 }
             }
             self.flush_group();
+            self.heartbeat.idle();
         }
     }
 
@@ -428,6 +476,8 @@ impl WriterState {
                     s.groups += 1;
                     s.fragments += pending.len() as u64;
                     s.sync_us_total += sync_us;
+                    s.sync_seconds
+                        .observe(std::time::Duration::from_micros(sync_us));
                 }
                 for mut p in pending {
                     p.row.server_time_us = server_time_us;
