@@ -6,16 +6,31 @@ use crate::error::{Error, Result};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+/// 0000-01-01T00:00:00Z, the earliest time RFC 3339 can write (its years have four digits).
+const RFC3339_MIN_US: i64 = -62_167_219_200_000_000;
+/// 9999-12-31T23:59:59.999999Z, the latest.
+const RFC3339_MAX_US: i64 = 253_402_300_799_999_999;
+
 /// Parses a query-parameter time. `what` names the parameter for the error message.
+///
+/// Only times RFC 3339 can write are accepted, epoch milliseconds included: every time the API
+/// accepts is then echoed back by [`format_us`] as text this function parses to the same value, so
+/// a client can pass a returned time (a frames page's `next`, a timeline span) straight back in.
 pub fn parse_time_us(what: &str, text: &str) -> Result<i64> {
     let text = text.trim();
-    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+    let us = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
         let ms: i64 = text.parse().map_err(|_| bad_time(what, text))?;
-        return ms.checked_mul(1000).ok_or_else(|| bad_time(what, text));
+        ms.checked_mul(1000).ok_or_else(|| bad_time(what, text))?
+    } else {
+        let t = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| bad_time(what, text))?;
+        i64::try_from(t.unix_timestamp_nanos() / 1000).map_err(|_| bad_time(what, text))?
+    };
+    if !(RFC3339_MIN_US..=RFC3339_MAX_US).contains(&us) {
+        return Err(Error::invalid(format!(
+            "'{what}' is outside the years 0000 to 9999 that times can be given in; got '{text}'"
+        )));
     }
-    let t = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| bad_time(what, text))?;
-    let us = t.unix_timestamp_nanos() / 1000;
-    i64::try_from(us).map_err(|_| bad_time(what, text))
+    Ok(us)
 }
 
 fn bad_time(what: &str, text: &str) -> Error {
@@ -25,7 +40,9 @@ fn bad_time(what: &str, text: &str) -> Error {
     ))
 }
 
-/// Formats microseconds since the epoch as RFC 3339 UTC with microsecond precision.
+/// Formats microseconds since the epoch as RFC 3339 UTC with microsecond precision. A time RFC 3339
+/// cannot write (outside the years 0000 to 9999; never one [`parse_time_us`] returned) comes out
+/// as the bare number of microseconds.
 pub fn format_us(us: i64) -> String {
     let nanos = i128::from(us) * 1000;
     match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
@@ -57,6 +74,32 @@ mod tests {
         assert!(e.message.contains("'end'"), "{}", e.message);
         assert!(parse_time_us("end", "99999999999999999999").is_err());
         assert!(parse_time_us("end", "").is_err());
+    }
+
+    /// Found by the `query_time` fuzz target: epoch ms past year 9999 (or RFC 3339 with an offset
+    /// that moves it before year 0) parsed, but formatted back as bare microseconds, which read
+    /// as milliseconds are 1000 times too far out (or overflow).
+    #[test]
+    fn refuses_times_rfc3339_cannot_write() {
+        for text in [
+            "1764400900000200",
+            "-100000000000000",
+            "0000-01-01T00:00:00+01:00",
+        ] {
+            let e = parse_time_us("start", text).unwrap_err();
+            assert!(e.message.contains("0000 to 9999"), "{text}: {}", e.message);
+        }
+        for us in [RFC3339_MIN_US, RFC3339_MAX_US, -1000] {
+            assert_eq!(parse_time_us("t", &format_us(us)).unwrap(), us);
+        }
+        assert_eq!(
+            parse_time_us("t", "253402300799999").unwrap(),
+            RFC3339_MAX_US - 999
+        );
+        assert_eq!(
+            parse_time_us("t", "-62167219200000").unwrap(),
+            RFC3339_MIN_US
+        );
     }
 
     #[test]
