@@ -35,6 +35,8 @@
 //! Every part starts its own server (`serve --listen 127.0.0.1:0`) on a fresh data dir and stops it
 //! with SIGTERM. MB = 10^6 bytes.
 
+#[path = "common/box_walker.rs"]
+mod box_walker;
 #[path = "common/mod.rs"]
 mod common;
 
@@ -1325,87 +1327,6 @@ async fn produce(port: u16, media: Arc<FollowMedia>, shared: Arc<ProducerShared>
 // ---------------------------------------------------------------------------------------------
 // Followers.
 
-/// Top-level MP4 boxes of a byte stream that arrives in pieces.
-#[derive(Default)]
-struct BoxWalker {
-    head: Vec<u8>,
-    kind: [u8; 4],
-    left: u64,
-    in_box: bool,
-    payload: Vec<u8>,
-    fragment: Option<i64>,
-}
-
-impl BoxWalker {
-    /// Feeds bytes that arrived at `now`; reports (fragment, now) at the end of each `mdat` and
-    /// the fragment number at each `free` marker.
-    fn feed(
-        &mut self,
-        mut data: &[u8],
-        now: Instant,
-        ends: &mut Vec<(i64, Instant)>,
-        markers: &mut Vec<i64>,
-    ) -> Res<()> {
-        while !data.is_empty() {
-            if !self.in_box {
-                let need = if self.head.len() >= 8 && self.head[..4] == [0, 0, 0, 1] {
-                    16
-                } else {
-                    8
-                };
-                let take = (need - self.head.len()).min(data.len());
-                self.head.extend_from_slice(&data[..take]);
-                data = &data[take..];
-                if self.head.len() < need {
-                    continue;
-                }
-                let size32 = u32::from_be_bytes(self.head[..4].try_into().expect("4 bytes"));
-                if size32 == 1 && need == 8 {
-                    continue; // read the 64-bit size next
-                }
-                let size = if size32 == 1 {
-                    u64::from_be_bytes(self.head[8..16].try_into().expect("8 bytes"))
-                } else {
-                    u64::from(size32)
-                };
-                if size < need as u64 {
-                    return Err(format!("box size {size} (size 0 boxes are not expected)").into());
-                }
-                self.kind.copy_from_slice(&self.head[4..8]);
-                self.left = size - need as u64;
-                self.head.clear();
-                self.in_box = true;
-                self.payload.clear();
-            }
-            let take = (self.left.min(data.len() as u64)) as usize;
-            if &self.kind == b"free" {
-                self.payload.extend_from_slice(&data[..take]);
-            }
-            self.left -= take as u64;
-            data = &data[take..];
-            if self.left == 0 {
-                self.in_box = false;
-                match &self.kind {
-                    b"free" => {
-                        let v: serde_json::Value = serde_json::from_slice(&self.payload)
-                            .map_err(|e| format!("free box is not the JSON marker: {e}"))?;
-                        let n = v["fragment"].as_i64().ok_or("marker without fragment")?;
-                        self.fragment = Some(n);
-                        markers.push(n);
-                    }
-                    b"mdat" => {
-                        if let Some(n) = self.fragment {
-                            ends.push((n, now));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 #[derive(Default)]
 struct FollowerLog {
     /// (fragment, end of one of its mdat boxes); the last per fragment is its last byte.
@@ -1446,7 +1367,7 @@ async fn follow_inner(port: u16, shared: &FollowShared, log: &mut FollowerLog) -
     if code != 200 {
         return Err(format!("media answered HTTP {code}").into());
     }
-    let mut walker = BoxWalker::default();
+    let mut walker = box_walker::BoxWalker::default();
     let mut buf = vec![0u8; 256 * 1024];
     let mut ready = false;
     loop {

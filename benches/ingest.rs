@@ -6,6 +6,8 @@
 //! cargo bench --bench ingest -- cameras [--cameras 200] [--seconds 20]
 //! cargo bench --bench ingest -- sweep [--rows 1000000] [--cameras 50] [--seconds 10] \
 //!     [--batch-rows 2000[,500...]]
+//! cargo bench --bench ingest -- soak [--seconds 600] [--producers 50] [--viewers 20] \
+//!     [--followers 5]
 //! ```
 //! Extra flag: `--sample` skips ffmpeg and loops `samples/h264_aac_gop2s.mp4`.
 //!
@@ -17,15 +19,23 @@
 //! fragment rows, all past retention, in stream `old`; N paced cameras run for `--seconds` of
 //! baseline, then `POST /api/v1/retention/sweep` expires the rows while they keep going; ack
 //! latency before and during the sweep is compared (issue 4: p99 during <= 2x baseline).
+//! (d) `soak` (only when asked for): producers, HLS viewers and follow-feed consumers against one
+//! server for `--seconds`, then every acknowledged fragment is read back and compared with the
+//! producer's SHA-256 (issue 7; see `soak.rs`).
 //!
 //! Every run starts its own server process (`serve --listen 127.0.0.1:0`) on a fresh temp dir and
 //! stops it with SIGTERM at the end. Fragments of one commit group share `server_time_us`, so the
 //! acks also tell how the server grouped its syncs. MB = 10^6 bytes.
 
+#[path = "common/box_walker.rs"]
+mod box_walker;
 #[path = "common/mod.rs"]
 mod common;
+#[path = "ingest/soak.rs"]
+mod soak;
 
 use bytes::{Bytes, BytesMut};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -61,6 +71,10 @@ struct Args {
     seconds_given: bool,
     rows: u64,
     batch_rows: Vec<u32>,
+    soak_mode: bool,
+    producers: usize,
+    viewers: usize,
+    followers: usize,
 }
 
 fn parse_args() -> Res<Args> {
@@ -76,6 +90,10 @@ fn parse_args() -> Res<Args> {
         seconds_given: false,
         rows: 1_000_000,
         batch_rows: vec![2000],
+        soak_mode: false,
+        producers: 50,
+        viewers: 20,
+        followers: 5,
     };
     let mut it = std::env::args().skip(1);
     let num = |v: Option<String>, flag: &str| -> Res<u64> {
@@ -89,6 +107,10 @@ fn parse_args() -> Res<Args> {
             "single" => a.single = true,
             "cameras" => a.cameras_mode = true,
             "sweep" => a.sweep_mode = true,
+            "soak" => a.soak_mode = true,
+            "--producers" => a.producers = num(it.next(), "--producers")? as usize,
+            "--viewers" => a.viewers = num(it.next(), "--viewers")? as usize,
+            "--followers" => a.followers = num(it.next(), "--followers")? as usize,
             "--cameras" => {
                 a.cameras = num(it.next(), "--cameras")? as usize;
                 a.cameras_given = true;
@@ -110,16 +132,31 @@ fn parse_args() -> Res<Args> {
             "--sample" => a.force_sample = true,
             other => {
                 return Err(format!(
-                    "unknown argument '{other}'; usage: [single|cameras|sweep] [--cameras N] \
-                 [--seconds S] [--single-mb M] [--rows R] [--batch-rows B[,B...]] [--sample]"
+                    "unknown argument '{other}'; usage: [single|cameras|sweep|soak] [--cameras N] \
+                 [--seconds S] [--single-mb M] [--rows R] [--batch-rows B[,B...]] [--sample] \
+                 [--producers P] [--viewers V] [--followers F]"
                 )
                 .into())
             }
         }
     }
-    if !a.single && !a.cameras_mode && !a.sweep_mode {
+    if !a.single && !a.cameras_mode && !a.sweep_mode && !a.soak_mode {
         a.single = true;
         a.cameras_mode = true;
+    }
+    if a.soak_mode && !a.seconds_given {
+        // Issue 7's acceptance run: 10 minutes.
+        a.seconds = 600;
+    }
+    if a.producers == 0 || a.producers > soak::MAX_PRODUCERS {
+        return Err(format!("--producers must be 1..={}", soak::MAX_PRODUCERS).into());
+    }
+    if a.viewers > soak::MAX_CLIENTS || a.followers > soak::MAX_CLIENTS {
+        return Err(format!(
+            "--viewers and --followers must be 0..={}",
+            soak::MAX_CLIENTS
+        )
+        .into());
     }
     if a.sweep_mode && !a.cameras_mode {
         // Sweep defaults: 50 cameras, 10 s of baseline before the sweep.
@@ -170,18 +207,23 @@ fn run(args: &Args) -> Res<()> {
         .prefix("tapedeck-bench-")
         .tempdir()?;
     print_machine(work.path());
-    let media = Arc::new(Media::load(work.path(), args.force_sample)?);
-    println!(
-        "media: {} — {} source fragments, {:.2} s each, {:.0} KB average, {:.2} Mbit/s",
-        media.source,
-        media.frags.len(),
-        media.frag_duration.as_secs_f64(),
-        media.avg_frag_bytes() / 1e3,
-        media.avg_frag_bytes() * 8.0 / media.frag_duration.as_secs_f64() / 1e6
-    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if args.soak_mode {
+        let media = Arc::new(Media::load(
+            work.path(),
+            args.force_sample,
+            soak::CAMERA_MBIT,
+        )?);
+        media.print();
+        soak::soak(&rt, &media, work.path(), args)?;
+    }
+    if !args.single && !args.cameras_mode && !args.sweep_mode {
+        return Ok(());
+    }
+    let media = Arc::new(Media::load(work.path(), args.force_sample, 4)?);
+    media.print();
     if args.single {
         single(&rt, &media, work.path(), args.single_mb)?;
     }
@@ -228,6 +270,8 @@ struct Media {
     frags: Vec<SrcFrag>,
     /// Per track: ticks one pass over all source fragments covers.
     loop_ticks: HashMap<u32, u64>,
+    /// Per track: the earliest tfdt in the source.
+    first_ticks: HashMap<u32, u64>,
     frag_duration: Duration,
 }
 
@@ -257,16 +301,17 @@ impl Chunk {
 }
 
 impl Media {
-    fn load(work: &Path, force_sample: bool) -> Res<Media> {
-        let generated = work.join("gen_4mbit_gop1s.mp4");
-        let (path, source) = if !force_sample && generate_with_ffmpeg(&generated) {
+    /// `mbit`: the bitrate ffmpeg encodes at (when ffmpeg is there).
+    fn load(work: &Path, force_sample: bool, mbit: u32) -> Res<Media> {
+        let generated = work.join(format!("gen_{mbit}mbit_gop1s.mp4"));
+        let (path, source) = if !force_sample && generate_with_ffmpeg(&generated, mbit) {
             (
                 generated,
-                "ffmpeg testsrc2 1280x720 25 fps, libx264 4 Mbit/s, 1 s GOP, 10 s".to_string(),
+                format!("ffmpeg testsrc2 1280x720 25 fps, libx264 {mbit} Mbit/s, 1 s GOP, 10 s"),
             )
         } else {
             let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(SAMPLE);
-            println!("note: using {SAMPLE} (2 s fragments, far below 4 Mbit/s)");
+            println!("note: using {SAMPLE} (2 s fragments, far below {mbit} Mbit/s)");
             (p, SAMPLE.to_string())
         };
         let data = std::fs::read(&path)?;
@@ -304,7 +349,8 @@ impl Media {
                 e.1 = e.1.max(t.base_media_decode_time + t.duration);
             }
         }
-        let loop_ticks = span.into_iter().map(|(k, (a, b))| (k, b - a)).collect();
+        let loop_ticks = span.iter().map(|(k, (a, b))| (*k, b - a)).collect();
+        let first_ticks = span.iter().map(|(k, (a, _))| (*k, *a)).collect();
         let frag_duration = Duration::from_micros((total_us / frags.len() as i64).max(1) as u64);
         Ok(Media {
             source,
@@ -312,8 +358,20 @@ impl Media {
             facts,
             frags,
             loop_ticks,
+            first_ticks,
             frag_duration,
         })
+    }
+
+    fn print(&self) {
+        println!(
+            "media: {} — {} source fragments, {:.2} s each, {:.0} KB average, {:.2} Mbit/s",
+            self.source,
+            self.frags.len(),
+            self.frag_duration.as_secs_f64(),
+            self.avg_frag_bytes() / 1e3,
+            self.avg_frag_bytes() * 8.0 / self.frag_duration.as_secs_f64() / 1e6
+        );
     }
 
     fn avg_frag_bytes(&self) -> f64 {
@@ -330,9 +388,28 @@ impl Media {
             })?;
         Ok(Chunk::new(&bytes))
     }
+
+    /// The k-th fragment of the endless loop already on a stream timeline that starts at
+    /// `start_s` (seconds since the Unix epoch): every track's tfdt is its media time since the
+    /// loop's start plus `start_s` in the track's timescale. Sent with `producer_start` = `start_s`,
+    /// the server's timeline shift is zero, so the stored bytes must equal these exactly.
+    fn placed_fragment(&self, k: usize, start_s: i64) -> Res<Chunk> {
+        let src = &self.frags[k % self.frags.len()];
+        let lap = (k / self.frags.len()) as u64;
+        let start_s = u64::try_from(start_s).map_err(|_| "negative start time")?;
+        let bytes =
+            fmp4::rewrite_fragment(&self.facts, &src.bytes, src.stream_offset, &|tr, old| {
+                // Whole seconds: exact in any integer timescale.
+                let ts = self.facts.track(tr).map_or(1, |t| u64::from(t.timescale));
+                old - self.first_ticks.get(&tr).copied().unwrap_or(0)
+                    + lap * self.loop_ticks.get(&tr).copied().unwrap_or(0)
+                    + start_s * ts
+            })?;
+        Ok(Chunk::new(&bytes))
+    }
 }
 
-fn generate_with_ffmpeg(out: &Path) -> bool {
+fn generate_with_ffmpeg(out: &Path, mbit: u32) -> bool {
     let status = Command::new("ffmpeg")
         .args([
             "-hide_banner",
@@ -352,8 +429,8 @@ fn generate_with_ffmpeg(out: &Path) -> bool {
             "-preset",
             "ultrafast",
             "-b:v",
-            "4M",
         ])
+        .arg(format!("{mbit}M"))
         .args(["-g", "25", "-keyint_min", "25", "-sc_threshold", "0"])
         .args(["-pix_fmt", "yuv420p", "-movflags"])
         .arg("frag_keyframe+empty_moov+default_base_moof")
@@ -514,12 +591,18 @@ fn own_cpu() -> Duration {
 // ---------------------------------------------------------------------------------------------
 // One upload connection: hand-written HTTP/1.1, chunked request, chunked NDJSON response.
 
-async fn open_upload(port: u16, stream: &str, init: &[u8]) -> Res<(OwnedReadHalf, OwnedWriteHalf)> {
+async fn open_upload(
+    port: u16,
+    stream: &str,
+    producer_start_ms: Option<i64>,
+    init: &[u8],
+) -> Res<(OwnedReadHalf, OwnedWriteHalf)> {
     let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
     tcp.set_nodelay(true)?;
     let (r, mut w) = tcp.into_split();
+    let query = producer_start_ms.map_or(String::new(), |ms| format!("?producer_start={ms}"));
     let head = format!(
-        "PUT /api/v1/streams/{stream}/ingest HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+        "PUT /api/v1/streams/{stream}/ingest{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
          Content-Type: video/mp4\r\nAccept: application/x-ndjson\r\n\
          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     );
@@ -632,8 +715,9 @@ impl LineReader {
 
 #[derive(Default)]
 struct AckLog {
-    /// (arrival, server_time_us, fragment number) of each `persisted` line, in order.
-    acks: Vec<(Instant, i64, i64)>,
+    /// (arrival, server_time_us, fragment number, producer_time_us) of each `persisted` line,
+    /// in order.
+    acks: Vec<(Instant, i64, i64, i64)>,
     errors: Vec<String>,
     ended: bool,
 }
@@ -663,6 +747,7 @@ async fn read_acks(r: OwnedReadHalf) -> AckLog {
                         now,
                         v["server_time_us"].as_i64().unwrap_or(0),
                         v["fragment"].as_i64().unwrap_or(0),
+                        v["producer_time_us"].as_i64().unwrap_or(0),
                     )),
                     Some("session_ended") => {
                         log.ended = true;
@@ -684,6 +769,9 @@ async fn read_acks(r: OwnedReadHalf) -> AckLog {
 struct ProducerResult {
     /// When each fragment's last byte was handed to the socket (monotonic, and wall clock in µs).
     sent: Vec<(Instant, i64)>,
+    /// Only for `Feed::Placed`: per fragment sent, its producer time (µs) and the SHA-256 of
+    /// its bytes.
+    sums: Vec<(i64, [u8; 32])>,
     log: AckLog,
 }
 
@@ -722,6 +810,9 @@ enum Feed {
     Fixed(Arc<Vec<Chunk>>),
     /// Fragment k of the looped media, made when due (long runs without a big buffer).
     Looped(Arc<Media>),
+    /// Like `Looped`, but on the stream timeline from `start_s` (see `Media::placed_fragment`);
+    /// the producer keeps a checksum of each fragment it sends.
+    Placed { media: Arc<Media>, start_s: i64 },
 }
 
 impl Feed {
@@ -732,7 +823,25 @@ impl Feed {
                 .cloned()
                 .ok_or_else(|| format!("no fragment {k} in the feed").into()),
             Feed::Looped(m) => m.fragment(k),
+            Feed::Placed { media, start_s } => media.placed_fragment(k, *start_s),
         }
+    }
+
+    /// `producer_start` (ms) for the upload: where `Placed` fragments already are.
+    fn producer_start_ms(&self) -> Option<i64> {
+        match self {
+            Feed::Placed { start_s, .. } => Some(start_s * 1000),
+            _ => None,
+        }
+    }
+
+    /// (producer time µs, SHA-256) of a `Placed` fragment; `None` for the other feeds.
+    fn checksum(&self, chunk: &Chunk) -> Res<Option<(i64, [u8; 32])>> {
+        let Feed::Placed { media, .. } = self else {
+            return Ok(None);
+        };
+        let start_us = fmp4::fragment_facts_at(&media.facts, chunk.raw(), 0)?.start_us();
+        Ok(Some((start_us, Sha256::digest(chunk.raw()).into())))
     }
 }
 
@@ -765,12 +874,13 @@ async fn produce(plan: Plan) -> ProducerResult {
     } = plan;
     tokio::time::sleep_until(start).await;
     let mut sent = Vec::with_capacity(count.min(4096));
-    let (r, mut w) = match open_upload(port, &stream, &init).await {
+    let mut sums = Vec::new();
+    let (r, mut w) = match open_upload(port, &stream, feed.producer_start_ms(), &init).await {
         Ok(c) => c,
         Err(e) => {
             let mut log = AckLog::default();
             log.errors.push(format!("connect: {e}"));
-            return ProducerResult { sent, log };
+            return ProducerResult { sent, sums, log };
         }
     };
     let reader = tokio::spawn(read_acks(r));
@@ -789,11 +899,19 @@ async fn produce(plan: Plan) -> ProducerResult {
         if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
             break;
         }
+        let sum = match feed.checksum(&chunk) {
+            Ok(s) => s,
+            Err(e) => {
+                write_error = Some(format!("fragment {k}: {e}"));
+                break;
+            }
+        };
         if let Err(e) = w.write_all(&chunk.framed).await {
             write_error = Some(format!("write: {e}"));
             break;
         }
         sent.push((Instant::now(), wall_us()));
+        sums.extend(sum);
     }
     if write_error.is_none() {
         if let Err(e) = w.write_all(b"0\r\n\r\n").await {
@@ -813,7 +931,7 @@ async fn produce(plan: Plan) -> ProducerResult {
     };
     log.errors.extend(write_error);
     drop(w);
-    ProducerResult { sent, log }
+    ProducerResult { sent, sums, log }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1123,6 +1241,7 @@ fn cameras(
                 Ok(r) => out.push(r),
                 Err(e) => out.push(ProducerResult {
                     sent: Vec::new(),
+                    sums: Vec::new(),
                     log: AckLog {
                         errors: vec![format!("camera task: {e}")],
                         ..Default::default()
@@ -1790,6 +1909,7 @@ fn sweep_run(
                     Ok(r) => out.push(r),
                     Err(e) => out.push(ProducerResult {
                         sent: Vec::new(),
+                        sums: Vec::new(),
                         log: AckLog {
                             errors: vec![format!("camera task: {e}")],
                             ..Default::default()
