@@ -201,7 +201,8 @@ impl Ingest {
                     session_id,
                     timeline,
                     self.counters(name),
-                ),
+                )
+                .collecting_acked(),
                 last_activity: Instant::now(),
                 recent: VecDeque::new(),
             });

@@ -66,8 +66,11 @@ pub struct Session {
     pub summary: Summary,
     /// The stream's ingest metrics.
     pub counters: IngestCounters,
-    /// Rows acknowledged since the last `take_acked`, with the tag given at append.
+    /// Rows acknowledged since the last `take_acked`, with the tag given at append; kept only
+    /// when the caller asked for them (segment files), since a long upload never takes them
+    /// and would otherwise hold one row per fragment for as long as the camera stays connected.
     acked: Vec<(Option<[u8; 32]>, FragmentRow)>,
+    collect_acked: bool,
 }
 
 pub async fn send_line(sink: &Sink, value: serde_json::Value) {
@@ -118,7 +121,14 @@ impl Session {
             },
             counters,
             acked: Vec::new(),
+            collect_acked: false,
         }
+    }
+
+    /// Keeps acknowledged rows for [`Session::take_acked`].
+    pub fn collecting_acked(mut self) -> Self {
+        self.collect_acked = true;
+        self
     }
 
     pub fn init_bytes(&self) -> Option<Bytes> {
@@ -390,7 +400,9 @@ impl Session {
                 send_line(sink, line).await;
                 self.counters
                     .acked(row.size_bytes as u64, received.elapsed());
-                self.acked.push((tag, row));
+                if self.collect_acked {
+                    self.acked.push((tag, row));
+                }
             }
             Err(e) => {
                 tracing::warn!(session = self.session_id, error = %e, "fragment not stored");
