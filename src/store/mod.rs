@@ -52,6 +52,8 @@ const PURGE_BATCH_ROWS: i64 = 5000;
 /// Bytes of the newest fragments kept in memory for live readers (`recent.rs`): a few seconds of
 /// a few busy streams; older media is read from its file.
 const RECENT_FRAGMENT_BYTES: usize = 32 << 20;
+/// Idle read connections kept for reuse (more are opened while reads run concurrently).
+const MAX_IDLE_READERS: usize = 8;
 /// A writer turn (one commit group, or one metadata change or deletion batch) running longer
 /// than this makes the store not ready: turns are bounded to well under a second on a working
 /// disk, so this long means the disk has stopped answering and producers get no acks.
@@ -327,7 +329,11 @@ impl Store {
             };
             let out = f(&conn);
             if let Ok(mut r) = inner.readers.lock() {
-                r.push(conn);
+                // Past a few idle connections, close instead of keeping: each holds its own page
+                // cache, and a burst of concurrent reads must not leave that memory behind.
+                if r.len() < MAX_IDLE_READERS {
+                    r.push(conn);
+                }
             }
             out
         })
