@@ -7,61 +7,6 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// A tmpfs mounted at a path for the life of the value.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Result<Tmpfs, String> {
-        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mount -t tmpfs failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(Tmpfs(at.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn free_bytes(path: &Path) -> u64 {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: statvfs fills the struct we pass; the path is a valid C string.
-    unsafe {
-        let mut s: libc::statvfs = std::mem::zeroed();
-        assert_eq!(libc::statvfs(c.as_ptr(), &mut s), 0, "statvfs");
-        s.f_bavail as u64 * s.f_frsize as u64
-    }
-}
-
-fn put(server: &Server, stream: &str, body: Vec<u8>) -> (u16, Option<String>, Value) {
-    let resp = client()
-        .put(server.api(&format!("/streams/{stream}/ingest")))
-        .body(body)
-        .send()
-        .expect("PUT");
-    let status = resp.status().as_u16();
-    let retry = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    (status, retry, resp.json().unwrap_or(Value::Null))
-}
 
 /// The stored fragments of `stream` are `expected`, in order: same sizes, and the same media
 /// bytes (the moof is rewritten onto the stream's timeline, the mdat is the source's).
@@ -84,31 +29,24 @@ fn assert_intact(server: &Server, stream: &str, expected: &[&Vec<u8>]) {
 #[test]
 fn disk_full_refuses_cleanly_and_recovers_when_space_returns() {
     let root = tempfile::tempdir().unwrap();
-    let fs = match Tmpfs::mount(&root.path().join("data"), "12m") {
-        Ok(fs) => fs,
-        Err(why) => {
-            if std::env::var("TAPEDECK_REQUIRE_CLIENTS").as_deref() == Ok("1") {
-                panic!("the disk-full test needs a tmpfs mount (root): {why}");
-            }
-            eprintln!("SKIPPED: the disk-full test needs a tmpfs mount (root): {why}");
-            return;
-        }
+    let Some(fs) = Tmpfs::mount(&root.path().join("data"), "12m") else {
+        return;
     };
     let mut server = Server::start_in(root.path(), "");
     let sample_bytes = std::fs::read(sample("h264_aac_gop2s.mp4")).unwrap();
     let (_, source) = split_sample("h264_aac_gop2s.mp4");
 
-    let (status, _, summary) = put(&server, "steady", sample_bytes.clone());
+    let (status, _, summary) = put_ingest(&server, "steady", sample_bytes.clone());
     assert_eq!(status, 200, "{summary}");
     assert_eq!(summary["fragments"], 5);
 
     // Fill the filesystem up to 150 kB of free space: room for one fragment at most.
     let filler = fs.0.join("filler.bin");
-    let free = free_bytes(&fs.0);
+    let free = fs.free_bytes();
     std::fs::write(&filler, vec![7u8; (free - 150_000) as usize]).unwrap();
-    println!("filled: {} bytes free", free_bytes(&fs.0));
+    println!("filled: {} bytes free", fs.free_bytes());
 
-    let (status, retry, body) = put(&server, "victim", sample_bytes.clone());
+    let (status, retry, body) = put_ingest(&server, "victim", sample_bytes.clone());
     println!("upload on a full disk: {status} {body}");
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "UNAVAILABLE", "{body}");
@@ -137,13 +75,13 @@ fn disk_full_refuses_cleanly_and_recovers_when_space_returns() {
 
     // Space returns: the next upload works, without a restart.
     std::fs::remove_file(&filler).unwrap();
-    let (status, _, summary) = put(&server, "victim", sample_bytes.clone());
+    let (status, _, summary) = put_ingest(&server, "victim", sample_bytes.clone());
     assert_eq!(status, 200, "after freeing space: {summary}");
     assert_eq!(summary["fragments"], 5);
     // The stream holds what was acked before the disk filled, then the new upload.
     let both: Vec<&Vec<u8>> = once[..acked].iter().chain(&once).copied().collect();
     assert_intact(&server, "victim", &both);
-    let (status, _, _) = put(&server, "steady", sample_bytes);
+    let (status, _, _) = put_ingest(&server, "steady", sample_bytes);
     assert_eq!(status, 200);
 
     server.stop();

@@ -414,7 +414,7 @@ fn connection_and_request_limits_answer_with_retry_after() {
     conn.write_all(b"0\r\n\r\n").unwrap();
     let _ = read_reply(&mut conn, Duration::from_secs(10));
     wait_until("the ingest slot frees", Duration::from_secs(5), || {
-        json_put(&server, "cam2", Vec::new()).0 != 503
+        put_ingest(&server, "cam2", Vec::new()).0 != 503
     });
 
     // Archive playlists: at most limits.max_playlist_secs (5 s) per request.
@@ -445,16 +445,6 @@ fn connection_and_request_limits_answer_with_retry_after() {
     assert!((2..=4).contains(&segments), "{segments} segments:\n{text}");
 }
 
-fn json_put(server: &Server, stream: &str, body: Vec<u8>) -> (u16, Value) {
-    let resp = client()
-        .put(server.api(&format!("/streams/{stream}/ingest")))
-        .body(body)
-        .send()
-        .expect("PUT");
-    let status = resp.status().as_u16();
-    (status, resp.json().unwrap_or(Value::Null))
-}
-
 #[test]
 fn ingest_rate_paces_a_fast_producer() {
     let rate = 150_000u64;
@@ -463,7 +453,7 @@ fn ingest_rate_paces_a_fast_producer() {
     ));
     let bytes = std::fs::read(sample("h264_aac_gop2s.mp4")).unwrap();
     let t = Instant::now();
-    let (status, summary) = json_put(&server, "cam", bytes.clone());
+    let (status, _, summary) = put_ingest(&server, "cam", bytes.clone());
     let secs = t.elapsed().as_secs_f64();
     // One second of burst, then the rest at the rate.
     let expected = (bytes.len() as f64 - rate as f64) / rate as f64;
@@ -477,7 +467,7 @@ fn ingest_rate_paces_a_fast_producer() {
     // Without the limit the same upload is quick (the pacing came from the limit).
     let server = Server::start();
     let t = Instant::now();
-    assert_eq!(json_put(&server, "cam", bytes).0, 200);
+    assert_eq!(put_ingest(&server, "cam", bytes).0, 200);
     assert!(
         t.elapsed().as_secs_f64() < expected,
         "unlimited upload was slow too"

@@ -404,3 +404,77 @@ pub fn spawn_live_upload(url: &str, source: &str, seconds: u32, gop: u32) -> Chi
         .spawn()
         .expect("spawn ffmpeg")
 }
+
+/// A small tmpfs mounted for one test (a real filesystem that can run out of space), unmounted
+/// lazily on drop (the server may still hold files on it).
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "12m") at `dir`. Needs root: where mounting is not allowed
+    /// the test skips with a printed reason (None), unless TAPEDECK_REQUIRE_CLIENTS=1 (CI runs as
+    /// root), where it fails.
+    pub fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tapedeck-test",
+            ])
+            .arg(dir)
+            .output();
+        let why = match out {
+            Ok(o) if o.status.success() => return Some(Tmpfs(dir.to_path_buf())),
+            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            Err(e) => format!("cannot run mount: {e}"),
+        };
+        if std::env::var("TAPEDECK_REQUIRE_CLIENTS").as_deref() == Ok("1") {
+            panic!("this test needs a tmpfs mount (root; TAPEDECK_REQUIRE_CLIENTS=1): {why}");
+        }
+        eprintln!("SKIPPED: this test needs a tmpfs mount (root): {why}");
+        None
+    }
+
+    /// Bytes an unprivileged writer can still write on it.
+    pub fn free_bytes(&self) -> u64 {
+        let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: statvfs fills the struct we pass; the path is a valid C string.
+        unsafe {
+            let mut s: libc::statvfs = std::mem::zeroed();
+            assert_eq!(libc::statvfs(c.as_ptr(), &mut s), 0, "statvfs");
+            s.f_bavail as u64 * s.f_frsize as u64
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// `PUT .../streams/{stream}/ingest` with `body` in one request: status, `Retry-After`, JSON.
+pub fn put_ingest(
+    server: &Server,
+    stream: &str,
+    body: Vec<u8>,
+) -> (u16, Option<String>, serde_json::Value) {
+    let resp = client()
+        .put(server.api(&format!("/streams/{stream}/ingest")))
+        .body(body)
+        .send()
+        .expect("PUT ingest");
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (
+        status,
+        retry,
+        resp.json().unwrap_or(serde_json::Value::Null),
+    )
+}
