@@ -229,13 +229,8 @@ fn metrics_count_ingest_commits_and_playback_exactly() {
 
     // Upload a sample; the response summary is what the producer was acknowledged.
     let body = std::fs::read(sample("h264_aac_gop2s.mp4")).unwrap();
-    let r = client()
-        .put(server.api("/streams/m1/ingest"))
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let summary: serde_json::Value = r.json().unwrap();
+    let (status, _, summary) = put_ingest(&server, "m1", body);
+    assert_eq!(status, 200);
     let acked = summary["fragments"].as_u64().unwrap();
     let acked_bytes = summary["bytes"].as_u64().unwrap();
     assert!(acked > 1, "{summary}");
@@ -245,13 +240,8 @@ fn metrics_count_ingest_commits_and_playback_exactly() {
     assert_eq!(stored_bytes, acked_bytes);
 
     // Something that is not MP4 is an ingest error of its stream, by error code.
-    let r = client()
-        .put(server.api("/streams/m2/ingest"))
-        .body(vec![0x55u8; 4096])
-        .send()
-        .unwrap();
-    assert!(r.status().is_client_error(), "{}", r.status());
-    let err: serde_json::Value = r.json().unwrap();
+    let (status, _, err) = put_ingest(&server, "m2", vec![0x55u8; 4096]);
+    assert!((400..500).contains(&status), "{status}");
     let code = err["error"]["code"].as_str().unwrap().to_string();
 
     // Segment files, as ffmpeg's HLS muxer PUTs them; a garbage file is an error of that stream.
@@ -418,12 +408,7 @@ fn metrics_count_ingest_commits_and_playback_exactly() {
 fn metrics_count_retention_deletions_by_reason() {
     let server = Server::start();
     let body = std::fs::read(sample("h264_aac_gop2s.mp4")).unwrap();
-    let r = client()
-        .put(server.api("/streams/q1/ingest"))
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(put_ingest(&server, "q1", body).0, 200);
     let rows = all_fragments(&server, "q1");
     let total: u64 = rows.iter().map(|f| f["size_bytes"].as_u64().unwrap()).sum();
     // A quota of one byte leaves nothing: every fragment goes, for the stream quota.
