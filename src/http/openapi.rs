@@ -164,4 +164,51 @@ mod tests {
             "operations in src/http/openapi.json that the router does not have: {extra:?}"
         );
     }
+
+    /// Every error kind's code is in the document's `Error.code` enum (a new kind does not
+    /// compile here until it is listed, and then fails until it is documented).
+    #[test]
+    fn every_error_code_is_documented() {
+        use crate::error::Kind;
+        let all = [
+            Kind::InvalidArgument,
+            Kind::NotFound,
+            Kind::Conflict,
+            Kind::FailedPrecondition,
+            Kind::TooLarge,
+            Kind::UnsupportedMedia,
+            Kind::DeadlineExceeded,
+            Kind::Unavailable,
+            Kind::ResourceExhausted,
+            Kind::Unauthenticated,
+            Kind::PermissionDenied,
+            Kind::Internal,
+        ];
+        for k in all {
+            match k {
+                Kind::InvalidArgument
+                | Kind::NotFound
+                | Kind::Conflict
+                | Kind::FailedPrecondition
+                | Kind::TooLarge
+                | Kind::UnsupportedMedia
+                | Kind::DeadlineExceeded
+                | Kind::Unavailable
+                | Kind::ResourceExhausted
+                | Kind::Unauthenticated
+                | Kind::PermissionDenied
+                | Kind::Internal => {}
+            }
+        }
+        let doc: Value = serde_json::from_str(DOCUMENT).unwrap();
+        let codes = &doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]
+            ["code"]["enum"];
+        for k in all {
+            assert!(
+                codes.as_array().unwrap().iter().any(|c| c == k.code()),
+                "{} is not in the Error.code enum",
+                k.code()
+            );
+        }
+    }
 }
