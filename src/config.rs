@@ -350,6 +350,33 @@ impl Config {
                 "frames.jpeg_quality must be between 1 and 100",
             ));
         }
+        let l = &self.limits;
+        if l.max_ingest_requests == 0
+            || l.max_follow_connections_per_stream == 0
+            || l.max_event_connections_per_stream == 0
+            || l.header_read_timeout_secs == 0
+            || l.body_read_timeout_secs == 0
+            || l.max_playlist_secs == 0
+            || l.max_clip_secs == 0
+        {
+            return Err(Error::invalid(
+                "limits: every count, timeout and duration must be at least 1",
+            ));
+        }
+        if l.max_header_bytes < 1024 {
+            return Err(Error::invalid(
+                "limits.max_header_bytes must be at least 1024",
+            ));
+        }
+        // A throttled read waits until its bytes are paid for; far below camera rates, one large
+        // read would wait longer than a producer may be idle.
+        if l.ingest_bytes_per_sec_per_stream
+            .is_some_and(|r| r < 65_536)
+        {
+            return Err(Error::invalid(
+                "limits.ingest_bytes_per_sec_per_stream must be at least 65536 (0.5 Mbit/s)",
+            ));
+        }
         if self.storage.file_roll_bytes < 1024 * 1024 {
             return Err(Error::invalid(
                 "storage.file_roll_bytes must be at least 1 MiB",
@@ -442,5 +469,16 @@ mod tests {
         let back = Config::from_toml(&c.to_toml()).unwrap();
         assert_eq!(back.listen, c.listen);
         assert_eq!(back.storage.sync, SyncMode::Auto);
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        let check = |toml: &str| Config::from_toml(toml).and_then(|c| c.validate());
+        assert!(check("[limits]\ningest_bytes_per_sec_per_stream = 150000\n").is_ok());
+        let e = check("[limits]\ningest_bytes_per_sec_per_stream = 1000\n").unwrap_err();
+        assert!(e.message.contains("ingest_bytes_per_sec_per_stream"), "{e}");
+        assert!(check("[limits]\nmax_header_bytes = 100\n").is_err());
+        assert!(check("[limits]\nmax_follow_connections_per_stream = 0\n").is_err());
+        assert!(check("[limits]\nheader_read_timeout_secs = 0\n").is_err());
     }
 }
