@@ -151,7 +151,8 @@ pub struct LimitsConfig {
     /// Largest request head (request line plus headers); larger gets 431. At least 1024.
     pub max_header_bytes: usize,
     /// A client must send its whole request head within this time, or the connection closes
-    /// (slow-header clients).
+    /// (slow-header clients). The clock runs from when the server waits for the next request, so
+    /// this is also how long an idle keep-alive connection stays open.
     pub header_read_timeout_secs: u64,
     /// A request body that sends nothing for this long fails with 408 (slow-body clients).
     /// Producers have their own, shorter `ingest.idle_timeout_secs`.
