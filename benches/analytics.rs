@@ -1077,10 +1077,6 @@ impl FollowMedia {
         })
     }
 
-    fn avg_frag_bytes(&self) -> f64 {
-        self.frags.iter().map(|f| f.0.len()).sum::<usize>() as f64 / self.frags.len() as f64
-    }
-
     /// The k-th fragment of the endless loop, tfdt moved forward by whole passes, as one chunk.
     fn chunk(&self, k: usize) -> Res<Bytes> {
         let (src, offset) = &self.frags[k % self.frags.len()];
@@ -1402,13 +1398,10 @@ fn follow_part(
         "\n== follow feed: {followers} followers of one live stream ==  (load average {})",
         loadavg()
     );
+    let total: usize = media.frags.iter().map(|f| f.0.len()).sum();
     println!(
-        "  producer: {}; {} source fragments of {:.2} s, {:.0} KB average ({:.2} Mbit/s)",
-        media.source,
-        media.frags.len(),
-        media.frag_duration.as_secs_f64(),
-        media.avg_frag_bytes() / 1e3,
-        media.avg_frag_bytes() * 8.0 / media.frag_duration.as_secs_f64() / 1e6
+        "  producer: {}",
+        common::describe_media(&media.source, media.frags.len(), media.frag_duration, total)
     );
     let server = Server::start(work, &format!("follow-{followers}"))?;
     let port = server.port;

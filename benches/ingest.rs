@@ -364,14 +364,10 @@ impl Media {
     }
 
     fn print(&self) {
-        println!(
-            "media: {} — {} source fragments, {:.2} s each, {:.0} KB average, {:.2} Mbit/s",
-            self.source,
-            self.frags.len(),
-            self.frag_duration.as_secs_f64(),
-            self.avg_frag_bytes() / 1e3,
-            self.avg_frag_bytes() * 8.0 / self.frag_duration.as_secs_f64() / 1e6
-        );
+        let total: usize = self.frags.iter().map(|f| f.bytes.len()).sum();
+        let line =
+            common::describe_media(&self.source, self.frags.len(), self.frag_duration, total);
+        println!("media: {line}");
     }
 
     fn avg_frag_bytes(&self) -> f64 {

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{all_fragments, client, get_bytes, get_json, sample, split_sample_raw, Server};
+use common::{
+    all_fragments, client, get_bytes, get_json, put_segment_file, sample, split_sample_raw, Server,
+};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -1240,13 +1242,7 @@ fn idle_producer_is_disconnected() {
 fn segment_file_ingest() {
     let server = Server::start();
     let (init, raws) = split_sample_raw(GOP2S);
-    let put = |file: &str, body: Vec<u8>| {
-        client()
-            .put(server.api(&format!("/streams/seg/ingest/{file}")))
-            .body(body)
-            .send()
-            .unwrap()
-    };
+    let put = |file: &str, body: Vec<u8>| put_segment_file(&server, "seg", file, body);
     let (s, v) = json_of(put("init.mp4", init.clone()));
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["kind"], "init");

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{client, get_json, have, sample, Server, BIN};
+use common::{assert_alive, client, get_json, have, sample, Server, BIN};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -462,14 +462,7 @@ fn role_matrix() {
         .unwrap();
     assert_eq!(r.status(), 200);
     // Health and the UI stay open.
-    assert_eq!(
-        client()
-            .get(server.url("/healthz"))
-            .send()
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_alive(&server);
     let ui = client()
         .get(server.url("/"))
         .send()

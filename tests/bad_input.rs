@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{all_fragments, client, get_bytes, get_json, sample, split_sample_raw, Server};
+use common::{
+    all_fragments, assert_alive, client, get_bytes, get_json, sample, split_sample_raw, Server,
+};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -100,11 +102,7 @@ impl Baseline {
 
     /// The server still answers, and the good stream is exactly as it was.
     fn check(&self, server: &Server) {
-        let health = client()
-            .get(server.url("/healthz"))
-            .send()
-            .expect("server still up");
-        assert_eq!(health.status(), 200);
+        assert_alive(server);
         let (rows, hashes) = Self::read(server, self.stream);
         assert_eq!(rows, self.rows, "stored fragment rows changed");
         assert_eq!(hashes, self.hashes, "stored fragment bytes changed");

@@ -247,11 +247,7 @@ fn metrics_count_ingest_commits_and_playback_exactly() {
     // Segment files, as ffmpeg's HLS muxer PUTs them; a garbage file is an error of that stream.
     let (seg_init, seg_frags) = split_sample("h264_aac_gop2s.mp4");
     let put = |file: &str, body: Vec<u8>| {
-        client()
-            .put(server.api(&format!("/streams/seg/ingest/{file}")))
-            .body(body)
-            .send()
-            .unwrap()
+        put_segment_file(&server, "seg", file, body)
             .status()
             .as_u16()
     };
@@ -455,8 +451,7 @@ fn readyz(server: &Server) -> (u16, String) {
 fn readyz_is_ready_on_a_working_server() {
     let server = Server::start();
     assert_eq!(readyz(&server), (200, "ready\n".to_string()));
-    let r = client().get(server.url("/healthz")).send().unwrap();
-    assert_eq!(r.status(), 200);
+    assert_alive(&server);
 }
 
 /// Readiness follows the real data disk: a full disk makes the server not ready (503, JSON error
@@ -505,14 +500,7 @@ fn readyz_reports_a_full_data_disk() {
     assert!(message.contains("disk full"), "{message}");
     assert!(message.contains("ingest.max_fragment_bytes"), "{message}");
     // Liveness is not readiness: the process is fine.
-    assert_eq!(
-        client()
-            .get(server.url("/healthz"))
-            .send()
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_alive(&server);
     std::fs::remove_file(&filler).unwrap();
     ready(&server);
 

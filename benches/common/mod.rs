@@ -60,3 +60,21 @@ pub fn spawn_server(
         }
     }
 }
+
+/// One line describing looped source media: how many fragments, how long, how large, what rate.
+/// (The playback bench, which also includes this module, uploads no looped media.)
+#[allow(dead_code)]
+pub fn describe_media(
+    source: &str,
+    fragments: usize,
+    frag_duration: Duration,
+    total_bytes: usize,
+) -> String {
+    let avg_bytes = total_bytes as f64 / fragments.max(1) as f64;
+    format!(
+        "{source}; {fragments} source fragments of {:.2} s, {:.0} KB average ({:.2} Mbit/s)",
+        frag_duration.as_secs_f64(),
+        avg_bytes / 1e3,
+        avg_bytes * 8.0 / frag_duration.as_secs_f64() / 1e6
+    )
+}

@@ -478,3 +478,27 @@ pub fn put_ingest(
         resp.json().unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// `PUT .../streams/{stream}/ingest/{file}` (segment-file ingest, as ffmpeg's HLS muxer does it).
+pub fn put_segment_file(
+    server: &Server,
+    stream: &str,
+    file: &str,
+    body: Vec<u8>,
+) -> reqwest::blocking::Response {
+    client()
+        .put(server.api(&format!("/streams/{stream}/ingest/{file}")))
+        .body(body)
+        .send()
+        .expect("PUT segment file")
+}
+
+/// `/healthz` answers 200: the process is alive.
+pub fn assert_alive(server: &Server) {
+    let status = client()
+        .get(server.url("/healthz"))
+        .send()
+        .expect("GET /healthz")
+        .status();
+    assert_eq!(status, 200, "/healthz");
+}
