@@ -96,6 +96,26 @@ fn get(server: &Server, path: &str) -> Reply {
     raw(server, req.as_bytes(), Duration::from_secs(10))
 }
 
+/// Sends `start`, then one `byte` every `every` (for up to 30 s) on its own thread, and waits
+/// for the server's reply: what it was and how many seconds it took.
+fn trickle(server: &Server, start: &[u8], byte: u8, every: Duration) -> (Reply, f64) {
+    let t = Instant::now();
+    let mut conn = TcpStream::connect(addr(server)).unwrap();
+    conn.write_all(start).unwrap();
+    let mut writer = conn.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            std::thread::sleep(every);
+            if writer.write_all(&[byte]).is_err() {
+                break;
+            }
+        }
+    });
+    let reply = read_reply(&mut conn, Duration::from_secs(15));
+    (reply, t.elapsed().as_secs_f64())
+}
+
 /// A 4xx with the JSON error body; returns the error code.
 fn assert_client_error(what: &str, reply: &Reply) -> String {
     match reply {
@@ -214,21 +234,12 @@ fn hostile_clients_get_clean_refusals_while_a_producer_uploads() {
     }
 
     // A client that sends its head one byte a second is cut off after the header timeout.
-    let t = Instant::now();
-    let mut conn = TcpStream::connect(addr(&server)).unwrap();
-    conn.write_all(b"GET /api/v1/streams HTTP/1.1\r\nHost: x\r\n")
-        .unwrap();
-    let mut writer = conn.try_clone().unwrap();
-    std::thread::spawn(move || {
-        for _ in 0..30 {
-            std::thread::sleep(Duration::from_secs(1));
-            if writer.write_all(b"X").is_err() {
-                break;
-            }
-        }
-    });
-    let reply = read_reply(&mut conn, Duration::from_secs(15));
-    let secs = t.elapsed().as_secs_f64();
+    let (reply, secs) = trickle(
+        &server,
+        b"GET /api/v1/streams HTTP/1.1\r\nHost: x\r\n",
+        b'X',
+        Duration::from_secs(1),
+    );
     println!("trickled head: {reply:?} after {secs:.1} s");
     assert!(
         matches!(reply, Reply::Closed | Reply::Status(408, _)),
@@ -237,24 +248,13 @@ fn hostile_clients_get_clean_refusals_while_a_producer_uploads() {
     assert!((1.5..8.0).contains(&secs), "closed after {secs:.1} s");
 
     // A body that sends one byte every 3 s times out (limits.body_read_timeout_secs = 2).
-    let t = Instant::now();
-    let mut conn = TcpStream::connect(addr(&server)).unwrap();
-    conn.write_all(
+    let (reply, secs) = trickle(
+        &server,
         b"POST /api/v1/streams HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
           Content-Length: 40\r\n\r\n{",
-    )
-    .unwrap();
-    let mut writer = conn.try_clone().unwrap();
-    std::thread::spawn(move || {
-        for _ in 0..10 {
-            std::thread::sleep(Duration::from_secs(3));
-            if writer.write_all(b" ").is_err() {
-                break;
-            }
-        }
-    });
-    let reply = read_reply(&mut conn, Duration::from_secs(15));
-    let secs = t.elapsed().as_secs_f64();
+        b' ',
+        Duration::from_secs(3),
+    );
     println!("trickled body: after {secs:.1} s");
     assert_client_error("trickled body", &reply);
     assert!(secs < 8.0, "slow body answered after {secs:.1} s");
