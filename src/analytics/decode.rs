@@ -20,6 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::gop::{Gop, VideoCodec};
+use super::openh264::{H264Decoder, PictureView};
 use super::picture::Picture;
 
 /// How long one ffmpeg run may take before it is killed. A GOP of 1080p HEVC decodes in well
@@ -127,14 +128,12 @@ pub fn decode_h264(
         .filter(|&&i| i < gop.samples.len())
         .map(|&i| (rank_of[i], i))
         .collect();
-    let Some(&max_rank) = wanted_ranks.keys().next_back() else {
+    if wanted_ranks.is_empty() {
         return Ok(Decoded::new());
-    };
-    // Every frame shown up to the last wanted one must have been decoded before the flush.
-    let last_input = (0..gop.samples.len())
-        .filter(|&i| rank_of[i] <= max_rank)
-        .max()
-        .unwrap_or(0);
+    }
+    // References come before the pictures using them in decode order, so nothing after the last
+    // wanted sample is needed; the flush hands out what reordering still holds.
+    let last_input = wanted_ranks.values().copied().max().unwrap_or(0);
     let sample_bytes = |i: usize| -> Result<&[u8], DecodeError> {
         let s = &gop.samples[i];
         fragments
@@ -149,26 +148,22 @@ pub fn decode_h264(
             fed.push(i);
         }
     }
-    // Pictures come out in display order of what was fed.
-    let mut out_order = fed.clone();
-    out_order.sort_by_key(|&i| rank_of[i]);
 
-    let config = openh264::decoder::DecoderConfig::new()
-        .flush_after_decode(openh264::decoder::Flush::NoFlush);
-    let mut decoder =
-        openh264::decoder::Decoder::with_api_config(openh264::OpenH264API::from_source(), config)
-            .map_err(|e| DecodeError(format!("cannot start the H.264 decoder: {e}")))?;
+    let mut decoder = H264Decoder::new()?;
     let mut out = Decoded::new();
-    let mut next_out = 0usize;
-    let mut take = |yuv: &openh264::decoder::DecodedYUV<'_>, out: &mut Decoded| {
-        if let Some(&sample) = out_order.get(next_out) {
-            if wanted_ranks.contains_key(&rank_of[sample]) {
-                if let Some(p) = to_picture(yuv) {
-                    out.insert(sample, p);
-                }
+    let mut pictures_out = 0usize;
+    let mut take = |tag: u64, view: &PictureView<'_>| {
+        pictures_out += 1;
+        let Some(sample) = usize::try_from(tag).ok().and_then(|t| t.checked_sub(1)) else {
+            return;
+        };
+        if wanted_ranks.contains_key(rank_of.get(sample).unwrap_or(&usize::MAX)) {
+            if let Some(p) =
+                Picture::from_planes(view.width, view.height, view.planes, view.strides)
+            {
+                out.insert(sample, p);
             }
         }
-        next_out += 1;
     };
     let mut packet = Vec::new();
     for &i in &fed {
@@ -180,41 +175,25 @@ pub fn decode_h264(
             }
         }
         avcc_to_annexb(sample_bytes(i)?, *length_size, &mut packet)?;
-        match decoder.decode(&packet) {
-            Ok(Some(yuv)) => take(&yuv, &mut out),
-            Ok(None) => {}
-            Err(e) => {
-                return Err(DecodeError(format!(
+        // Tags are sample index + 1: openh264 reports 0 for a picture it has no tag for.
+        decoder
+            .decode(&packet, i as u64 + 1, &mut take)
+            .map_err(|e| {
+                DecodeError(format!(
                     "openh264 cannot decode sample {i} of the GOP (decode order): {e}"
-                )))
-            }
-        }
+                ))
+            })?;
     }
-    let rest = decoder
-        .flush_remaining()
+    decoder
+        .flush(&mut take)
         .map_err(|e| DecodeError(format!("openh264 failed while flushing: {e}")))?;
-    for yuv in &rest {
-        take(yuv, &mut out);
-    }
     if out.len() < wanted_ranks.len() {
         return Err(DecodeError(format!(
-            "openh264 gave {next_out} pictures for {} samples; the frame wanted was not among them",
+            "openh264 gave {pictures_out} pictures for {} samples; the frame wanted was not among them",
             fed.len()
         )));
     }
     Ok(out)
-}
-
-fn to_picture(yuv: &openh264::decoder::DecodedYUV<'_>) -> Option<Picture> {
-    use openh264::formats::YUVSource;
-    let (w, h) = yuv.dimensions();
-    let (sy, su, sv) = yuv.strides();
-    Picture::from_planes(
-        u32::try_from(w).ok()?,
-        u32::try_from(h).ok()?,
-        [yuv.y(), yuv.u(), yuv.v()],
-        [sy, su, sv],
-    )
 }
 
 /// Whether `ffmpeg` runs (`ffmpeg -version` succeeds).

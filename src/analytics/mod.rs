@@ -7,4 +7,5 @@ pub mod events;
 pub mod follow;
 pub mod frames;
 pub mod gop;
+pub mod openh264;
 pub mod picture;
