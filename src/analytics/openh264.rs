@@ -66,7 +66,7 @@ impl H264Decoder {
             raw,
             gaps_allowed: false,
         };
-        let mut quiet = WELS_LOG_QUIET as i32;
+        let mut quiet = WELS_LOG_QUIET;
         dec.set_option(DECODER_OPTION_TRACE_LEVEL, &mut quiet)?;
         // SAFETY: zeroed is a valid SDecodingParam (null file name, no parse-only, defaults).
         let mut param: SDecodingParam = unsafe { std::mem::zeroed() };
@@ -92,7 +92,7 @@ impl H264Decoder {
                 ERROR_CON_SLICE_COPY
             } else {
                 ERROR_CON_DISABLE
-            } as i32;
+            };
             self.set_option(DECODER_OPTION_ERROR_CON_IDC, &mut idc)?;
             self.gaps_allowed = allowed;
         }
