@@ -39,4 +39,10 @@ AAC=(-c:a aac -b:a 64k -ac 2)
 # 6. A progressive (not fragmented) MP4: ingest must refuse it with 415.
 "${FF[@]}" "${VIDEO_SRC[@]}" -t 2 "${X264[@]}" -movflags +faststart h264_progressive.mp4
 
+# 7. H.264, 4 s, 2 s GOPs, x264's `medium` preset with 4 reference frames: P-pictures may use B
+#    references, and weighted prediction repeats a reference in the lists (frame decoding must
+#    keep what is referenced).
+"${FF[@]}" "${VIDEO_SRC[@]}" -t 4 -c:v libx264 -preset medium -refs 4 -pix_fmt yuv420p \
+  -profile:v high -b:v 300k -g 50 -keyint_min 50 -sc_threshold 0 "${FRAG[@]}" h264_refs4.mp4
+
 ls -l ./*.mp4
