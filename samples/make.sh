@@ -45,4 +45,9 @@ AAC=(-c:a aac -b:a 64k -ac 2)
 "${FF[@]}" "${VIDEO_SRC[@]}" -t 4 -c:v libx264 -preset medium -refs 4 -pix_fmt yuv420p \
   -profile:v high -b:v 300k -g 50 -keyint_min 50 -sc_threshold 0 "${FRAG[@]}" h264_refs4.mp4
 
+# 8. H.264 Main with CAVLC entropy coding (slice data not byte-aligned), 320x180, 4 s, 2 s GOPs.
+"${FF[@]}" -f lavfi -i "testsrc2=size=320x180:rate=25" -t 4 -c:v libx264 -preset veryfast -coder 0 \
+  -profile:v main -pix_fmt yuv420p -b:v 200k -g 50 -keyint_min 50 -sc_threshold 0 "${FRAG[@]}" \
+  h264_cavlc.mp4
+
 ls -l ./*.mp4

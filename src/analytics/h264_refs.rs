@@ -1,46 +1,310 @@
-//! Which pictures of an H.264 GOP a picture can reference, read from the slice headers, so a
-//! frame request decodes only the pictures its frame depends on.
+//! Decoding only the H.264 pictures a wanted frame depends on.
 //!
 //! Skipping unreferenced (`nal_ref_idc` 0) pictures is always safe. This goes further: a reference
-//! picture (say a B-frame in a B-pyramid) that no picture on the way to the wanted one lists in its
-//! active reference lists is skipped too. In x264's default output that is every B reference
-//! before a wanted P-picture, about a quarter of the decoding; openh264 cannot decode a B-picture
-//! after a left-out reference, so B-pictures still get every reference picture before them.
+//! picture that no picture on the way to the wanted one has in its active reference lists (in
+//! x264's output, the B references of the earlier B-pyramids: about a third of the decoding) is
+//! left out too.
 //!
-//! The lists are rebuilt the way the standard builds them (ITU-T H.264 8.2.4: initial order, then
-//! `ref_pic_list_modification`, cut to `num_ref_idx_active`), with the reference store kept by the
-//! sliding window and `memory_management_control_operation` 1. Display order stands in for
-//! picture order count. Anything outside that (field pictures, long-term references, other MMCOs,
-//! slice groups, `frame_num` gaps, a header that does not parse) makes [`reference_sets`] return
-//! `None`, and the caller keeps every reference picture.
+//! Leaving out a reference picture leaves a gap in `frame_num`, which openh264 treats as a lost
+//! reference (it then refuses B-pictures). So the pictures fed after a left-out one get rewritten
+//! slice headers, making a conforming stream of their own:
+//! - `frame_num` renumbered without the gaps (same bit width, so in place);
+//! - `ref_pic_list_modification` spelling out every active entry, so each slice gets exactly the
+//!   reference pictures, in the same list positions, that it had in the full stream (weights and
+//!   everything indexed by list position stay right);
+//! - `dec_ref_pic_marking` as explicit MMCO 1 operations, so the decoder's reference store is
+//!   always the full stream's store minus the pictures left out.
 //!
-//! [`plan_is_safe`] then replays the decode with only the chosen pictures (as openh264 does it:
-//! no placeholders for the `frame_num` gaps, and no B-picture after a gap) and checks that every
-//! fed slice gets the same active reference pictures as in the full stream.
+//! The reference lists are rebuilt the way the standard builds them (ITU-T H.264 8.2.4: initial
+//! order, `ref_pic_list_modification`, cut to `num_ref_idx_active`), with the store kept by the
+//! sliding window and MMCO 1. Display order stands in for picture order count when ordering B
+//! lists. Anything outside that (field pictures, long-term references, other MMCOs, slice groups,
+//! SP/SI slices, several SPS, a `frame_num` gap in the stream, picture order count types 1 and 2,
+//! a header that does not parse) makes [`plan`] return `None`, and the caller keeps every
+//! reference picture.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-/// Per sample (decode order), the samples its slices can reference; `None` when the GOP uses
-/// something this analysis does not model.
-pub fn reference_sets(
+use super::h264_bits::{append_escaped, rbsp, BitReader, BitWriter};
+
+/// How much of a slice NAL unit is read to parse its header.
+const HEADER_BYTES: usize = 4096;
+
+/// What to feed the decoder for some wanted pictures.
+#[derive(Debug)]
+pub struct Plan {
+    /// Samples to feed, in decode order.
+    pub fed: Vec<usize>,
+    /// New slice-header fields for fed samples that come after a left-out reference picture.
+    edits: BTreeMap<usize, PictureEdit>,
+    sps: Sps,
+    pps: Vec<Pps>,
+}
+
+#[derive(Debug)]
+struct PictureEdit {
+    frame_num: u32,
+    /// Per slice, per list: `abs_diff_pic_num_minus1` of each entry (all with idc 0).
+    lists: Vec<[Vec<u32>; 2]>,
+    /// `difference_of_pic_nums_minus1` of each MMCO 1 (reference pictures only).
+    marking: Option<Vec<u32>>,
+}
+
+impl Plan {
+    /// Whether some reference picture is left out (the fed stream has rewritten headers).
+    pub fn skips_references(&self) -> bool {
+        !self.edits.is_empty()
+    }
+
+    /// Appends sample `index` (`length_size`-prefixed NAL units) to `out` as Annex B, with its
+    /// slice headers rewritten when the plan says so.
+    pub fn append_annexb(
+        &self,
+        index: usize,
+        sample: &[u8],
+        length_size: u8,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let nals = nal_units(sample, length_size)
+            .ok_or_else(|| format!("sample {index}: a NAL unit runs past its end"))?;
+        let edit = self.edits.get(&index);
+        let mut slice = 0;
+        for nal in nals {
+            out.extend_from_slice(&[0, 0, 0, 1]);
+            let header = nal.first().copied().unwrap_or(0);
+            match (edit, header & 0x1f) {
+                (Some(edit), 1 | 5) => {
+                    let lists = edit
+                        .lists
+                        .get(slice)
+                        .ok_or_else(|| format!("sample {index}: more slices than planned"))?;
+                    slice += 1;
+                    self.rewrite_slice(nal, edit, lists, out)
+                        .ok_or_else(|| format!("sample {index}: cannot rewrite a slice header"))?;
+                }
+                _ => out.extend_from_slice(nal),
+            }
+        }
+        Ok(())
+    }
+
+    fn rewrite_slice(
+        &self,
+        nal: &[u8],
+        edit: &PictureEdit,
+        lists: &[Vec<u32>; 2],
+        out: &mut Vec<u8>,
+    ) -> Option<()> {
+        let header = *nal.first()?;
+        let raw = rbsp(nal.get(1..)?, usize::MAX);
+        let h = parse_slice_header(
+            &raw,
+            &self.sps,
+            &self.pps,
+            header & 0x1f == 5,
+            header >> 5 != 0,
+        )?;
+        let mut w = BitWriter::with_capacity(raw.len() + 16);
+        w.copy_bits(&raw, 0, h.at.frame_num);
+        w.u(self.sps.log2_max_frame_num, edit.frame_num);
+        w.copy_bits(
+            &raw,
+            h.at.frame_num + self.sps.log2_max_frame_num as usize,
+            h.at.modification.0,
+        );
+        for list in lists.iter().take(h.kind.list_count()) {
+            w.bit(1); // ref_pic_list_modification_flag
+            for &v in list {
+                w.ue(0);
+                w.ue(v);
+            }
+            w.ue(3);
+        }
+        w.copy_bits(&raw, h.at.modification.1, h.at.marking.0);
+        if let Some(ops) = &edit.marking {
+            w.bit(1); // adaptive_ref_pic_marking_mode_flag
+            for &d in ops {
+                w.ue(1);
+                w.ue(d);
+            }
+            w.ue(0);
+        }
+        w.copy_bits(&raw, h.at.marking.1, h.at.end);
+        if h.cabac {
+            // cabac_alignment_one_bit, then the byte-aligned slice data as it was.
+            while !w.is_aligned() {
+                w.bit(1);
+            }
+            w.append_bytes(raw.get(h.at.end.div_ceil(8)..)?);
+        } else {
+            // The data follows the header bit for bit; end with a fresh stop bit.
+            let stop = last_one_bit(&raw)?;
+            w.copy_bits(&raw, h.at.end, stop);
+            w.bit(1);
+            while !w.is_aligned() {
+                w.bit(0);
+            }
+        }
+        out.push(header);
+        append_escaped(&w.into_bytes(), out);
+        Some(())
+    }
+}
+
+/// Position of the last 1 bit (the `rbsp_stop_one_bit`).
+fn last_one_bit(raw: &[u8]) -> Option<usize> {
+    let (i, b) = raw.iter().enumerate().rev().find(|(_, b)| **b != 0)?;
+    Some(i * 8 + 7 - b.trailing_zeros() as usize)
+}
+
+/// The pictures to decode for `wanted` (sample indexes; `samples` in decode order from the
+/// keyframe, `display_rank` per sample), or `None` when the stream uses something not modelled.
+pub fn plan(
     parameter_sets: &[Vec<u8>],
     samples: &[&[u8]],
     length_size: u8,
     display_rank: &[usize],
-) -> Option<Vec<BTreeSet<usize>>> {
+    wanted: &[usize],
+) -> Option<Plan> {
     let stream = Stream::parse(parameter_sets, samples, length_size)?;
-    let mut refs = vec![BTreeSet::new(); samples.len()];
-    replay(&stream, display_rank, Some, |i, active| {
-        refs[i].extend(active.iter().copied());
-        true
-    })?;
-    Some(refs)
+    let full = replay(&stream, display_rank)?;
+    let fed = needed(&full.lists, wanted);
+    let fed_set: BTreeSet<usize> = fed.iter().copied().collect();
+    let mut plan = Plan {
+        fed,
+        edits: BTreeMap::new(),
+        sps: stream.sps.clone(),
+        pps: stream.pps.clone(),
+    };
+    let Some(first_gap) = stream
+        .pictures
+        .iter()
+        .position(|p| p.reference && !fed_set.contains(&p.sample))
+    else {
+        return Some(plan); // only unreferenced pictures left out: nothing to rewrite
+    };
+    if !same_picture_order(&stream, &fed_set) {
+        return None;
+    }
+    let max_frame_num = 1i64 << stream.sps.log2_max_frame_num;
+    // New frame_num per fed picture: the fed reference pictures before it.
+    let mut new_frame_num: BTreeMap<usize, i64> = BTreeMap::new();
+    let mut refs_before = 0i64;
+    // The decoder's store while it decodes the fed pictures (samples).
+    let mut store: Vec<usize> = Vec::new();
+    for (k, pic) in stream.pictures.iter().enumerate() {
+        if !fed_set.contains(&pic.sample) {
+            continue;
+        }
+        let cur = if pic.idr {
+            0
+        } else {
+            refs_before % max_frame_num
+        };
+        new_frame_num.insert(pic.sample, cur);
+        let pic_num = |s: usize| -> Option<i64> {
+            let f = *new_frame_num.get(&s)?;
+            Some(if f > cur { f - max_frame_num } else { f })
+        };
+        if k > first_gap {
+            let mut lists = Vec::with_capacity(pic.slices.len());
+            for slice_lists in &full.lists[k] {
+                let mut edit: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
+                for (list, out) in slice_lists.iter().zip(edit.iter_mut()) {
+                    let mut pred = cur;
+                    for &entry in list {
+                        if !store.contains(&entry) {
+                            return None;
+                        }
+                        let target = pic_num(entry)?;
+                        let no_wrap = if target < 0 {
+                            target + max_frame_num
+                        } else {
+                            target
+                        };
+                        let mut abs = (pred - no_wrap).rem_euclid(max_frame_num);
+                        if abs == 0 {
+                            abs = max_frame_num;
+                        }
+                        out.push(u32::try_from(abs - 1).ok()?);
+                        pred = no_wrap;
+                    }
+                }
+                lists.push(edit);
+            }
+            let marking = if pic.reference {
+                let keep = &full.store_after[k];
+                let mut ops = Vec::new();
+                for &held in &store {
+                    if !keep.contains(&held) {
+                        ops.push(u32::try_from(cur - pic_num(held)? - 1).ok()?);
+                    }
+                }
+                Some(ops)
+            } else {
+                None
+            };
+            plan.edits.insert(
+                pic.sample,
+                PictureEdit {
+                    frame_num: u32::try_from(cur).ok()?,
+                    lists,
+                    marking,
+                },
+            );
+        }
+        if pic.reference {
+            refs_before += 1;
+            // The store after this picture: the full stream's, without what is left out.
+            store = full.store_after[k]
+                .iter()
+                .copied()
+                .filter(|s| fed_set.contains(s))
+                .collect();
+        }
+    }
+    Some(plan)
 }
 
-/// The samples to decode for `wanted`: those, the first (the keyframe), and everything they
-/// reference, transitively. Sorted (decode order).
-pub fn needed_samples(refs: &[BTreeSet<usize>], wanted: &[usize]) -> Vec<usize> {
-    let mut needed = vec![false; refs.len()];
+/// Whether every fed picture gets the same picture order count when only the fed pictures are
+/// decoded (type 0 derives the count's high part from the previous reference picture).
+fn same_picture_order(stream: &Stream, fed: &BTreeSet<usize>) -> bool {
+    if stream.sps.poc_type != 0 {
+        return false;
+    }
+    let max_lsb = 1i64 << stream.sps.log2_max_poc_lsb;
+    let msb_of = |only_fed: bool| -> BTreeMap<usize, i64> {
+        let mut out = BTreeMap::new();
+        let (mut prev_msb, mut prev_lsb) = (0i64, 0i64);
+        for pic in &stream.pictures {
+            if only_fed && !fed.contains(&pic.sample) {
+                continue;
+            }
+            let lsb = i64::from(pic.poc_lsb);
+            let msb = if pic.idr {
+                0
+            } else if lsb < prev_lsb && prev_lsb - lsb >= max_lsb / 2 {
+                prev_msb + max_lsb
+            } else if lsb > prev_lsb && lsb - prev_lsb > max_lsb / 2 {
+                prev_msb - max_lsb
+            } else {
+                prev_msb
+            };
+            out.insert(pic.sample, msb);
+            if pic.reference {
+                (prev_msb, prev_lsb) = (msb, lsb);
+            }
+        }
+        out
+    };
+    let (all, pruned) = (msb_of(false), msb_of(true));
+    fed.iter().all(|s| all.get(s) == pruned.get(s))
+}
+
+/// The wanted samples, the first (the keyframe), and everything they reference, transitively;
+/// in decode order. `lists[k]` are picture k's slices' active lists.
+fn needed(lists: &[Vec<[Vec<usize>; 2]>], wanted: &[usize]) -> Vec<usize> {
+    let mut needed = vec![false; lists.len()];
     for &w in wanted {
         if let Some(n) = needed.get_mut(w) {
             *n = true;
@@ -50,99 +314,23 @@ pub fn needed_samples(refs: &[BTreeSet<usize>], wanted: &[usize]) -> Vec<usize> 
         *first = true;
     }
     // References always come earlier in decode order: one backward pass closes the set.
-    for i in (0..refs.len()).rev() {
+    for i in (0..lists.len()).rev() {
         if needed[i] {
-            for &r in &refs[i] {
+            for &r in lists[i].iter().flatten().flatten() {
                 if r < i {
                     needed[r] = true;
                 }
             }
         }
     }
-    (0..refs.len()).filter(|&i| needed[i]).collect()
+    (0..lists.len()).filter(|&i| needed[i]).collect()
 }
 
-/// Whether decoding only `fed` gives each fed slice the same active references as the full
-/// stream (see the module notes).
-pub fn plan_is_safe(
-    parameter_sets: &[Vec<u8>],
-    samples: &[&[u8]],
-    length_size: u8,
-    display_rank: &[usize],
-    fed: &[usize],
-) -> bool {
-    let Some(stream) = Stream::parse(parameter_sets, samples, length_size) else {
-        return false;
-    };
-    let Some(full) = reference_lists(&stream, display_rank, Some, false) else {
-        return false;
-    };
-    let fed_set: BTreeSet<usize> = fed.iter().copied().collect();
-    // openh264 marks every picture decoded after a frame_num gap incomplete, and refuses to
-    // predict B-slices from incomplete pictures ("Ref Picture for B-Slice is lost"): no fed
-    // B-picture may come after a left-out reference picture.
-    let first_gap = stream
-        .pictures
-        .iter()
-        .find(|p| p.reference && !fed_set.contains(&p.sample))
-        .map(|p| p.sample);
-    if let Some(gap) = first_gap {
-        let b_after_gap = stream.pictures.iter().any(|p| {
-            p.sample > gap
-                && fed_set.contains(&p.sample)
-                && p.slices.iter().any(|s| s.kind == SliceKind::B)
-        });
-        if b_after_gap {
-            return false;
-        }
-    }
-    // openh264 does not fill frame_num gaps with placeholder pictures: its store holds only the
-    // pictures it was given.
-    let pruned_stream = stream.subset(&fed_set);
-    let Some(pruned) = reference_lists(&pruned_stream, display_rank, Some, true) else {
-        return false;
-    };
-    fed.iter().all(|i| {
-        let want = full.get(i);
-        want.is_some() && want == pruned.get(i)
-    })
-}
-
-/// Active reference lists (as sample indexes; `None` for a placeholder or an empty slot) of each
-/// slice, by sample.
-type Lists = std::collections::BTreeMap<usize, Vec<[Vec<Option<usize>>; 2]>>;
-
-fn reference_lists(
-    stream: &Stream,
-    display_rank: &[usize],
-    identity: impl Fn(usize) -> Option<usize>,
-    gaps_expected: bool,
-) -> Option<Lists> {
-    let mut lists = Lists::new();
-    replay_lists(
-        stream,
-        display_rank,
-        &identity,
-        gaps_expected,
-        |i, slice_lists| {
-            lists.entry(i).or_default().push(slice_lists);
-        },
-    )?;
-    Some(lists)
-}
-
-fn replay(
-    stream: &Stream,
-    display_rank: &[usize],
-    identity: impl Fn(usize) -> Option<usize>,
-    mut on_slice: impl FnMut(usize, &[usize]) -> bool,
-) -> Option<()> {
-    let mut ok = true;
-    replay_lists(stream, display_rank, &identity, false, |i, lists| {
-        let active: Vec<usize> = lists.iter().flatten().flatten().copied().collect();
-        ok &= on_slice(i, &active);
-    })?;
-    ok.then_some(())
+/// The full stream's decode: each picture's slices' active lists (samples), and the reference
+/// store after each picture.
+struct Replay {
+    lists: Vec<Vec<[Vec<usize>; 2]>>,
+    store_after: Vec<Vec<usize>>,
 }
 
 /// One reference picture in the store.
@@ -152,27 +340,25 @@ struct Held {
     frame_num: u32,
 }
 
-/// Walks the pictures in decode order, keeping the short-term reference store, and hands each
-/// slice's active lists to `on_slice`. `identity` maps a stored sample to what the lists report
-/// (`None` marks a placeholder).
-fn replay_lists(
-    stream: &Stream,
-    display_rank: &[usize],
-    identity: &dyn Fn(usize) -> Option<usize>,
-    gaps_expected: bool,
-    mut on_slice: impl FnMut(usize, [Vec<Option<usize>>; 2]),
-) -> Option<()> {
+fn replay(stream: &Stream, display_rank: &[usize]) -> Option<Replay> {
     let max_frame_num = 1u32 << stream.sps.log2_max_frame_num;
     let max_refs = stream.sps.max_num_ref_frames.max(1) as usize;
     let mut store: Vec<Held> = Vec::new();
     let mut prev_ref_frame_num: Option<u32> = None;
-    for pic in &stream.pictures {
+    let mut out = Replay {
+        lists: Vec::with_capacity(stream.pictures.len()),
+        store_after: Vec::with_capacity(stream.pictures.len()),
+    };
+    for (k, pic) in stream.pictures.iter().enumerate() {
+        if pic.sample != k {
+            return None;
+        }
         let cur = pic.frame_num;
         if pic.idr {
             store.clear();
         } else {
             let prev = prev_ref_frame_num?;
-            if !gaps_expected && cur != prev && cur != (prev + 1) % max_frame_num {
+            if cur != prev && cur != (prev + 1) % max_frame_num {
                 return None; // a frame_num gap in the stream itself
             }
         }
@@ -184,8 +370,8 @@ fn replay_lists(
                 i64::from(h.frame_num)
             }
         };
+        let mut pic_lists = Vec::with_capacity(pic.slices.len());
         for slice in &pic.slices {
-            let mut lists: [Vec<Option<usize>>; 2] = [Vec::new(), Vec::new()];
             let mut initial: [Vec<Held>; 2] = [Vec::new(), Vec::new()];
             match slice.kind {
                 SliceKind::P => {
@@ -215,32 +401,21 @@ fn replay_lists(
                 }
                 SliceKind::I => {}
             }
+            let mut lists: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
             for (list, out) in lists.iter_mut().enumerate().take(slice.kind.list_count()) {
-                let init = std::mem::take(&mut initial[list]);
                 let active = slice.num_ref_idx_active[list] as usize;
-                let mut entries: Vec<Option<Held>> = init.into_iter().map(Some).collect();
+                let mut entries: Vec<Option<Held>> = std::mem::take(&mut initial[list])
+                    .into_iter()
+                    .map(Some)
+                    .collect();
                 entries.truncate(active);
                 entries.resize(active, None);
                 let mut pred = i64::from(cur);
+                let max = i64::from(max_frame_num);
                 for (ref_idx, m) in slice.modifications[list].iter().enumerate() {
-                    let max = i64::from(max_frame_num);
                     let no_wrap = match m.idc {
-                        0 => {
-                            let v = pred - (i64::from(m.value) + 1);
-                            if v < 0 {
-                                v + max
-                            } else {
-                                v
-                            }
-                        }
-                        1 => {
-                            let v = pred + (i64::from(m.value) + 1);
-                            if v >= max {
-                                v - max
-                            } else {
-                                v
-                            }
-                        }
+                        0 => (pred - (i64::from(m.value) + 1)).rem_euclid(max),
+                        1 => (pred + (i64::from(m.value) + 1)).rem_euclid(max),
                         _ => return None, // long-term
                     };
                     pred = no_wrap;
@@ -265,13 +440,15 @@ fn replay_lists(
                     entries.truncate(active);
                     entries.resize(active, None);
                 }
+                // An empty active entry ("no reference picture") is not modelled.
                 *out = entries
                     .into_iter()
-                    .map(|e| e.and_then(|h| identity(h.sample)))
-                    .collect();
+                    .map(|e| e.map(|h| h.sample))
+                    .collect::<Option<Vec<usize>>>()?;
             }
-            on_slice(pic.sample, lists);
+            pic_lists.push(lists);
         }
+        out.lists.push(pic_lists);
         if pic.reference {
             if pic.idr {
                 store.clear();
@@ -289,12 +466,17 @@ fn replay_lists(
                 sample: pic.sample,
                 frame_num: cur,
             });
+            if store.len() > max_refs {
+                return None;
+            }
             prev_ref_frame_num = Some(cur);
         } else if prev_ref_frame_num.is_none() {
             return None;
         }
+        out.store_after
+            .push(store.iter().map(|h| h.sample).collect());
     }
-    Some(())
+    Some(out)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -320,27 +502,46 @@ struct Modification {
     value: u32,
 }
 
+/// Bit positions in a slice's RBSP (after the NAL header byte).
 #[derive(Clone, Debug)]
-struct Slice {
-    kind: SliceKind,
-    num_ref_idx_active: [u32; 2],
-    modifications: [Vec<Modification>; 2],
+struct HeaderAt {
+    frame_num: usize,
+    /// `ref_pic_list_modification()`, both lists.
+    modification: (usize, usize),
+    /// `dec_ref_pic_marking()` (empty for unreferenced pictures).
+    marking: (usize, usize),
+    /// The end of the slice header.
+    end: usize,
 }
 
 #[derive(Clone, Debug)]
-struct Pic {
+struct SliceHeader {
+    kind: SliceKind,
+    num_ref_idx_active: [u32; 2],
+    modifications: [Vec<Modification>; 2],
+    frame_num: u32,
+    poc_lsb: u32,
+    /// `difference_of_pic_nums_minus1` of each MMCO 1; `None` for the sliding window.
+    mmco: Option<Vec<u32>>,
+    cabac: bool,
+    at: HeaderAt,
+}
+
+#[derive(Clone, Debug)]
+struct Picture {
     sample: usize,
     idr: bool,
     reference: bool,
     frame_num: u32,
-    /// `difference_of_pic_nums_minus1` of each MMCO 1; `None` for the sliding window.
+    poc_lsb: u32,
     mmco: Option<Vec<u32>>,
-    slices: Vec<Slice>,
+    slices: Vec<SliceHeader>,
 }
 
 struct Stream {
     sps: Sps,
-    pictures: Vec<Pic>,
+    pps: Vec<Pps>,
+    pictures: Vec<Picture>,
 }
 
 impl Stream {
@@ -352,29 +553,33 @@ impl Stream {
         }
         let mut pictures = Vec::with_capacity(samples.len());
         for (i, sample) in samples.iter().enumerate() {
-            let mut pic: Option<Pic> = None;
+            let mut pic: Option<Picture> = None;
             for nal in nal_units(sample, length_size)? {
                 let header = *nal.first()?;
-                let (ref_idc, nal_type) = ((header >> 5) & 3, header & 0x1f);
+                let (reference, nal_type) = (header >> 5 != 0, header & 0x1f);
                 match nal_type {
                     7 | 8 => take_parameter_set(nal, &mut sps, &mut pps)?,
                     1 | 5 => {
-                        let sps = sps.as_ref()?;
-                        let (slice, frame_num, mmco) =
-                            parse_slice_header(nal, sps, &pps, nal_type == 5, ref_idc != 0)?;
+                        let raw = rbsp(nal.get(1..)?, HEADER_BYTES);
+                        let idr = nal_type == 5;
+                        let slice = parse_slice_header(&raw, sps.as_ref()?, &pps, idr, reference)?;
                         match &mut pic {
                             None => {
-                                pic = Some(Pic {
+                                pic = Some(Picture {
                                     sample: i,
-                                    idr: nal_type == 5,
-                                    reference: ref_idc != 0,
-                                    frame_num,
-                                    mmco,
+                                    idr,
+                                    reference,
+                                    frame_num: slice.frame_num,
+                                    poc_lsb: slice.poc_lsb,
+                                    mmco: slice.mmco.clone(),
                                     slices: vec![slice],
                                 })
                             }
                             Some(p) => {
-                                if p.frame_num != frame_num || p.reference != (ref_idc != 0) {
+                                if p.frame_num != slice.frame_num
+                                    || p.reference != reference
+                                    || p.idr != idr
+                                {
                                     return None;
                                 }
                                 p.slices.push(slice);
@@ -389,36 +594,25 @@ impl Stream {
         }
         Some(Self {
             sps: sps?,
+            pps,
             pictures,
         })
-    }
-
-    /// The same stream with only the pictures of `keep`.
-    fn subset(&self, keep: &BTreeSet<usize>) -> Self {
-        Self {
-            sps: self.sps.clone(),
-            pictures: self
-                .pictures
-                .iter()
-                .filter(|p| keep.contains(&p.sample))
-                .cloned()
-                .collect(),
-        }
     }
 }
 
 /// Keeps an SPS or PPS (a second, different SPS is not modelled).
 fn take_parameter_set(nal: &[u8], sps: &mut Option<Sps>, pps: &mut Vec<Pps>) -> Option<()> {
+    let raw = rbsp(nal.get(1..)?, HEADER_BYTES);
     match nal.first()? & 0x1f {
         7 => {
-            let s = Sps::parse(nal)?;
+            let s = Sps::parse(&raw)?;
             if sps.as_ref().is_some_and(|old| old.id != s.id) {
                 return None;
             }
             *sps = Some(s);
         }
         8 => {
-            let p = Pps::parse(nal)?;
+            let p = Pps::parse(&raw)?;
             pps.retain(|old| old.id != p.id);
             pps.push(p);
         }
@@ -459,8 +653,8 @@ struct Sps {
 }
 
 impl Sps {
-    fn parse(nal: &[u8]) -> Option<Self> {
-        let mut r = Bits::new(nal.get(1..)?);
+    fn parse(raw: &[u8]) -> Option<Self> {
+        let mut r = BitReader::new(raw);
         let profile_idc = r.u(8)?;
         r.u(16)?; // constraint flags, level_idc
         let id = r.ue()?;
@@ -470,12 +664,8 @@ impl Sps {
             100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
         ) {
             chroma_format_idc = r.ue()?;
-            let mut separate_colour_plane = false;
-            if chroma_format_idc == 3 {
-                separate_colour_plane = r.flag()?;
-            }
-            if separate_colour_plane {
-                return None;
+            if chroma_format_idc == 3 && r.flag()? {
+                return None; // separate_colour_plane_flag
             }
             r.ue()?; // bit_depth_luma_minus8
             r.ue()?; // bit_depth_chroma_minus8
@@ -519,7 +709,7 @@ impl Sps {
         if !r.flag()? {
             return None; // frame_mbs_only_flag 0: field pictures are not modelled
         }
-        if log2_max_frame_num > 16 || max_num_ref_frames > 16 {
+        if log2_max_frame_num > 16 || log2_max_poc_lsb > 16 || max_num_ref_frames > 16 {
             return None;
         }
         Some(Self {
@@ -538,19 +728,21 @@ impl Sps {
 struct Pps {
     id: u32,
     sps_id: u32,
+    cabac: bool,
     bottom_field_pic_order_present: bool,
     num_ref_idx_default: [u32; 2],
     weighted_pred: bool,
     weighted_bipred_idc: u32,
+    deblocking_filter_control_present: bool,
     redundant_pic_cnt_present: bool,
 }
 
 impl Pps {
-    fn parse(nal: &[u8]) -> Option<Self> {
-        let mut r = Bits::new(nal.get(1..)?);
+    fn parse(raw: &[u8]) -> Option<Self> {
+        let mut r = BitReader::new(raw);
         let id = r.ue()?;
         let sps_id = r.ue()?;
-        r.flag()?; // entropy_coding_mode_flag
+        let cabac = r.flag()?;
         let bottom_field_pic_order_present = r.flag()?;
         if r.ue()? != 0 {
             return None; // slice groups
@@ -562,31 +754,33 @@ impl Pps {
         r.se()?; // pic_init_qp_minus26
         r.se()?; // pic_init_qs_minus26
         r.se()?; // chroma_qp_index_offset
-        r.flag()?; // deblocking_filter_control_present_flag
+        let deblocking_filter_control_present = r.flag()?;
         r.flag()?; // constrained_intra_pred_flag
         let redundant_pic_cnt_present = r.flag()?;
         Some(Self {
             id,
             sps_id,
+            cabac,
             bottom_field_pic_order_present,
             num_ref_idx_default: [l0, l1],
             weighted_pred,
             weighted_bipred_idc,
+            deblocking_filter_control_present,
             redundant_pic_cnt_present,
         })
     }
 }
 
-/// Reads a slice header up to `dec_ref_pic_marking`: the slice's list facts, its `frame_num`
-/// and its MMCO 1 operations.
+/// Parses a slice header (`raw`: the RBSP after the NAL header byte), noting where the fields the
+/// rewrite replaces are.
 fn parse_slice_header(
-    nal: &[u8],
+    raw: &[u8],
     sps: &Sps,
     all_pps: &[Pps],
     idr: bool,
     reference: bool,
-) -> Option<(Slice, u32, Option<Vec<u32>>)> {
-    let mut r = Bits::new(nal.get(1..)?);
+) -> Option<SliceHeader> {
+    let mut r = BitReader::new(raw);
     r.ue()?; // first_mb_in_slice
     let kind = match r.ue()? % 5 {
         0 => SliceKind::P,
@@ -599,12 +793,14 @@ fn parse_slice_header(
     if pps.sps_id != sps.id {
         return None;
     }
+    let frame_num_at = r.pos();
     let frame_num = r.u(sps.log2_max_frame_num)?;
     if idr {
         r.ue()?; // idr_pic_id
     }
+    let mut poc_lsb = 0;
     if sps.poc_type == 0 {
-        r.u(sps.log2_max_poc_lsb)?;
+        poc_lsb = r.u(sps.log2_max_poc_lsb)?;
         if pps.bottom_field_pic_order_present {
             r.se()?;
         }
@@ -631,6 +827,7 @@ fn parse_slice_header(
     if num_ref_idx_active.iter().any(|&n| n > 32) {
         return None;
     }
+    let modification_start = r.pos();
     let mut modifications: [Vec<Modification>; 2] = [Vec::new(), Vec::new()];
     for list in modifications.iter_mut().take(kind.list_count()) {
         if r.flag()? {
@@ -647,6 +844,7 @@ fn parse_slice_header(
             }
         }
     }
+    let modification_end = r.pos();
     let weighted = (pps.weighted_pred && kind == SliceKind::P)
         || (pps.weighted_bipred_idc == 1 && kind == SliceKind::B);
     if weighted {
@@ -668,6 +866,7 @@ fn parse_slice_header(
             }
         }
     }
+    let marking_start = r.pos();
     let mut mmco = None;
     if reference {
         if idr {
@@ -690,7 +889,25 @@ fn parse_slice_header(
             mmco = Some(ops);
         }
     }
-    let slice = Slice {
+    let marking_end = r.pos();
+    if pps.cabac && kind != SliceKind::I {
+        r.ue()?; // cabac_init_idc
+    }
+    r.se()?; // slice_qp_delta
+    if pps.deblocking_filter_control_present && r.ue()? != 1 {
+        r.se()?; // slice_alpha_c0_offset_div2
+        r.se()?; // slice_beta_offset_div2
+    }
+    let end = r.pos();
+    if pps.cabac {
+        // cabac_alignment_one_bit up to the byte boundary.
+        while !r.pos().is_multiple_of(8) {
+            if !r.flag()? {
+                return None;
+            }
+        }
+    }
+    Some(SliceHeader {
         kind,
         num_ref_idx_active: match kind {
             SliceKind::P => [num_ref_idx_active[0], 0],
@@ -698,85 +915,17 @@ fn parse_slice_header(
             SliceKind::I => [0, 0],
         },
         modifications,
-    };
-    Some((slice, frame_num, mmco))
-}
-
-/// An RBSP bit reader over a NAL unit's payload (emulation prevention bytes removed as read).
-struct Bits<'a> {
-    data: &'a [u8],
-    byte: usize,
-    bit: u32,
-    zeros: u32,
-}
-
-impl<'a> Bits<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        Self {
-            data,
-            byte: 0,
-            bit: 0,
-            zeros: 0,
-        }
-    }
-
-    fn bit(&mut self) -> Option<u32> {
-        if self.bit == 0 {
-            // 0x000003: the 03 is an emulation prevention byte, not data.
-            if self.zeros >= 2 && self.data.get(self.byte) == Some(&3) {
-                self.byte += 1;
-                self.zeros = 0;
-            }
-            let b = *self.data.get(self.byte)?;
-            self.zeros = if b == 0 { self.zeros + 1 } else { 0 };
-        }
-        let b = *self.data.get(self.byte)?;
-        let v = u32::from((b >> (7 - self.bit)) & 1);
-        self.bit += 1;
-        if self.bit == 8 {
-            self.bit = 0;
-            self.byte += 1;
-        }
-        Some(v)
-    }
-
-    fn u(&mut self, n: u32) -> Option<u32> {
-        (0..n).try_fold(0u32, |acc, _| Some((acc << 1) | self.bit()?))
-    }
-
-    fn flag(&mut self) -> Option<bool> {
-        Some(self.bit()? == 1)
-    }
-
-    fn ue(&mut self) -> Option<u32> {
-        let mut zeros = 0;
-        while self.bit()? == 0 {
-            zeros += 1;
-            if zeros > 31 {
-                return None;
-            }
-        }
-        let rest = self.u(zeros)?;
-        ((1u64 << zeros) - 1 + u64::from(rest)).try_into().ok()
-    }
-
-    fn se(&mut self) -> Option<i64> {
-        let k = i64::from(self.ue()?);
-        Some(if k % 2 == 1 { (k + 1) / 2 } else { -(k / 2) })
-    }
-
-    fn skip_scaling_list(&mut self, size: usize) -> Option<()> {
-        let (mut last, mut next) = (8i64, 8i64);
-        for _ in 0..size {
-            if next != 0 {
-                next = (last + self.se()? + 256) % 256;
-            }
-            if next != 0 {
-                last = next;
-            }
-        }
-        Some(())
-    }
+        frame_num,
+        poc_lsb,
+        mmco,
+        cabac: pps.cabac,
+        at: HeaderAt {
+            frame_num: frame_num_at,
+            modification: (modification_start, modification_end),
+            marking: (marking_start, marking_end),
+            end,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -784,34 +933,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exp_golomb_and_emulation_prevention() {
-        // 1 | 010 | 011 | 00100 -> ue 0, 1, 2, 3
-        let mut r = Bits::new(&[0b1010_0110, 0b0100_0000]);
-        assert_eq!(
-            (r.ue(), r.ue(), r.ue(), r.ue()),
-            (Some(0), Some(1), Some(2), Some(3))
-        );
-        // se: 1 -> 0, 010 -> 1, 011 -> -1
-        let mut r = Bits::new(&[0b1010_0110]);
-        assert_eq!((r.se(), r.se(), r.se()), (Some(0), Some(1), Some(-1)));
-        // 00 00 03 01: the 03 is skipped, so the bytes read are 00 00 01.
-        let mut r = Bits::new(&[0, 0, 3, 1]);
-        assert_eq!(r.u(24), Some(1));
-        assert_eq!(r.bit(), None);
+    fn needed_closes_over_references() {
+        // 0 <- 1 <- 3, 2 references 1 and 3 (a B between), 4 references 3.
+        let lists: Vec<Vec<[Vec<usize>; 2]>> = vec![
+            vec![[vec![], vec![]]],
+            vec![[vec![0], vec![]]],
+            vec![[vec![1], vec![3]]],
+            vec![[vec![1], vec![]]],
+            vec![[vec![3], vec![]]],
+        ];
+        assert_eq!(needed(&lists, &[4]), vec![0, 1, 3, 4]);
+        assert_eq!(needed(&lists, &[0]), vec![0]);
+        assert_eq!(needed(&lists, &[2, 4]), vec![0, 1, 2, 3, 4]);
     }
 
     #[test]
-    fn needed_closes_over_references() {
-        // 0 <- 1 <- 3, 2 references 1 and 3 (a B between), 4 references 3.
-        let refs: Vec<BTreeSet<usize>> = vec![
-            BTreeSet::new(),
-            [0].into(),
-            [1, 3].into(),
-            [1].into(),
-            [3].into(),
-        ];
-        assert_eq!(needed_samples(&refs, &[4]), vec![0, 1, 3, 4]);
-        assert_eq!(needed_samples(&refs, &[0]), vec![0]);
-        assert_eq!(needed_samples(&refs, &[2, 4]), vec![0, 1, 2, 3, 4]);
+    fn last_one_bit_finds_the_stop_bit() {
+        assert_eq!(last_one_bit(&[0b1000_0000]), Some(0));
+        assert_eq!(last_one_bit(&[0xff, 0b0001_0000, 0, 0]), Some(11));
+        assert_eq!(last_one_bit(&[0, 0]), None);
     }
 }

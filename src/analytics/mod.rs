@@ -7,6 +7,7 @@ pub mod events;
 pub mod follow;
 pub mod frames;
 pub mod gop;
+pub mod h264_bits;
 pub mod h264_refs;
 pub mod openh264;
 pub mod picture;

@@ -1,9 +1,7 @@
 //! A small safe wrapper over openh264's decoder (through `openh264-sys2`'s raw bindings).
 //!
 //! Why not the `openh264` crate's `Decoder`: it cannot tag an access unit and tell which one a
-//! picture came from, it turns every non-zero decoding state into an error (so decoding with a
-//! deliberately left-out reference cannot work, see `h264_refs.rs`), and it sets the thread count
-//! after initialising (which breaks the decoder).
+//! picture came from, and it sets the thread count after initialising (which breaks the decoder).
 //!
 //! Decoders are not reused between requests: after a GOP decoded only part way and flushed,
 //! openh264 runs out of free pictures a few frames into the next GOP ("out of memory"). A fresh
@@ -16,21 +14,15 @@ use std::sync::Once;
 
 use openh264_sys2::source::APILoader;
 use openh264_sys2::{
-    ISVCDecoder, SBufferInfo, SDecodingParam, DECODER_OPTION, DECODER_OPTION_ERROR_CON_IDC,
+    ISVCDecoder, SBufferInfo, SDecodingParam, DECODER_OPTION,
     DECODER_OPTION_NUM_OF_FRAMES_REMAINING_IN_BUFFER, DECODER_OPTION_TRACE_LEVEL,
-    ERROR_CON_DISABLE, ERROR_CON_SLICE_COPY, VIDEO_BITSTREAM_AVC, WELS_LOG_QUIET,
+    ERROR_CON_DISABLE, VIDEO_BITSTREAM_AVC, WELS_LOG_QUIET,
 };
 
 use super::decode::DecodeError;
 
 /// `dsFramePending`: more input is needed before a picture comes out. Not an error.
 const STATE_FRAME_PENDING: i32 = 0x01;
-/// `dsRefLost`: openh264 saw a gap in `frame_num`, which is what leaving out a reference picture
-/// looks like to it.
-const STATE_REF_LOST: i32 = 0x02;
-/// `dsDataErrorConcealed`: set on every picture decoded after such a gap while concealment is on,
-/// whether or not anything had to be concealed.
-const STATE_CONCEALED: i32 = 0x20;
 
 /// One decoded picture, borrowed from the decoder until the next call into it.
 pub struct PictureView<'a> {
@@ -43,8 +35,6 @@ pub struct PictureView<'a> {
 /// An openh264 decoder (single-threaded: openh264's own threading gives wrong pictures).
 pub struct H264Decoder {
     raw: *mut ISVCDecoder,
-    /// Whether reference-loss concealment is on (see [`H264Decoder::set_reference_gaps`]).
-    gaps_allowed: bool,
 }
 
 // SAFETY: the decoder is plain heap state owned by this value; openh264 in single-threaded mode
@@ -62,10 +52,7 @@ impl H264Decoder {
                 "cannot create the H.264 decoder (openh264 returned {rc})"
             )));
         }
-        let mut dec = Self {
-            raw,
-            gaps_allowed: false,
-        };
+        let mut dec = Self { raw };
         let mut quiet = WELS_LOG_QUIET;
         dec.set_option(DECODER_OPTION_TRACE_LEVEL, &mut quiet)?;
         // SAFETY: zeroed is a valid SDecodingParam (null file name, no parse-only, defaults).
@@ -80,23 +67,6 @@ impl H264Decoder {
             )));
         }
         Ok(dec)
-    }
-
-    /// Lets the next pictures be decoded across left-out reference pictures. Only for when the
-    /// caller has proved that nothing left out is referenced (`h264_refs.rs`): openh264 then sees
-    /// `frame_num` gaps and needs concealment switched on to carry on, but with every reference
-    /// it actually uses present, its pictures are bit-identical to a full decode.
-    pub fn set_reference_gaps(&mut self, allowed: bool) -> Result<(), DecodeError> {
-        if allowed != self.gaps_allowed {
-            let mut idc = if allowed {
-                ERROR_CON_SLICE_COPY
-            } else {
-                ERROR_CON_DISABLE
-            };
-            self.set_option(DECODER_OPTION_ERROR_CON_IDC, &mut idc)?;
-            self.gaps_allowed = allowed;
-        }
-        Ok(())
     }
 
     fn set_option(&mut self, option: DECODER_OPTION, value: &mut i32) -> Result<(), DecodeError> {
@@ -188,12 +158,7 @@ impl H264Decoder {
     }
 
     fn check(&self, state: i32) -> Result<(), DecodeError> {
-        let tolerated = if self.gaps_allowed {
-            STATE_FRAME_PENDING | STATE_REF_LOST | STATE_CONCEALED
-        } else {
-            STATE_FRAME_PENDING
-        };
-        if state & !tolerated != 0 {
+        if state & !STATE_FRAME_PENDING != 0 {
             return Err(DecodeError(format!(
                 "openh264 decoding state {state:#x} ({})",
                 describe_state(state)
