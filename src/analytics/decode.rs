@@ -3,11 +3,15 @@
 //!
 //! - H.264 4:2:0 8-bit goes through openh264, which takes Annex B only: each sample's
 //!   length-prefixed NAL units get start codes, and the `avcC` parameter sets go in front of the
-//!   keyframe. openh264 hands pictures out in display order (it reorders B-frames), so the k-th
-//!   picture out is the k-th fed sample in display order; we feed samples in decode order only as
-//!   far as the last wanted frame needs, then flush. Samples that no other picture refers to
-//!   (`nal_ref_idc` 0 in every slice, typically half the B-frames) are not fed unless wanted:
-//!   skipping them changes no other picture and saves their decode time.
+//!   keyframe. Each access unit is tagged with its sample index and openh264 gives the tag back
+//!   with the picture, so pictures are matched to samples whatever order they come out in. Only
+//!   what the wanted frames depend on is fed, in decode order, then the decoder is flushed:
+//!   - nothing after the last wanted sample (references always come earlier in decode order);
+//!   - no sample that no other picture refers to (`nal_ref_idc` 0), unless wanted;
+//!   - when the slice headers can be followed (`h264_refs.rs`), no reference picture that the
+//!     wanted frames do not depend on either (the B references of earlier B-pyramids), with the
+//!     later slice headers rewritten so the decoder sees a conforming stream. That roughly halves
+//!     the decoding for a frame deep in a GOP; the pictures are bit-identical either way.
 //! - Everything else with video that ffmpeg knows (H.265; H.264 4:2:2, 4:4:4 or 10-bit, which
 //!   openh264 cannot decode) goes through the `ffmpeg` binary: the init and the GOP's fragments on
 //!   its stdin, a `select` filter on the wanted presentation timestamps, `showinfo` to say which

@@ -5,12 +5,12 @@
 //!
 //! Decoders are not reused between requests: after a GOP decoded only part way and flushed,
 //! openh264 runs out of free pictures a few frames into the next GOP ("out of memory"). A fresh
-//! decoder per request costs its allocations instead, which [`keep_decoder_memory_mapped`] makes
-//! cheap.
+//! decoder per request costs its allocations instead; in the server glibc keeps that memory mapped
+//! between requests (a 1080p keyframe request measured the same with the malloc thresholds
+//! raised by hand), so no allocator tuning is done.
 
 use std::ffi::c_void;
 use std::ptr::null_mut;
-use std::sync::Once;
 
 use openh264_sys2::source::APILoader;
 use openh264_sys2::{
@@ -43,7 +43,6 @@ unsafe impl Send for H264Decoder {}
 
 impl H264Decoder {
     pub fn new() -> Result<Self, DecodeError> {
-        keep_decoder_memory_mapped();
         let mut raw: *mut ISVCDecoder = null_mut();
         // SAFETY: WelsCreateDecoder writes a new decoder pointer (or leaves null on failure).
         let rc = unsafe { APILoader::WelsCreateDecoder(&mut raw) };
@@ -178,28 +177,6 @@ impl Drop for H264Decoder {
             APILoader::WelsDestroyDecoder(self.raw);
         }
     }
-}
-
-/// Keeps freed decoder memory mapped for the next decoder.
-///
-/// A 1080p openh264 decoder allocates about 50 MB of picture buffers in pieces of about 3.4 MB.
-/// With glibc's defaults those come from `mmap` and go back to the kernel when the decoder is
-/// dropped (or are trimmed off the heap top), so every request faults them in again: the first
-/// picture of a fresh decoder took 31–33 ms against 12 ms with the memory already mapped, and
-/// dropping it 3.2 ms against 0.03 ms (measured on the 1080p bench sample). Raising the mmap
-/// threshold to glibc's maximum (32 MiB) and the trim threshold to 256 MiB keeps that memory in
-/// the malloc arenas for reuse; the cost is that the arenas of the threads that decoded keep it
-/// (bounded by the largest decode per arena). Done once, at the first decoder, so a server that
-/// never decodes frames keeps glibc's defaults.
-fn keep_decoder_memory_mapped() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: mallopt only changes allocator thresholds; it is safe to call at any time.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-        }
-    });
 }
 
 /// The decoder's function table.
