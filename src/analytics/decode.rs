@@ -72,7 +72,8 @@ fn h264_droppable(sample: &[u8], length_size: u8) -> bool {
 }
 
 /// Which samples to feed the decoder for `wanted` (decode order), given the GOP's samples up to
-/// the last wanted one, and the reference plan when it leaves out more than unreferenced pictures.
+/// the last wanted one: all but the unreferenced ones not wanted, and the reference plan when it
+/// leaves out more than that (used first; the first list is the fallback).
 ///
 /// Always safe: every sample except unreferenced ones that are not wanted. Better when the slice
 /// headers can be followed (`h264_refs.rs`): only the wanted samples and what they reference,
@@ -87,10 +88,9 @@ fn plan_h264(
     let all: Vec<usize> = (0..samples.len())
         .filter(|&i| i == 0 || wanted.contains(&i) || !h264_droppable(samples[i], length_size))
         .collect();
-    match h264_refs::plan(parameter_sets, samples, length_size, display_rank, wanted) {
-        Some(plan) if plan.fed.len() < all.len() => (plan.fed.clone(), Some(plan)),
-        _ => (all, None),
-    }
+    let plan = h264_refs::plan(parameter_sets, samples, length_size, display_rank, wanted)
+        .filter(|plan| plan.fed.len() < all.len());
+    (all, plan)
 }
 
 /// Appends `sample` (NAL units with `length_size`-byte big-endian length prefixes) to `out` as
@@ -172,23 +172,63 @@ pub fn decode_h264(
         .map(sample_bytes)
         .collect::<Result<Vec<&[u8]>, DecodeError>>()?;
     let wanted_samples: Vec<usize> = wanted_ranks.values().copied().collect();
-    let (fed, plan) = plan_h264(
+    let (all, plan) = plan_h264(
         parameter_sets,
         &prefix,
         *length_size,
         &rank_of,
         &wanted_samples,
     );
+    let wanted_here = |sample: usize| {
+        rank_of
+            .get(sample)
+            .is_some_and(|r| wanted_ranks.contains_key(r))
+    };
+    let run = |fed: &[usize], plan: Option<&h264_refs::Plan>| {
+        run_openh264(
+            parameter_sets,
+            &prefix,
+            *length_size,
+            fed,
+            plan,
+            &wanted_here,
+        )
+    };
+    let out = match &plan {
+        Some(p) => run(&p.fed, Some(p)).or_else(|e| {
+            // The rewrite is meant never to fail; if openh264 disagrees, the plain way still works.
+            tracing::warn!(error = %e, "decoding with rewritten slice headers failed; decoding every reference picture");
+            run(&all, None)
+        })?,
+        None => run(&all, None)?,
+    };
+    if out.len() < wanted_ranks.len() {
+        return Err(DecodeError(format!(
+            "openh264 did not return the wanted frame ({} of {} pictures)",
+            out.len(),
+            wanted_ranks.len()
+        )));
+    }
+    Ok(out)
+}
 
+/// Feeds `fed` (sample indexes, decode order; `samples` from the keyframe) to a fresh openh264
+/// decoder, rewriting slice headers as `plan` says, and keeps the pictures `wanted` picks.
+fn run_openh264(
+    parameter_sets: &[Vec<u8>],
+    samples: &[&[u8]],
+    length_size: u8,
+    fed: &[usize],
+    plan: Option<&h264_refs::Plan>,
+    wanted: &dyn Fn(usize) -> bool,
+) -> Result<Decoded, DecodeError> {
     let mut decoder = H264Decoder::new()?;
     let mut out = Decoded::new();
-    let mut pictures_out = 0usize;
     let mut take = |tag: u64, view: &PictureView<'_>| {
-        pictures_out += 1;
         let Some(sample) = usize::try_from(tag).ok().and_then(|t| t.checked_sub(1)) else {
             return;
         };
-        if wanted_ranks.contains_key(rank_of.get(sample).unwrap_or(&usize::MAX)) {
+        if wanted(sample) {
             if let Some(p) =
                 Picture::from_planes(view.width, view.height, view.planes, view.strides)
             {
@@ -197,7 +237,7 @@ pub fn decode_h264(
         }
     };
     let mut packet = Vec::new();
-    for &i in &fed {
+    for &i in fed {
         packet.clear();
         if i == 0 {
             for ps in parameter_sets {
@@ -205,11 +245,14 @@ pub fn decode_h264(
                 packet.extend_from_slice(ps);
             }
         }
-        match &plan {
+        let sample = samples
+            .get(i)
+            .ok_or_else(|| DecodeError(format!("sample {i} is not in the GOP")))?;
+        match plan {
             Some(plan) => plan
-                .append_annexb(i, sample_bytes(i)?, *length_size, &mut packet)
+                .append_annexb(i, sample, length_size, &mut packet)
                 .map_err(DecodeError)?,
-            None => avcc_to_annexb(sample_bytes(i)?, *length_size, &mut packet)?,
+            None => avcc_to_annexb(sample, length_size, &mut packet)?,
         }
         // Tags are sample index + 1: openh264 reports 0 for a picture it has no tag for.
         decoder
@@ -223,12 +266,6 @@ pub fn decode_h264(
     decoder
         .flush(&mut take)
         .map_err(|e| DecodeError(format!("openh264 failed while flushing: {e}")))?;
-    if out.len() < wanted_ranks.len() {
-        return Err(DecodeError(format!(
-            "openh264 gave {pictures_out} pictures for {} samples; the frame wanted was not among them",
-            fed.len()
-        )));
-    }
     Ok(out)
 }
 
@@ -512,9 +549,10 @@ mod tests {
         }
         let mut gaps_seen = 0;
         for (rank, &i) in order.iter().enumerate() {
-            let (fed, plan) =
+            let (all, plan) =
                 plan_h264(parameter_sets, &samples[..=i], *length_size, &rank_of, &[i]);
-            let gaps = plan.is_some_and(|p| p.skips_references());
+            let gaps = plan.as_ref().is_some_and(|p| p.skips_references());
+            let fed = plan.map_or(all, |p| p.fed);
             let references_before = (0..=i)
                 .filter(|&k| k == i || !h264_droppable(samples[k], *length_size))
                 .count();
