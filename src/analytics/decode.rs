@@ -185,31 +185,31 @@ pub fn decode_h264(
             .is_some_and(|r| wanted_ranks.contains_key(r))
     };
     let run = |fed: &[usize], plan: Option<&h264_refs::Plan>| {
-        run_openh264(
+        let out = run_openh264(
             parameter_sets,
             &prefix,
             *length_size,
             fed,
             plan,
             &wanted_here,
-        )
+        )?;
+        if out.len() < wanted_ranks.len() {
+            return Err(DecodeError(format!(
+                "openh264 did not return the wanted frame ({} of {} pictures)",
+                out.len(),
+                wanted_ranks.len()
+            )));
+        }
+        Ok(out)
     };
-    let out = match &plan {
+    match &plan {
         Some(p) => run(&p.fed, Some(p)).or_else(|e| {
             // The rewrite is meant never to fail; if openh264 disagrees, the plain way still works.
             tracing::warn!(error = %e, "decoding with rewritten slice headers failed; decoding every reference picture");
             run(&all, None)
-        })?,
-        None => run(&all, None)?,
-    };
-    if out.len() < wanted_ranks.len() {
-        return Err(DecodeError(format!(
-            "openh264 did not return the wanted frame ({} of {} pictures)",
-            out.len(),
-            wanted_ranks.len()
-        )));
+        }),
+        None => run(&all, None),
     }
-    Ok(out)
 }
 
 /// Feeds `fed` (sample indexes, decode order; `samples` from the keyframe) to a fresh openh264

@@ -679,12 +679,12 @@ impl Sps {
                 }
             }
         }
-        let log2_max_frame_num = r.ue()? + 4;
+        let log2_max_frame_num = r.ue()?.saturating_add(4);
         let poc_type = r.ue()?;
         let mut log2_max_poc_lsb = 0;
         let mut delta_pic_order_always_zero = false;
         match poc_type {
-            0 => log2_max_poc_lsb = r.ue()? + 4,
+            0 => log2_max_poc_lsb = r.ue()?.saturating_add(4),
             1 => {
                 delta_pic_order_always_zero = r.flag()?;
                 r.se()?;
@@ -747,8 +747,11 @@ impl Pps {
         if r.ue()? != 0 {
             return None; // slice groups
         }
-        let l0 = r.ue()? + 1;
-        let l1 = r.ue()? + 1;
+        let l0 = r.ue()?.saturating_add(1);
+        let l1 = r.ue()?.saturating_add(1);
+        if l0 > 32 || l1 > 32 {
+            return None;
+        }
         let weighted_pred = r.flag()?;
         let weighted_bipred_idc = r.u(2)?;
         r.se()?; // pic_init_qp_minus26
@@ -819,9 +822,9 @@ fn parse_slice_header(
     }
     let mut num_ref_idx_active = pps.num_ref_idx_default;
     if kind != SliceKind::I && r.flag()? {
-        num_ref_idx_active[0] = r.ue()? + 1;
+        num_ref_idx_active[0] = r.ue()?.saturating_add(1);
         if kind == SliceKind::B {
-            num_ref_idx_active[1] = r.ue()? + 1;
+            num_ref_idx_active[1] = r.ue()?.saturating_add(1);
         }
     }
     if num_ref_idx_active.iter().any(|&n| n > 32) {
@@ -945,6 +948,77 @@ mod tests {
         assert_eq!(needed(&lists, &[4]), vec![0, 1, 3, 4]);
         assert_eq!(needed(&lists, &[0]), vec![0]);
         assert_eq!(needed(&lists, &[2, 4]), vec![0, 1, 2, 3, 4]);
+    }
+
+    /// Damaged headers (bits flipped near the start of parameter sets and slices) and random
+    /// bytes never panic: the plan is `None`, or it rewrites without panicking.
+    #[test]
+    fn damaged_headers_do_not_panic() {
+        use super::super::gop::tests::split_sample;
+        use super::super::gop::{Gop, VideoCodec, VideoTrack};
+        let (init, fragments) = split_sample("h264_cavlc.mp4");
+        let track = VideoTrack::from_init(&init).unwrap();
+        let VideoCodec::H264 {
+            length_size,
+            parameter_sets,
+            ..
+        } = &track.codec
+        else {
+            unreachable!("an H.264 sample")
+        };
+        let frags: Vec<&[u8]> = vec![&fragments[0]];
+        let gop = Gop::parse(&track, &frags).unwrap();
+        let clean: Vec<Vec<u8>> = gop
+            .samples
+            .iter()
+            .map(|s| frags[s.fragment][s.range.clone()].to_vec())
+            .collect();
+        let order = gop.display_order();
+        let mut rank = vec![0; order.len()];
+        for (r, &i) in order.iter().enumerate() {
+            rank[i] = r;
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut planned = 0;
+        for round in 0..400 {
+            let mut params = parameter_sets.clone();
+            let mut samples = clean.clone();
+            for _ in 0..1 + next() % 4 {
+                let pick = (next() % (samples.len() as u64 + 2)) as usize;
+                let target = if pick < params.len() {
+                    &mut params[pick]
+                } else {
+                    let i = pick.saturating_sub(params.len()).min(samples.len() - 1);
+                    &mut samples[i]
+                };
+                // Past the length prefix and NAL header, within the first 24 bytes.
+                let at = 5 + (next() % 24) as usize;
+                if let Some(b) = target.get_mut(at) {
+                    *b ^= 1 << (next() % 8);
+                }
+            }
+            if round % 50 == 0 {
+                let n = samples.len() - 1;
+                samples[n] = (0..64).map(|_| next() as u8).collect();
+            }
+            let refs: Vec<&[u8]> = samples.iter().map(|s| s.as_slice()).collect();
+            let wanted = [(next() % refs.len() as u64) as usize];
+            let Some(plan) = plan(&params, &refs, *length_size, &rank, &wanted) else {
+                continue;
+            };
+            planned += 1;
+            let mut out = Vec::new();
+            for &i in &plan.fed {
+                let _ = plan.append_annexb(i, refs[i], *length_size, &mut out);
+            }
+        }
+        assert!(planned > 0, "some damaged GOPs still plan");
     }
 
     #[test]
