@@ -3,6 +3,8 @@
 #   fuzz/corpus/splitter/    pieces of samples/*.mp4 (inits, first fragments), each behind the
 #                            two chunking bytes the splitter target reads first
 #   fuzz/corpus/query_time/  times, follow-feed starts, byte ranges and paths as the API takes them
+#   fuzz/corpus/h264_plan/   the first frames of the H.264 samples as Annex B, behind the byte
+#                            that picks the wanted frame (needs ffmpeg; skipped without it)
 # Safe to rerun: it only (re)writes its own seed-* files and leaves what libFuzzer added.
 # Why derived rather than whole samples: libFuzzer runs fastest on small inputs, and whole
 # samples are up to 466 KB of mostly mdat payload the splitter never looks into.
@@ -12,7 +14,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 samples="$here/../samples"
 splitter="$here/corpus/splitter"
 query_time="$here/corpus/query_time"
-mkdir -p "$splitter" "$query_time"
+h264_plan="$here/corpus/h264_plan"
+mkdir -p "$splitter" "$query_time" "$h264_plan"
 
 # Big-endian u32 at byte offset $2 of file $1.
 be32() { od -An -tu4 --endian=big -j "$2" -N4 "$1" | tr -d ' \n'; }
@@ -93,4 +96,18 @@ bytes=0-0,5-9
 /metrics
 EOF
 
-echo "corpus: $(ls "$splitter" | wc -l) splitter ($(du -sh "$splitter" | cut -f1)), $(ls "$query_time" | wc -l) query_time"
+# H.264 planner: 9 and 14 frames of each sample with B-pyramids, wanting frames 8 and 13.
+if command -v ffmpeg >/dev/null 2>&1; then
+  for name in h264_aac_gop2s h264_cavlc h264_refs4; do
+    for frames in 9 14; do
+      { printf "\\x$(printf %02x $((frames - 1)))"
+        ffmpeg -hide_banner -loglevel error -i "$samples/$name.mp4" -map 0:v -c copy \
+          -bsf:v h264_mp4toannexb -frames:v "$frames" -f h264 -
+      } >"$h264_plan/seed-$name-$frames"
+    done
+  done
+else
+  echo "ffmpeg not found: no h264_plan seeds"
+fi
+
+echo "corpus: $(ls "$splitter" | wc -l) splitter ($(du -sh "$splitter" | cut -f1)), $(ls "$query_time" | wc -l) query_time, $(ls "$h264_plan" | wc -l) h264_plan"
