@@ -430,7 +430,7 @@ fn showinfo_frames(log: &str) -> Vec<(i64, (u32, u32))> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::gop::tests::split_sample;
+    use super::super::gop::tests::{h264_gop, split_sample};
     use super::super::gop::VideoTrack;
     use super::*;
 
@@ -522,35 +522,19 @@ mod tests {
     /// checks it is bit-identical to the same frame of the whole-GOP decode. Returns how many
     /// frames were decoded with reference pictures left out.
     fn each_frame_alone_matches_the_whole_gop(sample: &str, fragment: usize) -> usize {
-        let (init, fragments) = split_sample(sample);
-        let track = VideoTrack::from_init(&init).unwrap();
-        let frags: Vec<&[u8]> = vec![&fragments[fragment]];
-        let gop = Gop::parse(&track, &frags).unwrap();
-        let all: Vec<usize> = (0..gop.samples.len()).collect();
-        let decoded = decode_h264(&track.codec, &gop, &frags, &all).unwrap();
-        assert_eq!(decoded.len(), gop.samples.len());
-        let VideoCodec::H264 {
-            length_size,
-            parameter_sets,
-            ..
-        } = &track.codec
-        else {
-            unreachable!("an H.264 sample")
-        };
-        let samples: Vec<&[u8]> = gop
-            .samples
-            .iter()
-            .map(|s| &frags[s.fragment][s.range.clone()])
-            .collect();
+        let g = h264_gop(sample, fragment);
+        let frags: Vec<&[u8]> = vec![&g.fragment];
+        let all: Vec<usize> = (0..g.gop.samples.len()).collect();
+        let decoded = decode_h264(&g.track.codec, &g.gop, &frags, &all).unwrap();
+        assert_eq!(decoded.len(), g.gop.samples.len());
+        let samples: Vec<&[u8]> = g.samples.iter().map(|s| s.as_slice()).collect();
+        let (length_size, parameter_sets, rank_of, gop, track) =
+            (&g.length_size, &g.parameter_sets, &g.rank, &g.gop, &g.track);
         let order = gop.display_order();
-        let mut rank_of = vec![0; order.len()];
-        for (rank, &i) in order.iter().enumerate() {
-            rank_of[i] = rank;
-        }
         let mut gaps_seen = 0;
         for (rank, &i) in order.iter().enumerate() {
             let (all, plan) =
-                plan_h264(parameter_sets, &samples[..=i], *length_size, &rank_of, &[i]);
+                plan_h264(parameter_sets, &samples[..=i], *length_size, rank_of, &[i]);
             let gaps = plan.as_ref().is_some_and(|p| p.skips_references());
             let fed = plan.map_or(all, |p| p.fed);
             let references_before = (0..=i)
@@ -558,7 +542,7 @@ mod tests {
                 .count();
             assert!(fed.len() <= references_before, "{sample}: rank {rank}");
             gaps_seen += usize::from(gaps);
-            let one = decode_h264(&track.codec, &gop, &frags, &[i]).unwrap();
+            let one = decode_h264(&track.codec, gop, &frags, &[i]).unwrap();
             assert_eq!(one.len(), 1);
             let d = mean_abs_diff(&one[&i], &decoded[&i]);
             assert!(

@@ -422,6 +422,53 @@ pub(crate) mod tests {
         (init.expect("init"), fragments)
     }
 
+    /// One H.264 GOP of a sample file, as the frame decoder sees it.
+    pub(crate) struct H264Gop {
+        pub track: VideoTrack,
+        pub fragment: Vec<u8>,
+        pub gop: Gop,
+        pub parameter_sets: Vec<Vec<u8>>,
+        pub length_size: u8,
+        /// Each sample's bytes, decode order.
+        pub samples: Vec<Vec<u8>>,
+        /// Display rank of each sample.
+        pub rank: Vec<usize>,
+    }
+
+    /// GOP `fragment` (one keyframe fragment) of the H.264 sample file `name`.
+    pub(crate) fn h264_gop(name: &str, fragment: usize) -> H264Gop {
+        let (init, fragments) = split_sample(name);
+        let track = VideoTrack::from_init(&init).unwrap();
+        let fragment = fragments[fragment].clone();
+        let gop = Gop::parse(&track, &[&fragment]).unwrap();
+        let VideoCodec::H264 {
+            length_size,
+            parameter_sets,
+            ..
+        } = &track.codec
+        else {
+            panic!("{name} is not H.264")
+        };
+        let samples = gop
+            .samples
+            .iter()
+            .map(|s| fragment[s.range.clone()].to_vec())
+            .collect();
+        let mut rank = vec![0; gop.samples.len()];
+        for (r, &i) in gop.display_order().iter().enumerate() {
+            rank[i] = r;
+        }
+        H264Gop {
+            parameter_sets: parameter_sets.clone(),
+            length_size: *length_size,
+            track,
+            fragment,
+            gop,
+            samples,
+            rank,
+        }
+    }
+
     #[test]
     fn h264_gop_samples_and_display_times() {
         let (init, fragments) = split_sample("h264_aac_gop2s.mp4");

@@ -954,30 +954,9 @@ mod tests {
     /// bytes never panic: the plan is `None`, or it rewrites without panicking.
     #[test]
     fn damaged_headers_do_not_panic() {
-        use super::super::gop::tests::split_sample;
-        use super::super::gop::{Gop, VideoCodec, VideoTrack};
-        let (init, fragments) = split_sample("h264_cavlc.mp4");
-        let track = VideoTrack::from_init(&init).unwrap();
-        let VideoCodec::H264 {
-            length_size,
-            parameter_sets,
-            ..
-        } = &track.codec
-        else {
-            unreachable!("an H.264 sample")
-        };
-        let frags: Vec<&[u8]> = vec![&fragments[0]];
-        let gop = Gop::parse(&track, &frags).unwrap();
-        let clean: Vec<Vec<u8>> = gop
-            .samples
-            .iter()
-            .map(|s| frags[s.fragment][s.range.clone()].to_vec())
-            .collect();
-        let order = gop.display_order();
-        let mut rank = vec![0; order.len()];
-        for (r, &i) in order.iter().enumerate() {
-            rank[i] = r;
-        }
+        let g = super::super::gop::tests::h264_gop("h264_cavlc.mp4", 0);
+        let (parameter_sets, length_size, clean, rank) =
+            (&g.parameter_sets, &g.length_size, &g.samples, &g.rank);
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
             seed ^= seed << 13;
@@ -1009,7 +988,7 @@ mod tests {
             }
             let refs: Vec<&[u8]> = samples.iter().map(|s| s.as_slice()).collect();
             let wanted = [(next() % refs.len() as u64) as usize];
-            let Some(plan) = plan(&params, &refs, *length_size, &rank, &wanted) else {
+            let Some(plan) = plan(&params, &refs, *length_size, rank, &wanted) else {
                 continue;
             };
             planned += 1;
