@@ -4,7 +4,8 @@
 mod common;
 
 use common::{
-    all_fragments, client, get_bytes, get_json, put_segment_file, sample, split_sample_raw, Server,
+    all_fragments, assert_error, client, get_bytes, get_json, json_of, put_segment_file, sample,
+    split_sample_raw, Server,
 };
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -25,28 +26,6 @@ fn now_us() -> i64 {
 }
 
 /// Status and JSON body of a response; the body must be JSON.
-fn json_of(r: reqwest::blocking::Response) -> (u16, Value) {
-    let status = r.status().as_u16();
-    let text = r.text().unwrap_or_default();
-    let v = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text:?}"));
-    (status, v)
-}
-
-/// Asserts an error response: status, JSON `{"error":{"code","message"}}`, non-empty message.
-fn assert_error(r: reqwest::blocking::Response, status: u16, code: &str) -> Value {
-    let (s, v) = json_of(r);
-    assert_eq!(s, status, "status; body {v}");
-    assert_eq!(v["error"]["code"], code, "code; body {v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "message; body {v}"
-    );
-    v
-}
-
 fn create(server: &Server, body: Value) -> reqwest::blocking::Response {
     client()
         .post(server.api("/streams"))

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{all_fragments, client, ffprobe_audio_frames, ffprobe_frames, have, sample, Server};
+use common::{
+    all_fragments, client, ffprobe_audio_frames, ffprobe_frames, have, json_of, sample, Server,
+};
 use reqwest::header;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -132,16 +134,9 @@ fn assert_continuous(path: &Path) -> Vec<f64> {
 }
 
 fn error_of(r: reqwest::blocking::Response) -> (u16, Value) {
-    let status = r.status().as_u16();
-    let text = r.text().unwrap_or_default();
-    let v: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text:?}"));
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{v}"
-    );
+    let (status, v) = json_of(r);
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(!message.is_empty(), "{v}");
     (status, v)
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{client, get_json, sample, split_sample};
+use common::{client, error_message, get_json, sample, split_sample};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -337,10 +337,7 @@ fn live_only_stream_keeps_no_archive() {
     assert_eq!(r.status(), 409);
     let e: Value = r.json().unwrap();
     assert!(
-        e["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("keeps no archive"),
+        error_message(&e, "CONFLICT").contains("keeps no archive"),
         "{e}"
     );
     let t = get_json(&s.api("/streams/lo/fragments?limit=1"))["fragments"][0]["producer_time_us"]

@@ -98,6 +98,9 @@ impl HttpBody for Counted {
     }
 }
 
+/// Reads one per-stream stored figure (bytes, fragments) from a stream's row.
+type StoredOf = fn(&crate::store::StreamRow) -> i64;
+
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse> {
     let mut e = Exposition::default();
     let m = &state.metrics;
@@ -183,29 +186,21 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse>
     );
 
     // Stored media, per stream.
-    e.family(
-        "tapedeck_stream_bytes",
-        Type::Gauge,
-        "Bytes stored per stream.",
-    );
-    for s in &streams {
-        e.sample(
-            "tapedeck_stream_bytes",
-            &[("stream", &s.name)],
-            s.total_bytes,
-        );
-    }
-    e.family(
-        "tapedeck_stream_fragments",
-        Type::Gauge,
-        "Fragments stored per stream.",
-    );
-    for s in &streams {
-        e.sample(
+    let stored: [(&str, &str, StoredOf); 2] = [
+        ("tapedeck_stream_bytes", "Bytes stored per stream.", |s| {
+            s.total_bytes
+        }),
+        (
             "tapedeck_stream_fragments",
-            &[("stream", &s.name)],
-            s.fragment_count,
-        );
+            "Fragments stored per stream.",
+            |s| s.fragment_count,
+        ),
+    ];
+    for (name, help, value) in stored {
+        e.family(name, Type::Gauge, help);
+        for s in &streams {
+            e.sample(name, &[("stream", &s.name)], value(s));
+        }
     }
 
     // Playback.

@@ -502,3 +502,29 @@ pub fn assert_alive(server: &Server) {
         .status();
     assert_eq!(status, 200, "/healthz");
 }
+
+/// Status and JSON body of a response (panics, showing the body, when it is not JSON).
+pub fn json_of(r: reqwest::blocking::Response) -> (u16, serde_json::Value) {
+    let status = r.status().as_u16();
+    let text = r.text().unwrap_or_default();
+    let v = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text:?}"));
+    (status, v)
+}
+
+/// The message of an API error body (`{"error":{"code","message"}}`) whose code must be `code`;
+/// the message must not be empty.
+pub fn error_message<'a>(body: &'a serde_json::Value, code: &str) -> &'a str {
+    assert_eq!(body["error"]["code"], code, "code; body {body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(!message.is_empty(), "message; body {body}");
+    message
+}
+
+/// Asserts an error response: status, code, non-empty message. Returns the body.
+pub fn assert_error(r: reqwest::blocking::Response, status: u16, code: &str) -> serde_json::Value {
+    let (s, v) = json_of(r);
+    assert_eq!(s, status, "status; body {v}");
+    error_message(&v, code);
+    v
+}
