@@ -25,7 +25,9 @@ pub struct FragmentFacts {
     pub sequence_number: u32,
     /// One entry per track present in the moof, in traf order; never empty.
     pub tracks: Vec<TrackRun>,
-    /// The video track's first sample is a sync sample (true for fragments without video).
+    /// A segment may start here: the video track's first sample in the fragment is a sync
+    /// sample. In a stream without video every fragment qualifies; in a stream with video, a
+    /// fragment without video samples (one moof per track, e.g. `mp4mux`) never does.
     pub starts_with_keyframe: bool,
     pub moof_size: u32,
     /// moof + mdat.
@@ -54,6 +56,15 @@ impl FragmentFacts {
             .find(|t| t.track_id == self.reference_track_id)
             .or(self.tracks.first())
             .unwrap_or(&NO_RUN)
+    }
+
+    /// Whether the fragment holds samples of the init's video track.
+    pub fn holds_video(&self, init: &InitFacts) -> bool {
+        init.video_track().is_some_and(|v| {
+            self.tracks
+                .iter()
+                .any(|t| t.track_id == v.track_id && t.sample_count > 0)
+        })
     }
 
     /// Reference run's tfdt in microseconds.
@@ -176,7 +187,7 @@ fn facts(
             }
             run.first_sample_is_sync
         }
-        _ => true,
+        _ => init.video_track().is_none(),
     };
 
     let reference_track_id = init

@@ -92,6 +92,7 @@ pub async fn segment_file(
         &file,
         Some(peer.addr.to_string()),
         peer.accept_seq,
+        peer.request_index == 0,
         state.limits.throttle(&name, body.into_data_stream()),
     );
     let outcome = task

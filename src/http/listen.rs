@@ -6,6 +6,8 @@
 //! accept order) for the handlers.
 
 use super::peer::{next_accept_seq, PeerInfo};
+use super::read_ahead::ReadAhead;
+use std::sync::atomic::{AtomicU64, Ordering};
 use crate::config::LimitsConfig;
 use axum::extract::ConnectInfo;
 use axum::Router;
@@ -45,15 +47,20 @@ pub async fn serve_connections(
             _ = shutdown.cancelled() => break,
         };
         let _ = io.set_nodelay(true);
-        let peer = PeerInfo {
-            addr,
-            accept_seq: next_accept_seq(),
-        };
+        let accept_seq = next_accept_seq();
+        let requests = AtomicU64::new(0);
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer.clone()));
+            let peer = PeerInfo {
+                addr,
+                accept_seq,
+                request_index: requests.fetch_add(1, Ordering::Relaxed),
+            };
+            req.extensions_mut().insert(ConnectInfo(peer));
             app.clone().oneshot(req.map(axum::body::Body::new))
         });
+        // Read ahead of the answers, so a client that pipelines and closes early loses nothing.
+        let io = ReadAhead::new(io);
         let conn = graceful.watch(http.serve_connection(TokioIo::new(io), service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {

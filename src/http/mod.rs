@@ -17,6 +17,7 @@ mod metrics;
 mod openapi;
 mod params;
 mod peer;
+mod read_ahead;
 pub mod range;
 mod startup;
 mod streams;

@@ -14,6 +14,10 @@ pub struct PeerInfo {
     pub addr: SocketAddr,
     /// Position of this connection in the server's accept order.
     pub accept_seq: u64,
+    /// Position of this request on its connection, from 0. On one connection the order of
+    /// requests is fixed by the bytes, so only a connection's first request needs to wait for
+    /// requests of connections opened before it.
+    pub request_index: u64,
 }
 
 /// The next accept position; called by the accept loop, one connection at a time, in order.

@@ -112,13 +112,16 @@ impl Drop for Leave<'_> {
 impl Ingest {
     /// Queues a segment file for its stream and processes it on its own task, so that a client
     /// that closes its connection without reading the response (ffmpeg does) cannot cancel the
-    /// processing half-way. `accept_seq` orders files (see [`SeriesSlot`]).
+    /// processing half-way. `accept_seq` orders files (see [`SeriesSlot`]); `first_on_connection`
+    /// says whether files on other connections may still have to go first (a later request on
+    /// a keep-alive connection was sent after the earlier ones, which are already queued).
     pub fn segment_file<S, E>(
         &self,
         name: &str,
         file: &str,
         remote: Option<String>,
         accept_seq: u64,
+        first_on_connection: bool,
         body: S,
     ) -> tokio::task::JoinHandle<Result<SegmentOutcome>>
     where
@@ -137,7 +140,9 @@ impl Ingest {
         }
         tokio::spawn(async move {
             let _leave = Leave(&slot, key);
-            tokio::time::sleep(REORDER_WINDOW).await;
+            if first_on_connection {
+                tokio::time::sleep(REORDER_WINDOW).await;
+            }
             loop {
                 let notified = slot.turn.notified();
                 tokio::pin!(notified);
@@ -149,9 +154,14 @@ impl Ingest {
                 notified.await;
             }
             let mut guard = slot.series.lock().await;
-            ingest
+            let result = ingest
                 .segment_file_in_turn(&name, &file, remote, body, &mut guard)
-                .await
+                .await;
+            if let Err(e) = &result {
+                // The producer (ffmpeg) never reads the answer: the log is where this shows.
+                tracing::warn!(stream = %name, file = %file, code = e.kind.code(), error = %e.message, "segment file refused");
+            }
+            result
         })
     }
 
@@ -246,38 +256,46 @@ impl Ingest {
             counters.error(e.kind);
             self.file_error(file, e, had_init)
         };
-        loop {
-            let chunk = match body.next().await {
-                None => break,
-                Some(Err(e)) => {
-                    let e = Error::invalid(format!("the upload of '{file}' was interrupted: {e}"));
-                    counters.error(e.kind);
-                    return Err(e);
-                }
-                Some(Ok(c)) => c,
-            };
-            splitter
-                .push(&chunk, &mut events)
-                .map_err(|e| fail(e.into()))?;
-            for ev in events.drain(..) {
-                let tag = match &ev {
-                    Event::Init { .. } => {
-                        saw_init = true;
-                        None
+        // Read and store the whole file; whatever ends it, the fragments it appended are
+        // acknowledged before the answer, and an error is still the answer.
+        let read: Result<()> = async {
+            loop {
+                let chunk = match body.next().await {
+                    None => break,
+                    Some(Err(e)) => {
+                        let e =
+                            Error::invalid(format!("the upload of '{file}' was interrupted: {e}"));
+                        counters.error(e.kind);
+                        return Err(e);
                     }
-                    Event::Fragment(raw) => {
-                        let digest: [u8; 32] = sha2::Sha256::digest(&raw.bytes).into();
-                        if let Some((_, n)) = series.recent.iter().find(|(d, _)| *d == digest) {
-                            duplicates.push(*n);
-                            continue;
-                        }
-                        Some(digest)
-                    }
+                    Some(Ok(c)) => c,
                 };
-                series.session.handle(ev, tag, &sink).await.map_err(fail)?;
+                // As in the long upload: what the splitter completed before an error is kept.
+                let split = splitter.push(&chunk, &mut events);
+                for ev in events.drain(..) {
+                    let tag = match &ev {
+                        Event::Init { .. } => {
+                            saw_init = true;
+                            None
+                        }
+                        Event::Fragment(raw) => {
+                            let digest: [u8; 32] = sha2::Sha256::digest(&raw.bytes).into();
+                            if let Some((_, n)) =
+                                series.recent.iter().find(|(d, _)| *d == digest)
+                            {
+                                duplicates.push(*n);
+                                continue;
+                            }
+                            Some(digest)
+                        }
+                    };
+                    series.session.handle(ev, tag, &sink).await.map_err(fail)?;
+                }
+                split.map_err(|e| fail(e.into()))?;
             }
+            splitter.finish().map_err(|e| fail(e.into()))
         }
-        splitter.finish().map_err(|e| fail(e.into()))?;
+        .await;
         series.session.finish(&sink).await;
         let mut fragments = Vec::new();
         for (tag, row) in series.session.take_acked() {
@@ -289,6 +307,7 @@ impl Ingest {
             }
             fragments.push(row.number);
         }
+        read?;
         let s = &series.session.summary;
         if s.refused > refused_before {
             let e = Error::new(

@@ -2,7 +2,7 @@
 //! appending to the store, and acks in fragment order. Shared by the long upload and the
 //! segment-file series.
 
-use super::timeline::SessionTimeline;
+use super::timeline::{Placement, SessionTimeline, TrackSpan};
 use crate::error::{Error, Kind, Result};
 use crate::fmp4::{self, Event, InitFacts, RawFragment};
 use crate::metrics::IngestCounters;
@@ -203,7 +203,7 @@ impl Session {
         let init_id = init.id;
         let facts_init = init.facts.clone();
         let placed = self.place(&facts_init, &raw);
-        let (new_fragment, placement, media_start_us, duration_us) = match placed {
+        let (new_fragment, placement, spans) = match placed {
             Ok(p) => p,
             Err(e) => {
                 send_line(sink, error_json(&e, Some(raw.stream_offset))).await;
@@ -217,7 +217,7 @@ impl Session {
             init_id,
             ..new_fragment
         })?;
-        self.timeline.commit(placement, media_start_us, duration_us);
+        self.timeline.commit(placement, &spans);
         self.inflight.push_back(Inflight {
             tag,
             received,
@@ -237,21 +237,19 @@ impl Session {
         &self,
         init: &InitFacts,
         raw: &RawFragment,
-    ) -> Result<(NewFragment, super::timeline::Placement, i64, i64)> {
+    ) -> Result<(NewFragment, Placement, Vec<TrackSpan>)> {
         let facts = fmp4::fragment_facts_at(init, &raw.bytes, raw.stream_offset)?;
-        let media_start_us = facts.start_us();
-        let duration_us = facts.duration_us();
-        let prft_start_us = raw.prft.as_ref().and_then(|p| {
+        let spans = track_spans(&facts);
+        let prft_offset_us = raw.prft.as_ref().and_then(|p| {
             let run = facts
                 .tracks
                 .iter()
                 .find(|r| r.track_id == p.reference_track_id)?;
-            let prft_media_us = fmp4::ticks_to_us(p.media_time, run.timescale);
-            Some(media_start_us + (p.utc_time_us - prft_media_us))
+            Some(p.utc_time_us - fmp4::ticks_to_us(p.media_time, run.timescale))
         });
         let placement = self
             .timeline
-            .place(media_start_us, prft_start_us, self.store.now_us())?;
+            .place(&spans, prft_offset_us, self.store.now_us())?;
         let offset_us = placement.offset_us;
         let negative = std::cell::Cell::new(None);
         let rewritten =
@@ -273,35 +271,22 @@ impl Session {
             )));
         }
         let run = facts.reference_run();
-        // Where the fragment's media ends, over all tracks: audio often runs a little past the
-        // video, and the next session must start after both.
-        let span_us = facts
-            .tracks
-            .iter()
-            .map(|t| {
-                fmp4::ticks_to_us(t.base_media_decode_time + t.duration, t.timescale)
-                    - media_start_us
-            })
-            .fold(duration_us, i64::max);
         Ok((
             NewFragment {
                 stream_id: self.stream_id,
                 session_id: self.session_id,
                 init_id: 0,
                 producer_start_us: placement.producer_start_us,
-                duration_us,
-                end_us: placement.producer_start_us + span_us,
+                duration_us: placement.producer_end_us - placement.producer_start_us,
                 media_time: run.base_media_decode_time as i64,
                 timescale: i64::from(run.timescale),
                 keyframe: facts.starts_with_keyframe,
+                has_video: facts.holds_video(init),
                 sample_count: facts.tracks.iter().map(|t| i64::from(t.sample_count)).sum(),
                 bytes: Bytes::from(rewritten),
             },
             placement,
-            media_start_us,
-            // Within a session the producer's own media times decide; the all-track end only
-            // matters to the next session (through the stream's end in the index).
-            duration_us,
+            spans,
         ))
     }
 
@@ -410,6 +395,33 @@ impl Session {
                 self.refuse(&e);
             }
         }
+    }
+}
+
+/// Each track's media in the fragment (producer's media time). Tracks without samples say
+/// nothing about time and are left out, unless no track has samples.
+fn track_spans(facts: &fmp4::FragmentFacts) -> Vec<TrackSpan> {
+    let span = |t: &fmp4::TrackRun| {
+        let start_us = fmp4::ticks_to_us(t.base_media_decode_time, t.timescale);
+        TrackSpan {
+            track_id: t.track_id,
+            start_us,
+            end_us: fmp4::ticks_to_us(
+                t.base_media_decode_time.saturating_add(t.duration),
+                t.timescale,
+            ),
+        }
+    };
+    let with_samples: Vec<TrackSpan> = facts
+        .tracks
+        .iter()
+        .filter(|t| t.sample_count > 0)
+        .map(span)
+        .collect();
+    if with_samples.is_empty() {
+        vec![span(facts.reference_run())]
+    } else {
+        with_samples
     }
 }
 

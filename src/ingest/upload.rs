@@ -146,11 +146,9 @@ impl Ingest {
                 }
                 Ok(Some(Ok(chunk))) => chunk,
             };
-            if let Err(e) = splitter.push(&chunk, &mut events) {
-                fatal = Some(e.into());
-                end_reason = "bad input";
-                break;
-            }
+            // The fragments completed before a bad box are stored whatever the chunking: the
+            // events the splitter produced before its error are handled first.
+            let split = splitter.push(&chunk, &mut events);
             let mut failed = None;
             for ev in events.drain(..) {
                 if let Err(e) = session.handle(ev, None, sink).await {
@@ -158,7 +156,7 @@ impl Ingest {
                     break;
                 }
             }
-            if let Some(e) = failed {
+            if let Some(e) = failed.or_else(|| split.err().map(Error::from)) {
                 fatal = Some(e);
                 end_reason = "bad input";
                 break;

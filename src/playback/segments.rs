@@ -40,8 +40,14 @@ impl Segment {
 
 /// Groups rows (ordered by number, consecutive) into segments. Rows before the first segment
 /// start are dropped: a segment is only served from its beginning.
+///
+/// A segment lasts until the latest end of its video fragments (of all its fragments when it
+/// has none): with one moof per track, the audio fragment after a video fragment may run past
+/// the next keyframe, and belongs to this segment without lengthening it.
 pub fn group_segments(rows: &[FragmentRow]) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::new();
+    // Per segment in `out`: latest end of a video fragment, and of any fragment.
+    let mut ends: Vec<(Option<i64>, i64)> = Vec::new();
     for r in rows {
         let part = Part {
             fragment: r.number,
@@ -49,28 +55,35 @@ pub fn group_segments(rows: &[FragmentRow]) -> Vec<Segment> {
             independent: r.keyframe,
             size_bytes: r.size_bytes,
         };
-        match out.last_mut() {
-            Some(seg)
+        let end = r.producer_end_us();
+        let video_end = r.has_video.then_some(end);
+        match (out.last_mut(), ends.last_mut()) {
+            (Some(seg), Some((seg_video_end, seg_end)))
                 if !r.segment_start
                     && r.segment_seq == seg.seq
                     && r.number == seg.last_fragment() + 1 =>
             {
-                seg.duration_us = r.producer_start_us + r.duration_us - seg.start_us;
+                *seg_video_end = (*seg_video_end).max(video_end);
+                *seg_end = (*seg_end).max(end);
+                seg.duration_us = seg_video_end.unwrap_or(*seg_end) - seg.start_us;
                 seg.size_bytes += r.size_bytes;
                 seg.parts.push(part);
             }
             _ if !r.segment_start => {}
-            _ => out.push(Segment {
-                seq: r.segment_seq,
-                disc_seq: r.disc_seq,
-                first_fragment: r.number,
-                init_id: r.init_id,
-                session_id: r.session_id,
-                start_us: r.producer_start_us,
-                duration_us: r.duration_us,
-                size_bytes: r.size_bytes,
-                parts: vec![part],
-            }),
+            _ => {
+                out.push(Segment {
+                    seq: r.segment_seq,
+                    disc_seq: r.disc_seq,
+                    first_fragment: r.number,
+                    init_id: r.init_id,
+                    session_id: r.session_id,
+                    start_us: r.producer_start_us,
+                    duration_us: r.duration_us,
+                    size_bytes: r.size_bytes,
+                    parts: vec![part],
+                });
+                ends.push((video_end, end));
+            }
         }
     }
     out
@@ -113,6 +126,7 @@ pub(crate) mod tests {
             discontinuity: false,
             segment_seq: seq,
             disc_seq: disc,
+            has_video: true,
         }
     }
 
@@ -132,6 +146,37 @@ pub(crate) mod tests {
         assert_eq!(segs[1].duration_us, 900_000);
         assert_eq!(segs[1].parts.len(), 2);
         assert!(segs[1].parts[0].independent && !segs[1].parts[1].independent);
+    }
+
+    /// One moof per track: audio [0.98, 1.96) follows video [0, 1) in the first segment; the
+    /// segment still lasts 1 s, and the audio fragment is one of its parts.
+    #[test]
+    fn audio_fragments_join_the_segment_without_lengthening_it() {
+        let audio = |n, start, dur, seq| FragmentRow {
+            has_video: false,
+            ..row(n, start, dur, false, false, seq, 0, 1, 1)
+        };
+        let rows = vec![
+            audio(1, 0, 980, 0),
+            FragmentRow {
+                segment_start: false,
+                ..row(2, 0, 1000, true, false, 0, 0, 1, 1)
+            },
+            audio(3, 980, 980, 0),
+            row(4, 1000, 1000, true, true, 1, 0, 1, 1),
+            audio(5, 1960, 980, 1),
+        ];
+        let rows = {
+            let mut r = rows;
+            r[0].segment_start = true; // the session's first fragment
+            r
+        };
+        let segs = group_segments(&rows);
+        assert_eq!(segs.len(), 2);
+        assert_eq!(segs[0].parts.len(), 3);
+        assert_eq!(segs[0].duration_us, 1_000_000);
+        assert_eq!(segs[1].duration_us, 1_000_000);
+        assert_eq!(segs[1].parts.len(), 2);
     }
 
     #[test]

@@ -372,7 +372,7 @@ fn fix_spans(tx: &rusqlite::Transaction<'_>, stream_id: i64, gone: &[(i64, i64)]
         for row in rows {
             let (n, start, dur, size) = row?;
             match cur.as_mut() {
-                Some(c) if (start - c.end_us).abs() <= DISCONTINUITY_GAP_US => {
+                Some(c) if start - c.end_us <= DISCONTINUITY_GAP_US => {
                     c.last = n;
                     c.end_us = c.end_us.max(start + dur);
                     c.fragments += 1;

@@ -63,12 +63,14 @@ pub struct FragmentRow {
     pub discontinuity: bool,
     pub segment_seq: i64,
     pub disc_seq: i64,
+    /// It holds video samples (see `NewFragment::has_video`).
+    pub has_video: bool,
 }
 
 pub(crate) const FRAGMENT_COLUMNS: &str = "stream_id, number, session_id, init_id, \
      producer_start_us, duration_us, server_time_us, media_time, timescale, keyframe, \
      sample_count, file_id, file_offset, size_bytes, segment_start, discontinuity, segment_seq, \
-     disc_seq";
+     disc_seq, has_video";
 
 impl FragmentRow {
     pub fn producer_end_us(&self) -> i64 {
@@ -95,6 +97,7 @@ impl FragmentRow {
             discontinuity: r.get(15)?,
             segment_seq: r.get(16)?,
             disc_seq: r.get(17)?,
+            has_video: r.get(18)?,
         })
     }
 }
@@ -144,14 +147,17 @@ pub struct NewFragment {
     pub stream_id: i64,
     pub session_id: i64,
     pub init_id: i64,
+    /// Where the earliest of its tracks starts.
     pub producer_start_us: i64,
-    /// Of the reference track (what playlists and the index report).
+    /// Until the latest of its tracks ends: with one moof per track, an audio and a video
+    /// fragment cover the same time, and each covers only its own track.
     pub duration_us: i64,
-    /// Where the media of all its tracks ends, in producer time (at least start + duration).
-    pub end_us: i64,
     pub media_time: i64,
     pub timescale: i64,
+    /// A segment may start here (see `FragmentFacts::starts_with_keyframe`).
     pub keyframe: bool,
+    /// It holds video samples.
+    pub has_video: bool,
     pub sample_count: i64,
     pub bytes: bytes::Bytes,
 }

@@ -122,7 +122,15 @@ CREATE TABLE spans (
 CREATE INDEX spans_end ON spans(stream_id, end_us);
 "#;
 
-const MIGRATIONS: &[&str] = &[V1];
+/// Migration 2: whether a fragment holds video samples. Producers that write one moof per track
+/// (GStreamer `mp4mux`, ffmpeg `separate_moof`) interleave audio-only fragments with video ones;
+/// a segment's duration is measured by its video, so an audio fragment that runs past the next
+/// keyframe does not stretch it. Rows from before default to 1, which is how they were measured.
+const V2: &str = r#"
+ALTER TABLE fragments ADD COLUMN has_video INTEGER NOT NULL DEFAULT 1;
+"#;
+
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Connection settings shared by the writer and the readers.
 pub fn configure(conn: &Connection) -> Result<()> {

@@ -130,9 +130,36 @@ struct StreamCursor {
 struct PrevFragment {
     session_id: i64,
     init_id: i64,
+    /// The stream's end so far, over all tracks. With one moof per track, a fragment of one
+    /// track may start before the other track's newest fragment ended: only a jump forward
+    /// past this end is a gap.
     end_us: i64,
     segment_seq: i64,
     disc_seq: i64,
+    /// The newest segment holds video samples. A segment that began at a discontinuity with
+    /// an audio-only fragment takes in the next video keyframe fragment instead of ending there.
+    segment_has_video: bool,
+}
+
+/// Segment and discontinuity flags of the fragment after `prev` (None: the stream's first):
+/// (discontinuity, segment_start, segment_seq, disc_seq). A segment starts at a discontinuity
+/// or at a keyframe fragment, but in a stream with video never at a fragment without video.
+fn structure_after(prev: Option<PrevFragment>, frag: &NewFragment) -> (bool, bool, i64, i64) {
+    match prev {
+        None => (false, true, 0, 0),
+        Some(p) => {
+            let disc = p.session_id != frag.session_id
+                || p.init_id != frag.init_id
+                || frag.producer_start_us - p.end_us > DISCONTINUITY_GAP_US;
+            let start = disc || (frag.keyframe && (p.segment_has_video || !frag.has_video));
+            (
+                disc,
+                start,
+                p.segment_seq + i64::from(start),
+                p.disc_seq + i64::from(disc),
+            )
+        }
+    }
 }
 
 /// A jump in producer time larger than this between consecutive fragments is a discontinuity.
@@ -298,9 +325,12 @@ impl WriterState {
                     let prev = self
                         .conn
                         .query_row(
-                            "SELECT session_id, init_id, producer_start_us + duration_us, \
-                             segment_seq, disc_seq FROM fragments WHERE stream_id = ? \
-                             ORDER BY number DESC LIMIT 1",
+                            "SELECT f.session_id, f.init_id, \
+                             MAX(f.producer_start_us + f.duration_us, \
+                                 COALESCE(s.last_end_us, f.producer_start_us)), \
+                             f.segment_seq, f.disc_seq FROM fragments f \
+                             JOIN streams s ON s.id = f.stream_id WHERE f.stream_id = ? \
+                             ORDER BY f.number DESC LIMIT 1",
                             [stream_id],
                             |r| {
                                 Ok(PrevFragment {
@@ -309,6 +339,9 @@ impl WriterState {
                                     end_us: r.get(2)?,
                                     segment_seq: r.get(3)?,
                                     disc_seq: r.get(4)?,
+                                    // Not stored; the next fragment after a restart comes from
+                                    // a new session (a discontinuity) anyway.
+                                    segment_has_video: true,
                                 })
                             },
                         )
@@ -335,7 +368,7 @@ impl WriterState {
     fn append(&mut self, frag: NewFragment, ack: oneshot::Sender<Result<FragmentRow>>) {
         match self.write_bytes(&frag) {
             Ok(row) => self.pending.push(Pending {
-                end_us: frag.end_us.max(row.producer_end_us()),
+                end_us: row.producer_end_us(),
                 row,
                 bytes: frag.bytes,
                 ack,
@@ -403,27 +436,17 @@ impl WriterState {
         start_writeback(&f.file, offset, frag.bytes.len() as u64);
         f.len += frag.bytes.len() as u64;
         let file_id = f.id;
-        let (discontinuity, segment_start, segment_seq, disc_seq) = match cursor.prev {
-            None => (false, true, 0, 0),
-            Some(p) => {
-                let disc = p.session_id != frag.session_id
-                    || p.init_id != frag.init_id
-                    || (frag.producer_start_us - p.end_us).abs() > DISCONTINUITY_GAP_US;
-                let start = disc || frag.keyframe;
-                (
-                    disc,
-                    start,
-                    p.segment_seq + i64::from(start),
-                    p.disc_seq + i64::from(disc),
-                )
-            }
-        };
+        let (discontinuity, segment_start, segment_seq, disc_seq) =
+            structure_after(cursor.prev, frag);
+        let end_us = frag.producer_start_us + frag.duration_us;
         cursor.prev = Some(PrevFragment {
             session_id: frag.session_id,
             init_id: frag.init_id,
-            end_us: frag.producer_start_us + frag.duration_us,
+            end_us: cursor.prev.map_or(end_us, |p| p.end_us.max(end_us)),
             segment_seq,
             disc_seq,
+            segment_has_video: frag.has_video
+                || (!segment_start && cursor.prev.is_some_and(|p| p.segment_has_video)),
         });
         let row = FragmentRow {
             stream_id: frag.stream_id,
@@ -444,6 +467,7 @@ impl WriterState {
             discontinuity,
             segment_seq,
             disc_seq,
+            has_video: frag.has_video,
         };
         cursor.next_number += 1;
         self.next_file_id = next_file_id;
@@ -535,7 +559,7 @@ impl WriterState {
                 "INSERT INTO fragments (stream_id, number, session_id, init_id, producer_start_us, \
                  duration_us, server_time_us, media_time, timescale, keyframe, sample_count, \
                  file_id, file_offset, size_bytes, segment_start, discontinuity, segment_seq, \
-                 disc_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                 disc_seq, has_video) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             )?;
             let mut totals: HashMap<i64, (i64, i64, i64, i64, i64, i64)> = HashMap::new();
             for p in &self.pending {
@@ -558,7 +582,8 @@ impl WriterState {
                     r.segment_start,
                     r.discontinuity,
                     r.segment_seq,
-                    r.disc_seq
+                    r.disc_seq,
+                    r.has_video
                 ])?;
                 let t = totals.entry(r.stream_id).or_insert((
                     0,
@@ -660,7 +685,7 @@ fn update_spans(tx: &rusqlite::Transaction<'_>, pending: &[Pending]) -> Result<(
         }
         let continues = open
             .get(&r.stream_id)
-            .is_some_and(|a| (r.producer_start_us - a.end_us).abs() <= DISCONTINUITY_GAP_US);
+            .is_some_and(|a| r.producer_start_us - a.end_us <= DISCONTINUITY_GAP_US);
         if continues {
             let a = open.get_mut(&r.stream_id).expect("checked above");
             a.last_number = r.number;

@@ -1,0 +1,360 @@
+//! Connection I/O that never answers into a socket whose unread requests an answer would
+//! destroy.
+//!
+//! ffmpeg's segment muxers with `-http_persistent 1` pipeline every file as a chunked PUT on one
+//! connection, never read a response, and close the socket when done. If the server writes an
+//! answer after that close, the client's kernel resets the connection, and the reset makes the
+//! server's kernel discard every byte it had received but the server had not read yet: the
+//! requests still queued behind the answered one are lost although they were sent whole.
+//!
+//! So each connection gets two helpers beside hyper. A reader drains the socket into memory as
+//! fast as bytes arrive (up to [`READ_AHEAD_BYTES`]; beyond it the socket is not read, which is
+//! TCP backpressure). A writer holds the server's answers back while the reader is behind, i.e.
+//! while the kernel may still hold unread client bytes: answers go out once the reader has
+//! caught up (the socket had nothing more to read) or has seen the client's end. A client that
+//! reads its answers (and so does not close early) is never slowed: its reader is caught up
+//! whenever an answer is ready. Held answers are bounded too ([`HELD_BYTES`]); past that they
+//! are written anyway, so a full read buffer and a full answer buffer can never wait on each
+//! other.
+
+use bytes::{Buf, BytesMut};
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+/// Bytes read from a client ahead of hyper. Large enough to take in a pipelined burst of
+/// segment-file requests quickly; small enough that a thousand connections stay cheap (hyper's
+/// own buffers are of the same order).
+pub const READ_AHEAD_BYTES: usize = 256 * 1024;
+/// Answer bytes held back at most (answers are small; an NDJSON ack stream is the large case).
+pub const HELD_BYTES: usize = 256 * 1024;
+
+/// A client whose receive window stays shut this long is gone: the writer gives up, so a
+/// connection nobody reads cannot hold its buffers forever.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[derive(Default)]
+struct State {
+    /// Read from the socket, not yet taken by hyper.
+    incoming: BytesMut,
+    /// The client's end was seen (or the read failed): nothing more will come.
+    read_done: bool,
+    read_error: Option<io::Error>,
+    /// The last read found the socket empty (and there was room to read more).
+    caught_up: bool,
+    /// Written by hyper, not yet sent.
+    outgoing: BytesMut,
+    /// hyper asked for the write side to be shut down once `outgoing` is sent.
+    shutdown: bool,
+    write_error: Option<io::ErrorKind>,
+    write_done: bool,
+    hyper_read: Option<Waker>,
+    hyper_write: Option<Waker>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the reader: room in `incoming`.
+    room: Notify,
+    /// Wakes the writer: something to send, or the reader caught up.
+    send: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock leaves plain buffers behind: still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The connection's I/O as hyper sees it.
+pub struct ReadAhead {
+    shared: Arc<Shared>,
+    reader: tokio::task::JoinHandle<()>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl ReadAhead {
+    pub fn new(stream: TcpStream) -> ReadAhead {
+        let (read_half, write_half) = stream.into_split();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            room: Notify::new(),
+            send: Notify::new(),
+        });
+        let reader = tokio::spawn(read_loop(read_half, shared.clone()));
+        let writer = tokio::spawn(write_loop(write_half, shared.clone()));
+        ReadAhead {
+            shared,
+            reader,
+            writer,
+        }
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.reader.abort();
+        // The writer finishes sending what hyper handed over, then ends (it sees the shutdown).
+        self.shared.lock().shutdown = true;
+        self.shared.send.notify_one();
+    }
+}
+
+async fn read_loop(read_half: OwnedReadHalf, shared: Arc<Shared>) {
+    loop {
+        // Wait for room.
+        loop {
+            let room = shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if shared.lock().incoming.len() < READ_AHEAD_BYTES {
+                break;
+            }
+            room.await;
+        }
+        let result = {
+            let mut st = shared.lock();
+            let want = READ_AHEAD_BYTES - st.incoming.len();
+            st.incoming.reserve(want.min(64 * 1024));
+            let r = read_half.try_read_buf(&mut st.incoming);
+            match &r {
+                Ok(0) => st.read_done = true,
+                Ok(_) => st.caught_up = false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    st.caught_up = st.incoming.len() < READ_AHEAD_BYTES;
+                }
+                Err(e) => {
+                    st.read_error = Some(io::Error::new(e.kind(), e.to_string()));
+                    st.read_done = true;
+                }
+            }
+            if let Some(w) = st.hyper_read.take() {
+                w.wake();
+            }
+            r
+        };
+        match result {
+            Ok(0) => {
+                shared.send.notify_one();
+                return;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                shared.send.notify_one();
+                if read_half.readable().await.is_err() {
+                    let mut st = shared.lock();
+                    st.read_done = true;
+                    if let Some(w) = st.hyper_read.take() {
+                        w.wake();
+                    }
+                    drop(st);
+                    shared.send.notify_one();
+                    return;
+                }
+            }
+            Err(_) => {
+                shared.send.notify_one();
+                return;
+            }
+        }
+    }
+}
+
+async fn write_loop(mut write_half: OwnedWriteHalf, shared: Arc<Shared>) {
+    loop {
+        let send = shared.send.notified();
+        tokio::pin!(send);
+        send.as_mut().enable();
+        let (chunk, shutdown) = {
+            let mut st = shared.lock();
+            let may_send = st.caught_up || st.read_done || st.outgoing.len() >= HELD_BYTES;
+            if !st.outgoing.is_empty() && (may_send || st.shutdown) {
+                let chunk = st.outgoing.split().freeze();
+                if let Some(w) = st.hyper_write.take() {
+                    w.wake();
+                }
+                (Some(chunk), false)
+            } else {
+                (None, st.shutdown && st.outgoing.is_empty())
+            }
+        };
+        if let Some(chunk) = chunk {
+            let written = match tokio::time::timeout(WRITE_TIMEOUT, write_half.write_all(&chunk))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client read nothing for too long",
+                )),
+            };
+            if let Err(e) = written {
+                let mut st = shared.lock();
+                st.write_error = Some(e.kind());
+                st.write_done = true;
+                if let Some(w) = st.hyper_write.take() {
+                    w.wake();
+                }
+                return;
+            }
+            continue;
+        }
+        if shutdown {
+            let _ = write_half.shutdown().await;
+            let mut st = shared.lock();
+            st.write_done = true;
+            if let Some(w) = st.hyper_write.take() {
+                w.wake();
+            }
+            return;
+        }
+        send.await;
+    }
+}
+
+impl AsyncRead for ReadAhead {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut st = self.shared.lock();
+        if !st.incoming.is_empty() {
+            let n = st.incoming.len().min(buf.remaining());
+            buf.put_slice(&st.incoming[..n]);
+            let was_full = st.incoming.len() >= READ_AHEAD_BYTES;
+            st.incoming.advance(n);
+            drop(st);
+            if was_full {
+                self.shared.room.notify_one();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if st.read_done {
+            return Poll::Ready(match st.read_error.take() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            });
+        }
+        st.hyper_read = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for ReadAhead {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut st = self.shared.lock();
+        if let Some(kind) = st.write_error {
+            return Poll::Ready(Err(io::Error::new(kind, "the connection is closed")));
+        }
+        // Past the held bound the writer sends regardless; hyper waits only for the socket.
+        if st.outgoing.len() >= 2 * HELD_BYTES {
+            st.hyper_write = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        st.outgoing.extend_from_slice(data);
+        drop(st);
+        self.shared.send.notify_one();
+        Poll::Ready(Ok(data.len()))
+    }
+
+    /// Handed to the writer counts as flushed: it sends as soon as that cannot cost the
+    /// client's unread requests (see the module doc). Waiting here instead would keep hyper
+    /// from reading the very requests the writer waits for.
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.shared.lock().write_error {
+            Some(kind) => Poll::Ready(Err(io::Error::new(kind, "the connection is closed"))),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut st = self.shared.lock();
+        if st.write_done {
+            return Poll::Ready(Ok(()));
+        }
+        st.shutdown = true;
+        st.hyper_write = Some(cx.waker().clone());
+        drop(st);
+        self.shared.send.notify_one();
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (TcpStream, ReadAhead) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, ReadAhead::new(server))
+    }
+
+    /// The client sends more than the read-ahead holds and closes without reading; the server
+    /// answers after every request chunk. Every byte the client sent is read, none is lost to
+    /// a reset.
+    #[tokio::test]
+    async fn a_client_that_closes_early_loses_nothing() {
+        let (mut client, mut server) = pair().await;
+        let total = 3 * READ_AHEAD_BYTES + 12_345;
+        let sent: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+        let to_send = sent.clone();
+        let producer = tokio::spawn(async move {
+            client.write_all(&to_send).await.unwrap();
+            drop(client); // never reads an answer
+        });
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            let n = server.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            // An answer after every request the server has "parsed".
+            server.write_all(b"HTTP/1.1 201 Created\r\n\r\n").await.unwrap();
+            server.flush().await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        producer.await.unwrap();
+        assert_eq!(got.len(), sent.len());
+        assert!(got == sent);
+    }
+
+    /// A client that waits for each answer gets it without delay.
+    #[tokio::test]
+    async fn answers_reach_a_client_that_reads_them() {
+        let (mut client, mut server) = pair().await;
+        for round in 0..3u8 {
+            client.write_all(&[round; 10]).await.unwrap();
+            let mut req = [0u8; 10];
+            server.read_exact(&mut req).await.unwrap();
+            assert_eq!(req, [round; 10]);
+            server.write_all(b"ok").await.unwrap();
+            server.flush().await.unwrap();
+            let mut answer = [0u8; 2];
+            client.read_exact(&mut answer).await.unwrap();
+            assert_eq!(&answer, b"ok");
+        }
+        server.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+    }
+}
