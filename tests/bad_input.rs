@@ -897,3 +897,50 @@ fn backwards_timestamps_ndjson_error_line() {
     assert_eq!(persisted, [1, 2, 3, 4, 5]);
     base.check(&server);
 }
+
+/// Issue 12, case 4: the fragments completed before a fatal input error are stored whatever
+/// the chunk boundaries were. Here a good fragment and a box header claiming 4 GB come in one
+/// HTTP chunk (before the fix, that fragment was lost; with the header in the next chunk, kept).
+#[test]
+fn fragments_before_a_fatal_error_are_kept_whatever_the_chunking() {
+    let server = Server::start();
+    let base = Baseline::new(&server);
+    let (init, raws) = split_sample_raw(GOP2S);
+    let bad = large_header(b"mdat", 4_000_000_000);
+    let good = [init.clone(), raws[0].bytes.to_vec(), raws[1].bytes.to_vec()].concat();
+    for (i, split_at) in [good.len(), good.len() + 8, good.len() + bad.len()]
+        .into_iter()
+        .enumerate()
+    {
+        let stream = format!("chunks{i}");
+        let all = [good.clone(), bad.clone()].concat();
+        let mut up = RawUpload::open(&server, &format!("/streams/{stream}/ingest"));
+        up.send(&all[..split_at]);
+        if split_at < all.len() {
+            up.send(&all[split_at..]);
+        }
+        let (status, body) = up.response(Duration::from_secs(10));
+        let v: Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(status, 413, "split at {split_at}: {v}");
+        assert_eq!(v["summary"]["fragments"], 2, "split at {split_at}: {v}");
+        assert_eq!(
+            all_fragments(&server, &stream).len(),
+            2,
+            "split at {split_at}"
+        );
+    }
+    // The same for a segment file: the complete fragment before the bad box is stored, and the
+    // file is still refused.
+    let r = common::put_segment_file(&server, "segchunks", "init.mp4", init.clone());
+    assert_eq!(r.status(), 201);
+    let r = common::put_segment_file(
+        &server,
+        "segchunks",
+        "seg0.m4s",
+        [raws[0].bytes.to_vec(), bad.clone()].concat(),
+    );
+    let (status, v) = json_of(r);
+    assert_eq!(status, 413, "{v}");
+    assert_eq!(all_fragments(&server, "segchunks").len(), 1, "{v}");
+    base.check(&server);
+}

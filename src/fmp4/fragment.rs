@@ -348,6 +348,24 @@ mod tests {
         }
     }
 
+    /// Issue 12, case 2: a moof holding only audio, in a stream whose init has video, never
+    /// starts a segment; in an audio-only stream every fragment may.
+    #[test]
+    fn a_fragment_without_video_is_not_a_keyframe_fragment() {
+        let (init, _) = events("h264_aac_gop2s.mp4");
+        let audio = init.track(2).unwrap();
+        assert_eq!(audio.kind, TrackKind::Audio);
+        let frag = synth_fragment(&[SynthTraf::simple(2, 4)], &[0; 4]);
+        let f = fragment_facts(&init, &frag).unwrap();
+        assert!(!f.starts_with_keyframe);
+        assert!(!f.holds_video(&init));
+        assert_eq!(f.reference_run().track_id, 2);
+
+        let (audio_only, frags) = events("aac_only.mp4");
+        let f = fragment_facts(&audio_only, &frags[0].bytes).unwrap();
+        assert!(f.starts_with_keyframe && !f.holds_video(&audio_only));
+    }
+
     #[test]
     fn refuses_bad_fragments() {
         let (init, frags) = events("h264_aac_gop2s.mp4");

@@ -7,13 +7,13 @@
 
 use super::peer::{next_accept_seq, PeerInfo};
 use super::read_ahead::ReadAhead;
-use std::sync::atomic::{AtomicU64, Ordering};
 use crate::config::LimitsConfig;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

@@ -51,6 +51,7 @@ struct State {
     outgoing: BytesMut,
     /// hyper asked for the write side to be shut down once `outgoing` is sent.
     shutdown: bool,
+    /// Sending failed (the client reset the connection); later answers are dropped.
     write_error: Option<io::ErrorKind>,
     write_done: bool,
     hyper_read: Option<Waker>,
@@ -76,7 +77,6 @@ impl Shared {
 pub struct ReadAhead {
     shared: Arc<Shared>,
     reader: tokio::task::JoinHandle<()>,
-    writer: tokio::task::JoinHandle<()>,
 }
 
 impl ReadAhead {
@@ -88,12 +88,9 @@ impl ReadAhead {
             send: Notify::new(),
         });
         let reader = tokio::spawn(read_loop(read_half, shared.clone()));
-        let writer = tokio::spawn(write_loop(write_half, shared.clone()));
-        ReadAhead {
-            shared,
-            reader,
-            writer,
-        }
+        // The writer outlives hyper's side: it sends what was handed over, then ends.
+        tokio::spawn(write_loop(write_half, shared.clone()));
+        ReadAhead { shared, reader }
     }
 }
 
@@ -185,15 +182,14 @@ async fn write_loop(mut write_half: OwnedWriteHalf, shared: Arc<Shared>) {
             }
         };
         if let Some(chunk) = chunk {
-            let written = match tokio::time::timeout(WRITE_TIMEOUT, write_half.write_all(&chunk))
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the client read nothing for too long",
-                )),
-            };
+            let written =
+                match tokio::time::timeout(WRITE_TIMEOUT, write_half.write_all(&chunk)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client read nothing for too long",
+                    )),
+                };
             if let Err(e) = written {
                 let mut st = shared.lock();
                 st.write_error = Some(e.kind());
@@ -254,8 +250,10 @@ impl AsyncWrite for ReadAhead {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let mut st = self.shared.lock();
-        if let Some(kind) = st.write_error {
-            return Poll::Ready(Err(io::Error::new(kind, "the connection is closed")));
+        if st.write_error.is_some() {
+            // The client is gone, but requests it sent whole may still wait in `incoming`:
+            // hyper must go on reading and processing them, so answers are dropped, not failed.
+            return Poll::Ready(Ok(data.len()));
         }
         // Past the held bound the writer sends regardless; hyper waits only for the socket.
         if st.outgoing.len() >= 2 * HELD_BYTES {
@@ -272,10 +270,7 @@ impl AsyncWrite for ReadAhead {
     /// client's unread requests (see the module doc). Waiting here instead would keep hyper
     /// from reading the very requests the writer waits for.
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.shared.lock().write_error {
-            Some(kind) => Poll::Ready(Err(io::Error::new(kind, "the connection is closed"))),
-            None => Poll::Ready(Ok(())),
-        }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -328,7 +323,10 @@ mod tests {
             }
             got.extend_from_slice(&buf[..n]);
             // An answer after every request the server has "parsed".
-            server.write_all(b"HTTP/1.1 201 Created\r\n\r\n").await.unwrap();
+            server
+                .write_all(b"HTTP/1.1 201 Created\r\n\r\n")
+                .await
+                .unwrap();
             server.flush().await.unwrap();
             tokio::task::yield_now().await;
         }

@@ -280,9 +280,7 @@ impl Ingest {
                         }
                         Event::Fragment(raw) => {
                             let digest: [u8; 32] = sha2::Sha256::digest(&raw.bytes).into();
-                            if let Some((_, n)) =
-                                series.recent.iter().find(|(d, _)| *d == digest)
-                            {
+                            if let Some((_, n)) = series.recent.iter().find(|(d, _)| *d == digest) {
                                 duplicates.push(*n);
                                 continue;
                             }

@@ -270,14 +270,18 @@ impl Session {
                  check producer_start"
             )));
         }
-        let run = facts.reference_run();
+        // The row's time is its reference track's (see `NewFragment`); the track spans and the
+        // placement cover all of its tracks.
+        let run = reference_run(&facts, &spans);
+        let run_start_us = fmp4::ticks_to_us(run.base_media_decode_time, run.timescale);
         Ok((
             NewFragment {
                 stream_id: self.stream_id,
                 session_id: self.session_id,
                 init_id: 0,
-                producer_start_us: placement.producer_start_us,
-                duration_us: placement.producer_end_us - placement.producer_start_us,
+                producer_start_us: run_start_us + offset_us,
+                duration_us: fmp4::ticks_to_us(run.duration, run.timescale),
+                end_us: placement.producer_end_us,
                 media_time: run.base_media_decode_time as i64,
                 timescale: i64::from(run.timescale),
                 keyframe: facts.starts_with_keyframe,
@@ -396,6 +400,19 @@ impl Session {
             }
         }
     }
+}
+
+/// The run that gives a fragment its time: the init's reference track (the video) when the
+/// fragment holds samples of it, else the first track that has samples.
+fn reference_run<'a>(facts: &'a fmp4::FragmentFacts, spans: &[TrackSpan]) -> &'a fmp4::TrackRun {
+    let reference = facts.reference_run();
+    if spans.iter().any(|s| s.track_id == reference.track_id) {
+        return reference;
+    }
+    spans
+        .first()
+        .and_then(|s| facts.tracks.iter().find(|t| t.track_id == s.track_id))
+        .unwrap_or(reference)
 }
 
 /// Each track's media in the fragment (producer's media time). Tracks without samples say

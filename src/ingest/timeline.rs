@@ -95,7 +95,11 @@ impl SessionTimeline {
         let Some(media_start_us) = spans.iter().map(|s| s.start_us).min() else {
             return Err(Error::invalid("the fragment holds no track"));
         };
-        let media_end_us = spans.iter().map(|s| s.end_us).max().unwrap_or(media_start_us);
+        let media_end_us = spans
+            .iter()
+            .map(|s| s.end_us)
+            .max()
+            .unwrap_or(media_start_us);
         for s in spans {
             if let Some(prev) = self.track(s.track_id) {
                 if s.start_us < prev.media_end_us - MEDIA_SLACK_US {
@@ -213,7 +217,11 @@ mod tests {
 
     /// A fragment holding one track (the video, unless said otherwise).
     fn run(t: &mut SessionTimeline, media: i64, dur: i64, prft: Option<i64>) -> Result<i64> {
-        put(t, &[span(VIDEO, media, media + dur)], prft.map(|p| p - media))
+        put(
+            t,
+            &[span(VIDEO, media, media + dur)],
+            prft.map(|p| p - media),
+        )
     }
 
     #[test]
@@ -266,7 +274,9 @@ mod tests {
     fn backwards_media_time_within_session_is_refused() {
         let mut t = SessionTimeline::new(Anchor::ServerClock, None, S);
         run(&mut t, 10 * S, 2 * S, None).unwrap();
-        let e = t.place(&[span(VIDEO, 5 * S, 6 * S)], None, NOW).unwrap_err();
+        let e = t
+            .place(&[span(VIDEO, 5 * S, 6 * S)], None, NOW)
+            .unwrap_err();
         assert!(e.message.contains("backwards"), "{}", e.message);
         assert!(e.message.contains("track 1"), "{}", e.message);
         // The session goes on with the next good fragment.
@@ -297,7 +307,9 @@ mod tests {
         assert_eq!(tail, NOW + 9800 * MS);
         assert_eq!(t.stream_end_us(), Some(NOW + 10_020 * MS));
         // Each track still refuses its own going back.
-        let e = t.place(&[span(VIDEO, 9 * S, 10 * S)], None, NOW).unwrap_err();
+        let e = t
+            .place(&[span(VIDEO, 9 * S, 10 * S)], None, NOW)
+            .unwrap_err();
         assert!(e.message.contains("track 1"), "{}", e.message);
     }
 
@@ -321,7 +333,11 @@ mod tests {
     fn a_fragment_covers_all_its_tracks() {
         let t = SessionTimeline::new(Anchor::ProducerStart(NOW), None, S);
         let p = t
-            .place(&[span(VIDEO, 20 * MS, 2 * S), span(AUDIO, 0, 2021 * MS)], None, NOW)
+            .place(
+                &[span(VIDEO, 20 * MS, 2 * S), span(AUDIO, 0, 2021 * MS)],
+                None,
+                NOW,
+            )
             .unwrap();
         assert_eq!(p.producer_start_us, NOW);
         assert_eq!(p.producer_end_us, NOW + 2021 * MS);

@@ -147,11 +147,13 @@ pub struct NewFragment {
     pub stream_id: i64,
     pub session_id: i64,
     pub init_id: i64,
-    /// Where the earliest of its tracks starts.
+    /// Start and duration of its reference track: the video when it holds video samples,
+    /// else its own first track (with one moof per track, an audio fragment covers its audio).
+    /// So the fragments of a video track tile the timeline exactly, whatever the audio does.
     pub producer_start_us: i64,
-    /// Until the latest of its tracks ends: with one moof per track, an audio and a video
-    /// fragment cover the same time, and each covers only its own track.
     pub duration_us: i64,
+    /// Where the media of all its tracks ends, in producer time (at least start + duration).
+    pub end_us: i64,
     pub media_time: i64,
     pub timescale: i64,
     /// A segment may start here (see `FragmentFacts::starts_with_keyframe`).

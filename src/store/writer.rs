@@ -368,7 +368,7 @@ impl WriterState {
     fn append(&mut self, frag: NewFragment, ack: oneshot::Sender<Result<FragmentRow>>) {
         match self.write_bytes(&frag) {
             Ok(row) => self.pending.push(Pending {
-                end_us: row.producer_end_us(),
+                end_us: frag.end_us.max(row.producer_end_us()),
                 row,
                 bytes: frag.bytes,
                 ack,
@@ -438,7 +438,7 @@ impl WriterState {
         let file_id = f.id;
         let (discontinuity, segment_start, segment_seq, disc_seq) =
             structure_after(cursor.prev, frag);
-        let end_us = frag.producer_start_us + frag.duration_us;
+        let end_us = frag.end_us.max(frag.producer_start_us + frag.duration_us);
         cursor.prev = Some(PrevFragment {
             session_id: frag.session_id,
             init_id: frag.init_id,
@@ -798,4 +798,114 @@ fn syncfs(dir: &Path) -> Result<()> {
 
 pub(crate) fn shutdown_error() -> Error {
     shutting_down()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frag(
+        session_id: i64,
+        start_ms: i64,
+        dur_ms: i64,
+        keyframe: bool,
+        video: bool,
+    ) -> NewFragment {
+        NewFragment {
+            stream_id: 1,
+            session_id,
+            init_id: 1,
+            producer_start_us: start_ms * 1000,
+            duration_us: dur_ms * 1000,
+            end_us: (start_ms + dur_ms) * 1000,
+            media_time: 0,
+            timescale: 1000,
+            keyframe,
+            has_video: video,
+            sample_count: 1,
+            bytes: bytes::Bytes::new(),
+        }
+    }
+
+    /// Runs the structure rule over a sequence, as the writer does; returns segment_start flags.
+    fn segment_starts(frags: &[NewFragment]) -> Vec<bool> {
+        let mut prev: Option<PrevFragment> = None;
+        frags
+            .iter()
+            .map(|f| {
+                let (_, start, segment_seq, disc_seq) = structure_after(prev, f);
+                let end_us = f.end_us;
+                prev = Some(PrevFragment {
+                    session_id: f.session_id,
+                    init_id: f.init_id,
+                    end_us: prev.map_or(end_us, |p| p.end_us.max(end_us)),
+                    segment_seq,
+                    disc_seq,
+                    segment_has_video: f.has_video
+                        || (!start && prev.is_some_and(|p| p.segment_has_video)),
+                });
+                start
+            })
+            .collect()
+    }
+
+    /// One moof per track (mp4mux): the session begins with an audio fragment; that segment
+    /// takes in the first video keyframe, and later audio fragments never start a segment nor
+    /// make a discontinuity, though each starts before the other track's end.
+    #[test]
+    fn per_track_fragments_segment_at_video_keyframes() {
+        let mut frags = vec![frag(1, 0, 10_000, true, true)]; // a previous session
+        for i in 0..3 {
+            frags.push(frag(2, 10_000 + i * 980, 980, false, false));
+            frags.push(frag(2, 10_000 + i * 1000, 1000, true, true));
+        }
+        assert_eq!(
+            segment_starts(&frags),
+            [true, true, false, false, true, false, true]
+        );
+        let mut prev = None;
+        for f in &frags[..2] {
+            let (disc, ..) = structure_after(prev, f);
+            prev = Some(PrevFragment {
+                session_id: f.session_id,
+                init_id: f.init_id,
+                end_us: f.end_us,
+                segment_seq: 0,
+                disc_seq: 0,
+                segment_has_video: true,
+            });
+            assert_eq!(
+                disc,
+                f.session_id == 2,
+                "only the new session is a discontinuity"
+            );
+        }
+        let (disc, ..) = structure_after(prev, &frags[2]);
+        assert!(
+            !disc,
+            "a video fragment starting before the audio's end is no gap"
+        );
+    }
+
+    /// In a stream without video every fragment starts a segment; a forward jump past the gap
+    /// tolerance is a discontinuity.
+    #[test]
+    fn audio_only_and_gaps() {
+        let frags = [
+            frag(1, 0, 1000, true, false),
+            frag(1, 1000, 1000, true, false),
+        ];
+        assert_eq!(segment_starts(&frags), [true, true]);
+        let prev = PrevFragment {
+            session_id: 1,
+            init_id: 1,
+            end_us: 2_000_000,
+            segment_seq: 1,
+            disc_seq: 0,
+            segment_has_video: false,
+        };
+        let (disc, start, seq, disc_seq) =
+            structure_after(Some(prev), &frag(1, 3000, 1000, true, false));
+        assert_eq!((disc, start, seq, disc_seq), (true, true, 2, 1));
+    }
 }

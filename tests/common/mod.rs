@@ -163,59 +163,31 @@ pub fn have(program: &str) -> bool {
     ok
 }
 
-/// Decoded video frames in a file, counted by ffprobe.
-pub fn ffprobe_frames(path: &Path) -> u64 {
+/// Frames ffprobe decodes from the first stream that `selector` (`v:0`, `a:0`) picks, in a
+/// file or at a URL; `Err` holds what ffprobe said. An HLS playlist lists its stream twice (once
+/// in its program): the first count is taken.
+fn ffprobe_count(path: &Path, selector: &str) -> Result<u64, String> {
     let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-count_frames",
-            "-show_entries",
-            "stream=nb_read_frames",
-            "-of",
-            "csv=p=0",
-        ])
+        .args(["-v", "error", "-select_streams", selector, "-count_frames"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
         .arg(path)
         .output()
         .expect("run ffprobe");
     let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .trim_end_matches(',')
-        .parse()
-        .unwrap_or_else(|_| {
-            panic!(
-                "ffprobe gave no frame count for {}: {} {}",
-                path.display(),
-                text,
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
+    text.lines()
+        .find_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .ok_or_else(|| format!("{} {}", text, String::from_utf8_lossy(&out.stderr)))
 }
 
-/// Decoded audio frames (packets) of the first audio stream.
+/// Decoded video frames in a file, counted by ffprobe.
+pub fn ffprobe_frames(path: &Path) -> u64 {
+    ffprobe_count(path, "v:0")
+        .unwrap_or_else(|why| panic!("ffprobe gave no frame count for {}: {why}", path.display()))
+}
+
+/// Decoded audio frames (packets) of the first audio stream; 0 when there is none.
 pub fn ffprobe_audio_frames(path: &Path) -> u64 {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "a:0",
-            "-count_frames",
-            "-show_entries",
-            "stream=nb_read_frames",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .expect("run ffprobe");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .trim_end_matches(',')
-        .parse()
-        .unwrap_or(0)
+    ffprobe_count(path, "a:0").unwrap_or(0)
 }
 
 pub fn get_json(url: &str) -> serde_json::Value {
