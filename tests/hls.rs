@@ -250,8 +250,13 @@ struct Producer {
 
 impl Producer {
     fn start(server: &Server, stream: &str, sample_name: &str) -> Producer {
-        let addr = server.base.trim_start_matches("http://").to_string();
         let (init, frags) = split_sample(sample_name);
+        Producer::start_with(server, stream, &init, frags)
+    }
+
+    /// A producer of media made at test time (an init and its fragments, as received).
+    fn start_with(server: &Server, stream: &str, init: &[u8], frags: Vec<Vec<u8>>) -> Producer {
+        let addr = server.base.trim_start_matches("http://").to_string();
         let mut s = TcpStream::connect(&addr).unwrap();
         s.set_nodelay(true).unwrap();
         write!(
@@ -261,7 +266,7 @@ impl Producer {
         )
         .unwrap();
         let mut p = Producer { s, frags, sent: 0 };
-        p.chunk(&init);
+        p.chunk(init);
         p
     }
 
@@ -1440,4 +1445,152 @@ fn media_bytes_ranges_etags_cors() {
         .status,
         304
     );
+}
+
+/// One moof per track, live (issue 12): ffmpeg's `separate_moof` with 0.5 s chunks (cut at each
+/// keyframe too) writes an audio and a video fragment for each chunk, a video keyframe every
+/// second. Sent fragment by fragment, every live playlist (complete segments only: such
+/// fragments overlap, so they are not LL-HLS parts) and the final archive are clean against the
+/// stored rows: segments start only at video keyframe fragments, audio fragments belong to the
+/// segment they fall in, a segment lasts as long as its video; the archive decodes to every
+/// video frame.
+#[test]
+fn one_moof_per_track_live_and_archive_playlists_are_clean() {
+    if !have("ffmpeg") || !have("ffprobe") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("separate.mp4");
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "6",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "25",
+        ])
+        .args(["-c:a", "aac", "-f", "mp4", "-frag_duration", "500000"])
+        .args([
+            "-movflags",
+            "frag_keyframe+empty_moov+default_base_moof+separate_moof",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (init, frags) = {
+        use tapedeck::fmp4::{Event, Splitter};
+        let mut splitter = Splitter::new(50_000_000);
+        let mut events = Vec::new();
+        splitter
+            .push(&std::fs::read(&file).unwrap(), &mut events)
+            .unwrap();
+        let mut init = Vec::new();
+        let mut frags = Vec::new();
+        for e in events {
+            match e {
+                Event::Init { bytes, .. } => init = bytes.to_vec(),
+                Event::Fragment(f) => frags.push(f.bytes.to_vec()),
+            }
+        }
+        (init, frags)
+    };
+    let total = frags.len() as i64;
+    let server = Server::start();
+    let url = hls(&server, "pertrack", "live.m3u8");
+    let mut tracker = Tracker::default();
+    let mut media = Media::default();
+    let mut problems = Vec::new();
+    let mut p = Producer::start_with(&server, "pertrack", &init, frags);
+    let mut n = 0i64;
+    while p.remaining() > 0 {
+        p.send_next();
+        n += 1;
+        wait_durable(&server, "pertrack", n);
+        // The first playlist request waits for a complete segment: ask once there is one.
+        if truth(&server, "pertrack")
+            .frags
+            .values()
+            .filter(|f| f.segment_start)
+            .count()
+            < 2
+        {
+            continue;
+        }
+        let pl = playlist(&url);
+        let (_, mut found) = check_all(&server, "pertrack", &pl, Kind::Live, &mut media);
+        found.extend(tracker.observe(&pl));
+        if !found.is_empty() {
+            let text = if problems.len() < 3 {
+                pl.text.as_str()
+            } else {
+                ""
+            };
+            problems.push(format!(
+                "after fragment {n}: {}\n{text}",
+                found.join("\n  ")
+            ));
+        }
+    }
+    let (status, body) = p.finish();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        problems.is_empty(),
+        "live playlist problems:\n{}",
+        problems.join("\n\n")
+    );
+
+    let t = truth(&server, "pertrack");
+    assert_eq!(t.frags.len() as i64, total);
+    assert!(
+        t.frags.values().any(|f| !f.video),
+        "the upload has audio-only fragments"
+    );
+    assert!(
+        t.frags
+            .values()
+            .filter(|f| f.segment_start)
+            .all(|f| f.video || f.discontinuity),
+        "only video fragments start segments (or the session's first fragment)"
+    );
+    let first = t.frags.values().next().unwrap().producer_us / 1000;
+    let end = t.frags.values().map(|f| f.end_us()).max().unwrap() / 1000 + 1;
+    // The upload ran ahead of the clock: the range must be in the past to be a VOD.
+    wait_until(
+        "the recording to be in the past",
+        Duration::from_secs(30),
+        || now_ms() > end,
+    );
+    let url = hls(
+        &server,
+        "pertrack",
+        &format!("archive.m3u8?start={first}&end={end}"),
+    );
+    let pl = playlist(&url);
+    let (_, problems) = check_all(&server, "pertrack", &pl, Kind::Vod, &mut Media::default());
+    assert_clean(&problems, "archive of one moof per track", &pl.text);
+    assert_eq!(
+        pl.segments.len(),
+        6,
+        "one segment per 1 s GOP:\n{}",
+        pl.text
+    );
+    assert_eq!(ffprobe_count(&url, "v:0"), ffprobe_frames(&file));
 }

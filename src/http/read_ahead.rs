@@ -34,8 +34,8 @@ pub const READ_AHEAD_BYTES: usize = 256 * 1024;
 /// Answer bytes held back at most (answers are small; an NDJSON ack stream is the large case).
 pub const HELD_BYTES: usize = 256 * 1024;
 
-/// A client whose receive window stays shut this long is gone: the writer gives up, so a
-/// connection nobody reads cannot hold its buffers forever.
+/// Once hyper is done with a connection, a client whose receive window stays shut this long is
+/// gone: the writer gives up, so a connection nobody reads cannot hold its buffers forever.
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Default)]
@@ -168,7 +168,7 @@ async fn write_loop(mut write_half: OwnedWriteHalf, shared: Arc<Shared>) {
         let send = shared.send.notified();
         tokio::pin!(send);
         send.as_mut().enable();
-        let (chunk, shutdown) = {
+        let (chunk, shutdown, orphaned) = {
             let mut st = shared.lock();
             let may_send = st.caught_up || st.read_done || st.outgoing.len() >= HELD_BYTES;
             if !st.outgoing.is_empty() && (may_send || st.shutdown) {
@@ -176,20 +176,26 @@ async fn write_loop(mut write_half: OwnedWriteHalf, shared: Arc<Shared>) {
                 if let Some(w) = st.hyper_write.take() {
                     w.wake();
                 }
-                (Some(chunk), false)
+                (Some(chunk), false, st.shutdown)
             } else {
-                (None, st.shutdown && st.outgoing.is_empty())
+                (None, st.shutdown && st.outgoing.is_empty(), st.shutdown)
             }
         };
         if let Some(chunk) = chunk {
-            let written =
-                match tokio::time::timeout(WRITE_TIMEOUT, write_half.write_all(&chunk)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the client read nothing for too long",
-                    )),
-                };
+            // While hyper runs, a client that pauses reading (a paused video) just waits, as
+            // it would without this layer; once hyper is done, nobody else would end it.
+            let written = if orphaned {
+                tokio::time::timeout(WRITE_TIMEOUT, write_half.write_all(&chunk))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the client read nothing for too long",
+                        ))
+                    })
+            } else {
+                write_half.write_all(&chunk).await
+            };
             if let Err(e) = written {
                 let mut st = shared.lock();
                 st.write_error = Some(e.kind());

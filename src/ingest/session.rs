@@ -91,6 +91,7 @@ pub fn fragment_json(r: &FragmentRow) -> serde_json::Value {
         "server_time_us": r.server_time_us,
         "duration_us": r.duration_us,
         "keyframe": r.keyframe,
+        "video": r.has_video,
         "size_bytes": r.size_bytes,
         "session": r.session_id,
         "init": r.init_id,

@@ -124,6 +124,8 @@ struct LiveView {
     last_open: bool,
     timing: LiveTiming,
     newest_seq: i64,
+    /// LL-HLS parts can be listed: no segment in the window interleaves one moof per track.
+    parts: bool,
 }
 
 impl LiveView {
@@ -132,7 +134,7 @@ impl LiveView {
         let n = self.segments.len();
         self.segments.iter().enumerate().any(|(i, s)| {
             let complete = !(self.last_open && i + 1 == n);
-            match part {
+            match part.filter(|_| self.parts) {
                 None => complete && s.seq >= msn,
                 Some(p) => s.seq > msn || (s.seq == msn && (complete || s.parts.len() as i64 > p)),
             }
@@ -213,6 +215,7 @@ impl Hls {
         }
         let segments = all[first..].to_vec();
         Ok(LiveView {
+            parts: !segments.iter().any(|s| s.per_track),
             complete: segments.len() - usize::from(last_open),
             segments,
             last_open,
@@ -221,14 +224,22 @@ impl Hls {
         })
     }
 
+    /// LL-HLS parts must tile the segment's time, and one moof per track makes fragments
+    /// overlap (an audio and a video fragment cover the same time): such a window is listed as
+    /// complete segments only, without parts, a preload hint or the open segment.
     fn render_live(&self, view: &LiveView, query: &str) -> String {
         let td = view.timing.target_duration_s.max(1);
+        let segments = if view.parts {
+            &view.segments[..]
+        } else {
+            &view.segments[..view.complete]
+        };
         playlist::media_playlist(&MediaPlaylist {
             kind: Kind::Live,
             target_duration_s: td,
-            part_target_us: Some(view.timing.part_target_us.max(1000)),
-            segments: &view.segments,
-            last_open: view.last_open,
+            part_target_us: view.parts.then(|| view.timing.part_target_us.max(1000)),
+            segments,
+            last_open: view.last_open && view.parts,
             parts_window_us: 3 * td as i64 * 1_000_000,
             query,
             ended: false,

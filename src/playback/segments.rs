@@ -27,6 +27,9 @@ pub struct Segment {
     pub duration_us: i64,
     pub size_bytes: i64,
     pub parts: Vec<Part>,
+    /// It holds fragments with video and fragments without (one moof per track), so its
+    /// fragments overlap in time and cannot be listed as LL-HLS parts.
+    pub per_track: bool,
 }
 
 impl Segment {
@@ -46,8 +49,9 @@ impl Segment {
 /// the next keyframe, and belongs to this segment without lengthening it.
 pub fn group_segments(rows: &[FragmentRow]) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::new();
-    // Per segment in `out`: latest end of a video fragment, and of any fragment.
-    let mut ends: Vec<(Option<i64>, i64)> = Vec::new();
+    // Per segment in `out`: latest end of a video fragment, and of any fragment; whether it
+    // has a fragment with video and one without.
+    let mut ends: Vec<(Option<i64>, i64, [bool; 2])> = Vec::new();
     for r in rows {
         let part = Part {
             fragment: r.number,
@@ -58,12 +62,14 @@ pub fn group_segments(rows: &[FragmentRow]) -> Vec<Segment> {
         let end = r.producer_end_us();
         let video_end = r.has_video.then_some(end);
         match (out.last_mut(), ends.last_mut()) {
-            (Some(seg), Some((seg_video_end, seg_end)))
+            (Some(seg), Some((seg_video_end, seg_end, kinds)))
                 if !r.segment_start
                     && r.segment_seq == seg.seq
                     && r.number == seg.last_fragment() + 1 =>
             {
                 *seg_video_end = (*seg_video_end).max(video_end);
+                kinds[usize::from(r.has_video)] = true;
+                seg.per_track = kinds[0] && kinds[1];
                 *seg_end = (*seg_end).max(end);
                 seg.duration_us = seg_video_end.unwrap_or(*seg_end) - seg.start_us;
                 seg.size_bytes += r.size_bytes;
@@ -81,8 +87,11 @@ pub fn group_segments(rows: &[FragmentRow]) -> Vec<Segment> {
                     duration_us: r.duration_us,
                     size_bytes: r.size_bytes,
                     parts: vec![part],
+                    per_track: false,
                 });
-                ends.push((video_end, end));
+                let mut kinds = [false; 2];
+                kinds[usize::from(r.has_video)] = true;
+                ends.push((video_end, end, kinds));
             }
         }
     }
@@ -177,6 +186,7 @@ pub(crate) mod tests {
         assert_eq!(segs[0].duration_us, 1_000_000);
         assert_eq!(segs[1].duration_us, 1_000_000);
         assert_eq!(segs[1].parts.len(), 2);
+        assert!(segs[0].per_track && segs[1].per_track);
     }
 
     #[test]

@@ -586,6 +586,8 @@ pub struct Frag {
     pub producer_us: i64,
     pub duration_us: i64,
     pub keyframe: bool,
+    /// Holds video samples (one moof per track interleaves fragments without).
+    pub video: bool,
     pub size: i64,
     pub session: i64,
     pub init: i64,
@@ -606,8 +608,9 @@ impl Frag {
 }
 
 /// The stored fragments of a stream with the HLS structure DESIGN.md defines ("Vocabulary":
-/// a segment starts at a keyframe fragment; a new session, a new init or a timestamp jump is a
-/// discontinuity), recomputed independently of the server's `segment_seq`/`disc_seq`.
+/// a segment starts at a keyframe fragment, and in a stream with video never at a fragment
+/// without video; a new session, a new init or a timestamp jump is a discontinuity),
+/// recomputed independently of the server's `segment_seq`/`disc_seq`.
 #[derive(Debug, Clone, Default)]
 pub struct Truth {
     pub frags: BTreeMap<i64, Frag>,
@@ -620,12 +623,16 @@ impl Truth {
     pub fn from_rows(rows: &[serde_json::Value]) -> Truth {
         let mut frags = BTreeMap::new();
         let mut prev: Option<Frag> = None;
+        // The stream's end so far over all fragments, and whether the current segment has video.
+        let mut end_us = i64::MIN;
+        let mut segment_has_video = false;
         for r in rows {
             let mut f = Frag {
                 number: r["fragment"].as_i64().expect("fragment"),
                 producer_us: r["producer_time_us"].as_i64().expect("producer_time_us"),
                 duration_us: r["duration_us"].as_i64().expect("duration_us"),
                 keyframe: r["keyframe"].as_bool().expect("keyframe"),
+                video: r["video"].as_bool().expect("video"),
                 size: r["size_bytes"].as_i64().expect("size_bytes"),
                 session: r["session"].as_i64().expect("session"),
                 init: r["init"].as_i64().expect("init"),
@@ -635,13 +642,18 @@ impl Truth {
                 disc_seq: 0,
             };
             if let Some(p) = &prev {
+                // Only a jump forward is a gap: with one moof per track, a fragment of one track
+                // starts before the other track's newest fragment ends.
                 f.discontinuity = p.session != f.session
                     || p.init != f.init
-                    || (f.producer_us - p.end_us()).abs() > DISCONTINUITY_GAP_US;
-                f.segment_start = f.discontinuity || f.keyframe;
+                    || f.producer_us - end_us > DISCONTINUITY_GAP_US;
+                f.segment_start =
+                    f.discontinuity || (f.keyframe && (segment_has_video || !f.video));
                 f.segment_seq = p.segment_seq + i64::from(f.segment_start);
                 f.disc_seq = p.disc_seq + i64::from(f.discontinuity);
             }
+            segment_has_video = f.video || (!f.segment_start && segment_has_video);
+            end_us = end_us.max(f.end_us());
             prev = Some(f.clone());
             frags.insert(f.number, f);
         }
@@ -754,8 +766,11 @@ pub fn check_against_truth(pl: &MediaPlaylist, truth: &Truth) -> Vec<String> {
             ));
         }
         let members = truth.segment(n);
-        if let (Some(d), Some(last)) = (s.extinf, members.last()) {
-            let want = (last.end_us() - f.producer_us) as f64 / 1e6;
+        // A segment lasts as long as its video (its fragments' when it has none).
+        let video_end = members.iter().filter(|g| g.video).map(|g| g.end_us()).max();
+        let any_end = members.iter().map(|g| g.end_us()).max();
+        if let (Some(d), Some(end)) = (s.extinf, video_end.or(any_end)) {
+            let want = (end - f.producer_us) as f64 / 1e6;
             if (d - want).abs() > 0.0005 + 1e-9 {
                 p(format!(
                     "{name}: EXTINF {d} but its {} stored fragments last {want} s",
