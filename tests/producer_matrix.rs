@@ -8,7 +8,8 @@
 //!   from the producer's own output written to a file with the same settings;
 //! - the archive playlist and `clip.mp4` decode (ffprobe `-count_frames`) to the source's video
 //!   frame count exactly and its audio frame count ±2;
-//! - `frame.jpg` at mid-stream is a JPEG of the source's size.
+//! - `frame.jpg` at mid-stream is a JPEG of the source's size;
+//! - the follow feed from the start decodes to the same counts, and the timeline shows one span.
 //!
 //! Rows with one moof per track (`separate_moof`, `mp4mux`) also check A/V sync: the first audio
 //! and first video presentation times of `clip.mp4` differ by what they differ in the source.
@@ -247,8 +248,29 @@ fn verify(server: &Server, e: &Expect) {
         ))),
     )
     .unwrap();
+    // The follow feed from the start, not following live, carries every fragment.
+    let feed = dir.path().join("feed.mp4");
+    std::fs::write(
+        &feed,
+        get_bytes(&server.api(&format!(
+            "/streams/{stream}/media?start={first_ms}&follow=false"
+        ))),
+    )
+    .unwrap();
+    // One recorded span, no gap inside the recording.
+    let timeline = get_json(&server.api(&format!(
+        "/streams/{stream}/timeline?start={first_ms}&end={end_ms}"
+    )));
+    let spans = timeline["spans"].as_array().unwrap();
+    assert_eq!(spans.len(), 1, "{stream}: one recorded span: {timeline}");
+    assert_eq!(
+        spans[0]["fragments"].as_u64(),
+        Some(e.moofs as u64),
+        "{stream}: {timeline}"
+    );
     let reference = e.reference.to_str().unwrap();
     let clip_s = clip.to_str().unwrap();
+    let feed_s = feed.to_str().unwrap();
     if e.video {
         let want = frames(reference, false);
         assert!(want > 0);
@@ -261,6 +283,11 @@ fn verify(server: &Server, e: &Expect) {
             frames(clip_s, false),
             want,
             "{stream}: video frames of clip.mp4"
+        );
+        assert_eq!(
+            frames(feed_s, false),
+            want,
+            "{stream}: video frames of the follow feed"
         );
         let mid_ms = (first_ms + end_ms) / 2;
         let jpeg = get_bytes(&server.api(&format!("/streams/{stream}/frame.jpg?at={mid_ms}")));
@@ -276,7 +303,11 @@ fn verify(server: &Server, e: &Expect) {
     if e.audio {
         let want = frames(reference, true) as i64;
         assert!(want > 0);
-        for (what, target) in [("archive.m3u8", archive.as_str()), ("clip.mp4", clip_s)] {
+        for (what, target) in [
+            ("archive.m3u8", archive.as_str()),
+            ("clip.mp4", clip_s),
+            ("the follow feed", feed_s),
+        ] {
             let got = frames(target, true) as i64;
             assert!(
                 (got - want).abs() <= 2,
