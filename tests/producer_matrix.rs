@@ -71,18 +71,6 @@ fn have_gst() -> bool {
     ok
 }
 
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.stdin(Stdio::null()).output().expect("run");
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}\n{}",
-        cmd,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Top-level `moof` boxes in an MP4 file (fragmented or a segment file).
 fn count_moofs(bytes: &[u8]) -> usize {
     let mut at = 0usize;

@@ -12,18 +12,6 @@ use std::time::{Duration, Instant};
 
 const FRAG_FLAGS: &str = "frag_keyframe+empty_moov+default_base_moof";
 
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run");
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}\n{}",
-        cmd,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// ffmpeg's segment muxers do not wait for responses: wait until the server has stored them.
 fn wait_for_fragments(server: &Server, stream: &str, at_least: i64) -> serde_json::Value {
     let mut last = serde_json::Value::Null;

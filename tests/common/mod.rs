@@ -163,6 +163,20 @@ pub fn have(program: &str) -> bool {
     ok
 }
 
+/// Runs a client program to completion (stdin closed); panics with its output unless it exits 0.
+/// Returns its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.stdin(Stdio::null()).output().expect("run");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}\n{}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Frames ffprobe decodes from the first stream that `selector` (`v:0`, `a:0`) picks, in a
 /// file or at a URL; `Err` holds what ffprobe said. An HLS playlist lists its stream twice (once
 /// in its program): the first count is taken.
