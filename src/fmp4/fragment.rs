@@ -32,8 +32,9 @@ pub struct FragmentFacts {
     pub moof_size: u32,
     /// moof + mdat.
     pub size_bytes: u64,
-    /// The track whose clock defines this fragment's time (see [`InitFacts::reference_track`]),
-    /// or the first track of the fragment if that one is absent from it.
+    /// The track whose clock defines this fragment's time: the init's reference track (the
+    /// video, see [`InitFacts::reference_track`]) when the fragment holds samples of it, else its
+    /// first track with samples (with one moof per track, an audio fragment's own audio).
     pub reference_track_id: u32,
 }
 
@@ -190,10 +191,17 @@ fn facts(
         _ => init.video_track().is_none(),
     };
 
+    // A traf without samples says nothing about time (and its tfdt may be stale).
+    let with_samples = |id: &u32| {
+        tracks
+            .iter()
+            .any(|t| t.track_id == *id && t.sample_count > 0)
+    };
     let reference_track_id = init
         .reference_track()
         .map(|t| t.track_id)
-        .filter(|id| tracks.iter().any(|t| t.track_id == *id))
+        .filter(with_samples)
+        .or_else(|| tracks.iter().map(|t| t.track_id).find(with_samples))
         .or(tracks.first().map(|t| t.track_id))
         .unwrap_or(0);
     let moof_size = u32::try_from(layout.mdat_start)

@@ -273,7 +273,7 @@ impl Session {
         }
         // The row's time is its reference track's (see `NewFragment`); the track spans and the
         // placement cover all of its tracks.
-        let run = reference_run(&facts, &spans);
+        let run = facts.reference_run();
         let run_start_us = fmp4::ticks_to_us(run.base_media_decode_time, run.timescale);
         Ok((
             NewFragment {
@@ -401,19 +401,6 @@ impl Session {
             }
         }
     }
-}
-
-/// The run that gives a fragment its time: the init's reference track (the video) when the
-/// fragment holds samples of it, else the first track that has samples.
-fn reference_run<'a>(facts: &'a fmp4::FragmentFacts, spans: &[TrackSpan]) -> &'a fmp4::TrackRun {
-    let reference = facts.reference_run();
-    if spans.iter().any(|s| s.track_id == reference.track_id) {
-        return reference;
-    }
-    spans
-        .first()
-        .and_then(|s| facts.tracks.iter().find(|t| t.track_id == s.track_id))
-        .unwrap_or(reference)
 }
 
 /// Each track's media in the fragment (producer's media time). Tracks without samples say

@@ -1,9 +1,10 @@
 //! `tapedeck check [--repair]`: compares the index with the fragment files.
 //!
 //! Problems (exit status 1 unless repaired): rows pointing at missing files or past their end,
-//! bytes at a row's offset that are not a `moof`+`mdat` of the row's size, files no row names,
-//! fragments naming unknown inits, stream totals that disagree with the rows. Notes (not
-//! problems): bytes past the last indexed fragment, which a crash leaves and the next start cuts.
+//! bytes at a row's offset that are not a `moof`+`mdat` of the row's size, files that fragment
+//! rows name but the files table lacks, fragments naming unknown inits, stream totals that
+//! disagree with the rows. Notes (not problems): what a crash leaves by design and the next start
+//! removes: bytes past the last indexed fragment, and files that nothing in the index names.
 
 use super::files;
 use crate::error::Result;
@@ -128,9 +129,21 @@ pub fn check(data_dir: &Path, repair: bool) -> Result<CheckReport> {
         report.files_checked += 1;
         let len = std::fs::metadata(&path)?.len();
         if file_rows.get(&file_id) != Some(&stream_id) {
-            report
-                .problems
-                .push(format!("file {} is not in the index", path.display()));
+            if indexed_end.contains_key(&file_id) {
+                report.problems.push(format!(
+                    "file {} is not in the index, but fragment rows name it",
+                    path.display()
+                ));
+            } else {
+                // Rows go first, files after (store/mod.rs): a crash between the two, or before
+                // a new file's first fragment was committed, leaves a file nothing names.
+                report.notes.push(format!(
+                    "file {} is not in the index and no fragment names it (left by a crash \
+                     between a delete and its unlink, or before its first commit; removed at \
+                     next start)",
+                    path.display()
+                ));
+            }
             if repair {
                 std::fs::remove_file(&path)?;
                 report.repaired.push(format!("removed {}", path.display()));
