@@ -55,20 +55,29 @@ fn have_all(programs: &[&str]) -> bool {
     programs.iter().all(|p| have(p))
 }
 
-fn have_gst() -> bool {
-    let ok = Command::new("gst-inspect-1.0")
-        .args(["mp4mux", "curlhttpsink", "x264enc", "avenc_aac"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
+/// GStreamer's `gst-launch-1.0` with each of these elements. The Rust fMP4 muxers
+/// (`isofmp4mux`, `cmafmux`) come from gst-plugins-rs, which `.ci/run` builds
+/// (`tests/producer_matrix/build_gst_fmp4.sh`) and puts on `GST_PLUGIN_PATH`.
+fn have_gst(elements: &[&str]) -> bool {
+    let missing: Vec<&str> = elements
+        .iter()
+        .copied()
+        .filter(|e| {
+            !Command::new("gst-inspect-1.0")
+                .arg(e)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if !missing.is_empty() {
         if std::env::var("TAPEDECK_REQUIRE_CLIENTS").as_deref() == Ok("1") {
-            panic!("GStreamer (gst-launch-1.0 with mp4mux, curlhttpsink, x264enc, avenc_aac) is required (TAPEDECK_REQUIRE_CLIENTS=1)");
+            panic!("GStreamer elements {missing:?} are required (TAPEDECK_REQUIRE_CLIENTS=1)");
         }
-        eprintln!("SKIPPED: GStreamer with mp4mux, curlhttpsink, x264enc and avenc_aac not found");
+        eprintln!("SKIPPED: GStreamer elements {missing:?} not found");
     }
-    ok
+    missing.is_empty()
 }
 
 /// Top-level `moof` boxes in an MP4 file (fragmented or a segment file).
@@ -89,6 +98,44 @@ fn count_moofs(bytes: &[u8]) -> usize {
         at += size as usize;
     }
     n
+}
+
+/// Children of the box whose payload is `bytes[start..end]`: (type, payload start, end).
+fn children(bytes: &[u8], start: usize, end: usize) -> Vec<([u8; 4], usize, usize)> {
+    let mut out = Vec::new();
+    let mut at = start;
+    while at + 8 <= end {
+        let size = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if size < 8 || at + size > end {
+            break;
+        }
+        out.push((bytes[at + 4..at + 8].try_into().unwrap(), at + 8, at + size));
+        at += size;
+    }
+    out
+}
+
+/// The track ids of each top-level moof's trafs, in order.
+fn moof_tracks(bytes: &[u8]) -> Vec<Vec<u32>> {
+    children(bytes, 0, bytes.len())
+        .into_iter()
+        .filter(|(t, ..)| t == b"moof")
+        .map(|(_, s, e)| {
+            children(bytes, s, e)
+                .into_iter()
+                .filter(|(t, ..)| t == b"traf")
+                .filter_map(|(_, s, e)| {
+                    let (_, tfhd, _) = children(bytes, s, e)
+                        .into_iter()
+                        .find(|(t, ..)| t == b"tfhd")?;
+                    // version+flags, then track_ID.
+                    Some(u32::from_be_bytes(
+                        bytes[tfhd + 4..tfhd + 8].try_into().unwrap(),
+                    ))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 fn moofs_in_file(path: &Path) -> usize {
@@ -576,11 +623,19 @@ fn ffmpeg_dash_pipelined_on_one_connection() {
     );
 }
 
-/// GStreamer `mp4mux fragment-duration=1000 streamable=true` into `curlhttpsink`, teed into a
-/// file that gives the moof count, the frame counts and the A/V offset.
-fn gstreamer_mp4mux(stream: &str, with_audio: bool) {
-    if !have_all(&["ffprobe"]) || !have_gst() {
-        return;
+/// A GStreamer muxer into `curlhttpsink`, teed into a file that gives the moof count, the frame
+/// counts and the A/V offset. Returns the track ids of each moof the muxer wrote.
+fn gstreamer(stream: &str, muxer: &str, with_audio: bool) -> Vec<Vec<u32>> {
+    let mut elements = vec![
+        muxer.split_whitespace().next().unwrap(),
+        "curlhttpsink",
+        "x264enc",
+    ];
+    if with_audio {
+        elements.push("avenc_aac");
+    }
+    if !have_all(&["ffprobe"]) || !have_gst(&elements) {
+        return Vec::new();
     }
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
@@ -596,8 +651,7 @@ fn gstreamer_mp4mux(stream: &str, with_audio: bool) {
                      ! avenc_aac ! aacparse ! queue ! mux. ";
     }
     pipeline += &format!(
-        "mp4mux name=mux fragment-duration=1000 streamable=true ! tee name=t \
-         t. ! queue ! filesink location={} \
+        "{muxer} name=mux ! tee name=t t. ! queue ! filesink location={} \
          t. ! queue ! curlhttpsink location={url} use-content-length=false content-type=video/mp4",
         out.display()
     );
@@ -614,16 +668,48 @@ fn gstreamer_mp4mux(stream: &str, with_audio: bool) {
             check_sync: with_audio,
         },
     );
+    moof_tracks(&std::fs::read(&out).unwrap())
 }
+
+const MP4MUX: &str = "mp4mux fragment-duration=1000 streamable=true";
+/// One-second fragments; `send-force-keyunit=false` keeps the encoder's own keyframes (with
+/// it, the muxer's keyframe requests arrive late and the layout changes from run to run).
+const ISOFMP4MUX: &str = "isofmp4mux fragment-duration=1000000000 send-force-keyunit=false";
+const CMAFMUX: &str = "cmafmux fragment-duration=1000000000 send-force-keyunit=false";
 
 #[test]
 fn gstreamer_mp4mux_audio_and_video() {
-    gstreamer_mp4mux("gst-av", true);
+    let moofs = gstreamer("gst-av", MP4MUX, true);
+    // One moof per track: the row is what it claims to be.
+    assert!(
+        moofs.is_empty() || moofs.iter().all(|m| m.len() == 1),
+        "{moofs:?}"
+    );
 }
 
 #[test]
 fn gstreamer_mp4mux_video_only() {
-    gstreamer_mp4mux("gst-v", false);
+    gstreamer("gst-v", MP4MUX, false);
+}
+
+/// gst-plugins-rs `isofmp4mux`: both tracks in each moof, and an upload that ends with a moof
+/// holding only the audio tail, which starts before the previous moof's video ended.
+#[test]
+fn gstreamer_isofmp4mux_audio_and_video() {
+    let moofs = gstreamer("gst-iso", ISOFMP4MUX, true);
+    if let Some(last) = moofs.last() {
+        assert_eq!(
+            last,
+            &vec![2],
+            "the last moof holds only the audio tail: {moofs:?}"
+        );
+    }
+}
+
+/// gst-plugins-rs `cmafmux` (one track per muxer: video).
+#[test]
+fn gstreamer_cmafmux_video() {
+    gstreamer("gst-cmaf", CMAFMUX, false);
 }
 
 /// curl `-T file` (sized) and `-T -` (chunked) of a fragmented file made by ffmpeg.

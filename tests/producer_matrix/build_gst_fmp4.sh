@@ -88,8 +88,13 @@ built="$cache/target/release/libgstfmp4.so"
 log "built in $((SECONDS - start)) s"
 
 # Check that GStreamer can load it and that it has the two muxers before publishing it.
+# A throwaway registry, so the user's registry never records the plugin at its build-tree path.
 if command -v gst-inspect-1.0 >/dev/null; then
-  inspect="$(gst-inspect-1.0 "$built" 2>&1)" || die "gst-inspect-1.0 cannot load $built: $inspect"
+  reg="$cache/registry-check.bin"
+  rm -f "$reg"
+  inspect="$(GST_REGISTRY="$reg" gst-inspect-1.0 "$built" 2>&1)" \
+    || die "gst-inspect-1.0 cannot load $built: $inspect"
+  rm -f "$reg"
   for el in isofmp4mux cmafmux; do
     grep -qw "$el" <<<"$inspect" || die "$built has no element $el"
   done
@@ -97,4 +102,8 @@ fi
 
 cp "$built" "$out.tmp.$$"
 mv -f "$out.tmp.$$" "$out"
+# GStreamer scans GST_PLUGIN_PATH recursively: a second libgstfmp4.so left in the build tree would
+# be found too (and may be the one the registry records). The build tree is no use after a success
+# (a cache hit never rebuilds), so drop it; after a failure it stays, for a faster retry.
+rm -rf "$cache/target" "$work" "$fetch"
 echo "$out"
