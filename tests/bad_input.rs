@@ -942,5 +942,15 @@ fn fragments_before_a_fatal_error_are_kept_whatever_the_chunking() {
     let (status, v) = json_of(r);
     assert_eq!(status, 413, "{v}");
     assert_eq!(all_fragments(&server, "segchunks").len(), 1, "{v}");
+    // ffmpeg never reads the answer: the refusal is logged at WARN with stream, file and reason.
+    let log = server.log();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("segment file refused")
+            && l.contains("segchunks")
+            && l.contains("seg0.m4s")
+            && l.contains("max_fragment_bytes")),
+        "{log}"
+    );
     base.check(&server);
 }

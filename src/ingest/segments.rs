@@ -74,6 +74,11 @@ where
     })
 }
 
+/// The producer (ffmpeg) never reads the answer: the log is where a refused file shows.
+fn warn_refused(stream: &str, file: &str, e: &Error) {
+    tracing::warn!(stream, file, code = e.kind.code(), error = %e.message, "segment file refused");
+}
+
 fn is_manifest(file: &str) -> bool {
     let f = file.to_ascii_lowercase();
     f.contains(".m3u8") || f.contains(".mpd")
@@ -131,7 +136,13 @@ impl Ingest {
         let ingest = self.clone();
         let (name, file) = (name.to_string(), file.to_string());
         if is_manifest(&file) {
-            return tokio::spawn(async move { drain_manifest(&file, body).await });
+            return tokio::spawn(async move {
+                let result = drain_manifest(&file, body).await;
+                if let Err(e) = &result {
+                    warn_refused(&name, &file, e);
+                }
+                result
+            });
         }
         let slot = self.series_for(&name);
         let key = (accept_seq, slot.arrivals.fetch_add(1, Ordering::SeqCst));
@@ -158,8 +169,7 @@ impl Ingest {
                 .segment_file_in_turn(&name, &file, remote, body, &mut guard)
                 .await;
             if let Err(e) = &result {
-                // The producer (ffmpeg) never reads the answer: the log is where this shows.
-                tracing::warn!(stream = %name, file = %file, code = e.kind.code(), error = %e.message, "segment file refused");
+                warn_refused(&name, &file, e);
             }
             result
         })
