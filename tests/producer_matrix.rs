@@ -546,6 +546,17 @@ fn ffmpeg_hls(stream: &str, persistent: bool, realtime: bool, delete_segments: b
             check_sync: false,
         },
     );
+    assert_one_series(&server, stream);
+}
+
+/// The files of one segment-muxer run form one ingest session.
+fn assert_one_series(server: &Server, stream: &str) {
+    let sessions = get_json(&server.api(&format!("/streams/{stream}/sessions")));
+    assert_eq!(
+        sessions["sessions"].as_array().unwrap().len(),
+        1,
+        "{stream}: one series: {sessions}"
+    );
 }
 
 #[test]
@@ -621,6 +632,7 @@ fn ffmpeg_dash_pipelined_on_one_connection() {
             check_sync: false,
         },
     );
+    assert_one_series(&server, "dash-p1");
 }
 
 /// A GStreamer muxer into `curlhttpsink`, teed into a file that gives the moof count, the frame

@@ -1,6 +1,7 @@
-//! Real producers against the real server: ffmpeg's mp4 muxer (long PUT), HLS and DASH muxers
-//! (segment-file PUTs), and curl (`-T file` sized, `-T -` chunked). For each, the stored
-//! fragments concatenated after their init must decode to the same frame count as the source.
+//! Real producers against the real server, with the committed samples: ffmpeg's mp4 muxer (long
+//! PUT, paced) and curl (`-T file` sized, `-T -` chunked), whose stored fragments concatenated
+//! after their init must decode to the same frame count as the source; ack latency; clean
+//! shutdown. The segment muxers and the other producers are in `producer_matrix.rs`.
 
 mod common;
 
@@ -11,26 +12,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const FRAG_FLAGS: &str = "frag_keyframe+empty_moov+default_base_moof";
-
-/// ffmpeg's segment muxers do not wait for responses: wait until the server has stored them.
-fn wait_for_fragments(server: &Server, stream: &str, at_least: i64) -> serde_json::Value {
-    let mut last = serde_json::Value::Null;
-    wait_until(
-        &format!("{at_least} fragments in {stream}"),
-        Duration::from_secs(15),
-        || match client()
-            .get(server.api(&format!("/streams/{stream}")))
-            .send()
-        {
-            Ok(r) if r.status().is_success() => {
-                last = r.json().unwrap();
-                last["fragment_count"].as_i64().unwrap_or(0) >= at_least
-            }
-            _ => false,
-        },
-    );
-    last
-}
 
 fn assert_same_frames(server: &Server, stream: &str, source: &str) {
     let dir = tempfile::tempdir().unwrap();
@@ -97,75 +78,6 @@ fn ffmpeg_long_put_is_stored_incrementally_and_decodes_fully() {
         ffprobe_audio_frames(&sample("h264_aac_gop2s.mp4")),
         "audio frames"
     );
-}
-
-#[test]
-fn ffmpeg_hls_muxer_put_segments() {
-    if !have("ffmpeg") || !have("ffprobe") {
-        return;
-    }
-    let server = Server::start();
-    let url = server.api("/streams/hls1/ingest/live.m3u8");
-    run_ok(
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-i"])
-            .arg(sample("h264_aac_gop2s.mp4"))
-            .args([
-                "-c",
-                "copy",
-                "-f",
-                "hls",
-                "-hls_segment_type",
-                "fmp4",
-                "-hls_time",
-                "2",
-                "-hls_list_size",
-                "3",
-                "-hls_flags",
-                "delete_segments",
-                "-method",
-                "PUT",
-                &url,
-            ]),
-    );
-    wait_for_fragments(&server, "hls1", 5);
-    assert_same_frames(&server, "hls1", "h264_aac_gop2s.mp4");
-    let sessions = get_json(&server.api("/streams/hls1/sessions"));
-    assert_eq!(
-        sessions["sessions"].as_array().unwrap().len(),
-        1,
-        "one series: {sessions}"
-    );
-}
-
-#[test]
-fn ffmpeg_dash_muxer_put_segments() {
-    if !have("ffmpeg") || !have("ffprobe") {
-        return;
-    }
-    let server = Server::start();
-    let url = server.api("/streams/dash1/ingest/manifest.mpd");
-    // One representation per stream: DASH puts each track in its own segment files.
-    run_ok(
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-i"])
-            .arg(sample("h264_aac_gop2s.mp4"))
-            .args([
-                "-map",
-                "0:v",
-                "-c",
-                "copy",
-                "-f",
-                "dash",
-                "-seg_duration",
-                "2",
-                "-method",
-                "PUT",
-                &url,
-            ]),
-    );
-    wait_for_fragments(&server, "dash1", 5);
-    assert_same_frames(&server, "dash1", "h264_aac_gop2s.mp4");
 }
 
 #[test]
