@@ -144,6 +144,20 @@ fn playlist(url: &str) -> MediaPlaylist {
     MediaPlaylist::parse(&r.text())
 }
 
+/// Records what one reload of a live playlist showed, if anything: `what` and the problems,
+/// with the playlist text for the first few only (the problems name what changed).
+fn note_problems(problems: &mut Vec<String>, what: &str, found: &[String], pl: &MediaPlaylist) {
+    if found.is_empty() {
+        return;
+    }
+    let text = if problems.len() < 3 {
+        pl.text.as_str()
+    } else {
+        ""
+    };
+    problems.push(format!("{what}: {}\n{text}", found.join("\n  ")));
+}
+
 /// Fails with every problem and the playlist text.
 fn assert_clean(problems: &[String], what: &str, text: &str) {
     assert!(
@@ -830,14 +844,7 @@ fn live_window_slides_and_reloads_stay_consistent() {
                     "all {n} segments listed: the window does not slide"
                 ));
             }
-            if !found.is_empty() {
-                let text = if problems.len() < 3 {
-                    pl.text.as_str()
-                } else {
-                    ""
-                };
-                problems.push(format!("{what}: {}\n{text}", found.join("\n  ")));
-            }
+            note_problems(&mut problems, &what, &found, &pl);
             last = pl;
         }
         let (status, body) = p.finish();
@@ -954,18 +961,7 @@ fn ll_hls_parts_preload_hint_and_open_segment() {
                 n + 1
             )),
         }
-        if !found.is_empty() {
-            // The playlist text of the first few only: the problems name what changed.
-            let text = if problems.len() < 3 {
-                pl.text.as_str()
-            } else {
-                ""
-            };
-            problems.push(format!(
-                "after fragment {n}: {}\n{text}",
-                found.join("\n  ")
-            ));
-        }
+        note_problems(&mut problems, &format!("after fragment {n}"), &found, &pl);
     }
     // Complete segments: their URIs serve all their fragments.
     let t = truth(&server, "ll");
@@ -1537,17 +1533,7 @@ fn one_moof_per_track_live_and_archive_playlists_are_clean() {
         let pl = playlist(&url);
         let (_, mut found) = check_all(&server, "pertrack", &pl, Kind::Live, &mut media);
         found.extend(tracker.observe(&pl));
-        if !found.is_empty() {
-            let text = if problems.len() < 3 {
-                pl.text.as_str()
-            } else {
-                ""
-            };
-            problems.push(format!(
-                "after fragment {n}: {}\n{text}",
-                found.join("\n  ")
-            ));
-        }
+        note_problems(&mut problems, &format!("after fragment {n}"), &found, &pl);
     }
     let (status, body) = p.finish();
     assert_eq!(status, 200, "{body}");
