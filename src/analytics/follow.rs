@@ -16,6 +16,7 @@
 use crate::error::{Error, Result};
 use crate::fmp4::{self, InitFacts};
 use crate::store::{FragmentRow, Store, StoreEvent, StreamRow};
+use crate::timefmt::TimeSpec;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -40,23 +41,25 @@ pub enum StartAt {
     After(i64),
 }
 
+/// `start` as the feed takes it: any time (the one parser for times, so `now` and `earliest`
+/// mean here what they mean everywhere, rounded to a keyframe), or `after:<fragment>`.
 pub fn parse_start(text: Option<&str>) -> Result<StartAt> {
     match text.map(str::trim) {
-        None | Some("now") => Ok(StartAt::Now),
-        Some("earliest") => Ok(StartAt::Earliest),
+        None => Ok(StartAt::Now),
         Some(t) if t.starts_with("after:") => t[6..]
             .parse::<i64>()
             .ok()
             .filter(|n| *n >= 0)
             .map(StartAt::After)
             .ok_or_else(|| Error::invalid(format!("'start' after:N needs a fragment number; got '{t}'"))),
-        Some(t) => crate::timefmt::parse_time_us("start", t)
-            .map(StartAt::Time)
-            .map_err(|_| {
-                Error::invalid(format!(
-                    "'start' must be now, earliest, after:<fragment> or a time (RFC 3339 or epoch ms); got '{t}'"
-                ))
-            }),
+        Some(t) => match crate::timefmt::parse_time("start", t) {
+            Ok(TimeSpec::Now) => Ok(StartAt::Now),
+            Ok(TimeSpec::Earliest) => Ok(StartAt::Earliest),
+            Ok(TimeSpec::At(us)) => Ok(StartAt::Time(us)),
+            Err(_) => Err(Error::invalid(format!(
+                "'start' must be now, earliest, after:<fragment> or a time (RFC 3339 or epoch ms); got '{t}'"
+            ))),
+        },
     }
 }
 

@@ -1,13 +1,13 @@
 //! Ingest endpoints: the long upload (with optional NDJSON acks) and segment files.
 
 use super::error::error_response_with;
-use super::params::Params;
+use super::params::{self, Params};
 use super::AppState;
 use super::PeerInfo;
 use crate::error::{Error, Result};
 use crate::ingest::UploadParams;
 use crate::stream_name::validate_stream_name;
-use crate::timefmt::parse_time_us;
+use crate::timefmt::TimeSpec;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -29,10 +29,18 @@ pub async fn upload(
     body: Body,
 ) -> Result<Response> {
     validate_stream_name(&name)?;
-    let producer_start_us = q
-        .get("producer_start")
-        .map(|v| parse_time_us("producer_start", v))
-        .transpose()?;
+    let connected_us = state.store.now_us();
+    let producer_start_us = match params::time(&q, "producer_start")? {
+        None => None,
+        Some(TimeSpec::At(us)) => Some(us),
+        Some(TimeSpec::Now) => Some(connected_us),
+        Some(TimeSpec::Earliest) => {
+            return Err(Error::invalid(
+                "'producer_start' is when the producer's first fragment was captured: a time \
+                 or 'now', not 'earliest'",
+            ))
+        }
+    };
     if let Some(unknown) = q.keys().find(|k| k.as_str() != "producer_start") {
         return Err(Error::invalid(format!(
             "unknown query parameter '{unknown}'; ingest takes producer_start"
@@ -50,7 +58,7 @@ pub async fn upload(
     let params = UploadParams {
         producer_start_us,
         remote: Some(peer.addr.to_string()),
-        connected_us: Some(state.store.now_us()),
+        connected_us: Some(connected_us),
         first_stored: Some(first_stored),
     };
     let body = state.limits.throttle(&name, body.into_data_stream());
