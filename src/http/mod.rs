@@ -20,6 +20,7 @@ mod params;
 mod peer;
 pub mod range;
 mod read_ahead;
+mod refusal_log;
 mod startup;
 mod streams;
 mod timeline;
