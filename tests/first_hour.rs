@@ -422,7 +422,7 @@ fn an_unknown_path_names_the_route_meant() {
     let v = assert_error(get(&server.url("/wp-login.php")), 404, "NOT_FOUND");
     let m = v["error"]["message"].as_str().unwrap().to_string();
     let listed: Vec<&str> = m
-        .split(|c: char| c == ' ' || c == ',')
+        .split([' ', ','])
         .map(|w| w.trim_end_matches([')', ';', '?']))
         .filter(|w| w.starts_with('/') && !w.starts_with("/wp-"))
         .collect();
