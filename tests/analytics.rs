@@ -20,7 +20,8 @@ fn read_feed(mut r: impl Read, want: usize) -> (Vec<i64>, Vec<u8>) {
         let size = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
         let mut body = vec![0u8; size - 8];
         r.read_exact(&mut body).unwrap();
-        if &head[4..] == b"free" {
+        // (An empty `free` box is the feed's keepalive while it waits; markers carry JSON.)
+        if &head[4..] == b"free" && !body.is_empty() {
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
             numbers.push(v["fragment"].as_i64().unwrap());
         }

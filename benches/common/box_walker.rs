@@ -67,6 +67,8 @@ impl BoxWalker {
             if self.left == 0 {
                 self.in_box = false;
                 match &self.kind {
+                    // An empty `free` box is the feed's keepalive while it waits.
+                    b"free" if self.payload.is_empty() => {}
                     b"free" => {
                         let v: serde_json::Value = serde_json::from_slice(&self.payload)
                             .map_err(|e| format!("free box is not the JSON marker: {e}"))?;

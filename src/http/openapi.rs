@@ -30,15 +30,17 @@ mod tests {
 
     /// `METHOD /path` for every route in `router()`, read from the source of `mod.rs`.
     ///
-    /// Why parse source: axum cannot list a router's routes. The routes before the last
-    /// `Router::new()` in `router()` are nested under `/api/v1` (asserted below); `{*rest}`
-    /// wildcards are written `{rest}` in OpenAPI.
+    /// Why parse source: axum cannot list a router's routes (and `Routes` keeps paths, not
+    /// methods). The routes before `let top = Routes::new()` in `router()` are nested under
+    /// `/api/v1` (asserted below); `{*rest}` wildcards are written `{rest}` in OpenAPI.
     fn router_routes() -> BTreeSet<String> {
         let src = include_str!("mod.rs");
         let start = src.find("pub fn router(").expect("router() in mod.rs");
         let body = &src[start..];
         let body = &body[..body.find("\n}\n").expect("end of router()")];
-        let outer = body.rfind("Router::new()").expect("outer Router::new()");
+        let outer = body
+            .rfind("let top = Routes::new()")
+            .expect("the outer routes: let top = Routes::new()");
         assert!(
             body[outer..].contains(".nest(\"/api/v1\", api)"),
             "router() no longer nests the inner routers at /api/v1; update this test"
