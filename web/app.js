@@ -2,7 +2,7 @@
 // Plain ES modules, no build step; talks only to tapedeck's own /api/v1.
 
 import { Timeline, fmtClock, fmtDateTime } from './timeline.js';
-import { FeedPlayer, UnsupportedCodec, feedPlayerSupported } from './player.js';
+import { FeedPlayer, UnsupportedCodec, codecsSupported, feedPlayerSupported } from './player.js';
 
 const API = '/api/v1';
 const ZOOMS = [
@@ -731,9 +731,17 @@ class StreamView {
     this.player = FORCE_NATIVE || !feedPlayerSupported() ? (this.video.canPlayType(HLS_TYPE) ? 'native' : null) : 'feed';
     if (!this.player) {
       this.message('This browser can play neither Media Source Extensions nor HLS. Download clips below, or open the stream in a player:', this.playlistLink());
+    } else if (this.stream.codecs && !this.canDecode(this.stream.codecs)) {
+      this.codecMessage(this.stream.codecs);
     } else if (this.stream.status === 'live') {
       this.playLive();
     } else this.showIdle();
+  }
+
+  /// Whether the player in use can decode these RFC 6381 codecs.
+  canDecode(codecs) {
+    if (this.player === 'feed') return codecsSupported(codecs);
+    return this.video.canPlayType(`video/mp4; codecs="${codecs}"`) !== '';
   }
 
   /// The master playlist's URL, for VLC, mpv, ffplay or Safari.
@@ -765,7 +773,7 @@ class StreamView {
     this.stream = s;
     this.render();
     // Went live while nothing plays: start live. Went idle while live: say so, keep the last frame.
-    if (s.status === 'live' && !wasLive && !this.mode && this.player) this.playLive();
+    if (s.status === 'live' && !wasLive && !this.mode && this.player && this.playerMsg.dataset.reason !== 'codec') this.playLive();
     await this.loadTimeline();
   }
 
@@ -794,12 +802,16 @@ class StreamView {
       if (!this.stoppedShown) {
         this.stoppedShown = true;
         this.liveDelays = [];
+        // Paused on the last frame (no spinner waiting for media that is not coming); the
+        // feed stays open, so a producer that comes back plays on at once.
+        this.video.pause();
         this.message('The producer stopped; this is its last frame.', this.recentButton());
       }
     } else if (this.mode === 'live') {
       if (this.stoppedShown) {
         this.stoppedShown = false;
         this.message('');
+        this.video.play().catch(() => {});
       }
     } else this.delay.textContent = '';
   }
@@ -916,7 +928,6 @@ class StreamView {
     this.stopPlayer();
     const feed = new FeedPlayer(this.video, {
       headers: authHeaders,
-      onEnd: () => this.onEnded(),
       onError: (e) => this.onFeedError(feed, e),
     });
     this.feed = feed;

@@ -87,7 +87,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 export class FeedPlayer {
   /// `video`: the element to play in. `opts.headers()`: extra request headers (the API key).
-  /// `opts.onEnd()`: a non-following feed ran out of media. `opts.onError(err)`: playback cannot go on.
+  /// `opts.onError(err)`: playback cannot go on. A non-following feed ends as an element's `ended`.
   constructor(video, opts) {
     this.video = video;
     this.opts = opts;
@@ -187,10 +187,11 @@ export class FeedPlayer {
     return u.pathname + u.search;
   }
 
+  /// All media is in the buffer: the element fires `ended` when playback reaches its end.
   async endOfStream() {
     await this.idle();
+    if (!this.positioned) this.position(true);
     if (this.ms.readyState === 'open') this.ms.endOfStream();
-    this.opts.onEnd();
   }
 
   /// One response; returns how many fragments it brought.
@@ -313,17 +314,29 @@ export class FeedPlayer {
     const b = v.buffered;
     if (!b.length) return;
     const end = b.end(b.length - 1);
-    if (!this.positioned) {
-      this.positioned = true;
-      if (this.live) v.currentTime = Math.max(b.start(0), end - LIVE_TARGET_LAG_S);
-      else if (this.seekToMs !== null) {
-        const a = [...this.anchors].reverse().find((x) => x.producerMs <= this.seekToMs) || this.anchors[0];
-        v.currentTime = Math.max(b.start(0), a.mediaS + Math.min((this.seekToMs - a.producerMs) / 1000, a.durS));
-      } else v.currentTime = b.start(0);
-      v.play().catch(() => {});
-    }
+    if (!this.positioned) this.position(false);
     if (this.live) this.holdLiveEdge();
     if (v.currentTime - b.start(0) > KEEP_BEHIND_S + 10) this.trim(KEEP_BEHIND_S).catch(() => {});
+  }
+
+  /// Puts the playhead where playback starts: near the live edge, or at the asked-for time once
+  /// the fragment holding it is in the buffer (the feed starts at the keyframe before it, a GOP
+  /// or more earlier). `last`: no more media is coming, so start at what there is.
+  position(last) {
+    const v = this.video;
+    const b = v.buffered;
+    if (!b.length) return;
+    const end = b.end(b.length - 1);
+    if (this.live) v.currentTime = Math.max(b.start(0), end - LIVE_TARGET_LAG_S);
+    else if (this.seekToMs !== null) {
+      const newest = this.anchors[this.anchors.length - 1];
+      if (!last && newest.producerMs + newest.durS * 1000 <= this.seekToMs) return;
+      // The fragment holding the time, or the first one after it (the time fell in a gap).
+      const a = [...this.anchors].reverse().find((x) => x.producerMs <= this.seekToMs) || this.anchors[0];
+      v.currentTime = Math.max(b.start(0), a.mediaS + Math.min(Math.max(this.seekToMs - a.producerMs, 0) / 1000, a.durS));
+    } else v.currentTime = b.start(0);
+    this.positioned = true;
+    v.play().catch(() => {});
   }
 
   /// Live: keeps the playhead a little behind the newest media, catching up gently.
