@@ -928,6 +928,7 @@ class StreamView {
     this.stopPlayer();
     const feed = new FeedPlayer(this.video, {
       headers: authHeaders,
+      codecs: async () => (await api(streamPath(this.name))).codecs,
       onError: (e) => this.onFeedError(feed, e),
     });
     this.feed = feed;
@@ -1086,6 +1087,10 @@ class StreamView {
 
   onFeedError(feed, e) {
     if (feed !== this.feed) return;
+    if (e instanceof UnsupportedCodec) {
+      this.codecMessage(e.codecs);
+      return;
+    }
     if (e.status === 404) {
       this.destroy();
       this.notFound();

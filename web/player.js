@@ -87,6 +87,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 export class FeedPlayer {
   /// `video`: the element to play in. `opts.headers()`: extra request headers (the API key).
+  /// `opts.codecs()`: the stream's current codecs (asked again when an init changes).
   /// `opts.onError(err)`: playback cannot go on. A non-following feed ends as an element's `ended`.
   constructor(video, opts) {
     this.video = video;
@@ -163,6 +164,14 @@ export class FeedPlayer {
         await sleep(RECONNECT_MS);
       }
       if (this.stopped) return;
+      if (this.lastFragment !== null && got > 0) {
+        try {
+          await this.followCodecs();
+        } catch (e) {
+          this.opts.onError(e);
+          return;
+        }
+      }
       if (!this.live && got === 0 && !firstRequest) {
         await this.endOfStream();
         return;
@@ -177,8 +186,28 @@ export class FeedPlayer {
         await sleep(RECONNECT_MS);
         continue;
       }
+      // A response ends before a new init (checked above: its codecs may differ).
       url = this.resumeUrl();
     }
+  }
+
+  /// Switches the source buffer to the stream's current codecs when they changed.
+  async followCodecs() {
+    let codecs;
+    try {
+      codecs = await this.opts.codecs();
+    } catch {
+      return; // the next response's own errors say what is wrong
+    }
+    if (!codecs || codecs === this.codecs) return;
+    if (!codecsSupported(codecs) || typeof this.sb.changeType !== 'function') {
+      const e = new UnsupportedCodec(codecs);
+      e.fatal = true;
+      throw e;
+    }
+    await this.idle();
+    this.sb.changeType(`video/mp4; codecs="${codecs}"`);
+    this.codecs = codecs;
   }
 
   resumeUrl() {
