@@ -12,6 +12,7 @@
 
 mod common;
 
+use common::harness::{run_tests, test, Need};
 use common::*;
 use serde_json::Value;
 use std::io::Read;
@@ -20,15 +21,47 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+fn main() -> std::process::ExitCode {
+    run_tests(vec![
+        test("web_ui_end_to_end", web_ui_end_to_end).needs(&[
+            Need::Browser(&["playwright-core/package.json"]),
+            Need::Program("ffmpeg"),
+            Need::Program("ffprobe"),
+        ]),
+        test(
+            "web_ui_live_under_a_second_with_and_without_native_hls",
+            web_ui_live_under_a_second_with_and_without_native_hls,
+        )
+        .needs(&[
+            Need::Browser(&["playwright-core/package.json"]),
+            Need::Program("ffmpeg"),
+            Need::Program("ffprobe"),
+        ]),
+        test(
+            "web_ui_states_a_new_user_meets",
+            web_ui_states_a_new_user_meets,
+        )
+        .needs(&[
+            Need::Browser(&["playwright-core/package.json"]),
+            Need::Program("ffmpeg"),
+            Need::Program("ffprobe"),
+        ]),
+        test(
+            "web_ui_with_auth_uses_its_own_key_form",
+            web_ui_with_auth_uses_its_own_key_form,
+        )
+        .needs(&[
+            Need::Browser(&["playwright-core/package.json"]),
+            Need::Program("ffmpeg"),
+            Need::Program("ffprobe"),
+        ]),
+    ])
+}
+
 /// The whole ui.mjs run must finish within this.
 const UI_TIMEOUT: Duration = Duration::from_secs(150);
 /// The live upload's GOP: what "±1 GOP" means below.
 const GOP_SECS: f64 = 2.0;
-
-/// node, Chromium, playwright-core, ffmpeg and ffprobe (else skip with the reason, or fail in CI).
-fn have_browser_clients() -> bool {
-    have_browser(&["playwright-core/package.json"]) && have("ffmpeg") && have("ffprobe")
-}
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -147,11 +180,7 @@ fn run_script(
     v
 }
 
-#[test]
 fn web_ui_end_to_end() {
-    if !have_browser_clients() {
-        return;
-    }
     let server = Server::start();
     let artifacts = browser_artifacts_dir("ui");
 
@@ -291,11 +320,7 @@ fn fragment_count(server: &Server, stream: &str) -> i64 {
 /// Live in the stream view is under a second behind, in Chromium as it is and with its native
 /// HLS player taken away (what Firefox has), on the default build (nothing from npm in the
 /// binary); clicking the archive plays from the clicked time in both.
-#[test]
 fn web_ui_live_under_a_second_with_and_without_native_hls() {
-    if !have_browser_clients() {
-        return;
-    }
     let server = Server::start();
     let mut ffmpeg = spawn_chunked_producer(&server, "cam1", 90);
     // 3 s recorded before the browser opens; the script itself waits for the live edge.
@@ -347,11 +372,7 @@ fn ui_state(server: &Server, case: &str, extra: &[&str]) -> Value {
 /// shown, makes a first stream), a stream that does not exist, an idle stream with its last
 /// frame as the poster, a producer that stops while watched, and H.265 in a browser that
 /// cannot decode it.
-#[test]
 fn web_ui_states_a_new_user_meets() {
-    if !have_browser_clients() {
-        return;
-    }
     let server = Server::start();
     let r = ui_state(&server, "empty", &[]);
     // The command the page shows works as shown (cut to 3 s).
@@ -413,11 +434,7 @@ fn web_ui_states_a_new_user_meets() {
 /// With auth on, the UI asks for the key in its own form (a password field; no Basic dialog,
 /// no window.prompt), says when a key is refused, remembers the key, plays with it, and
 /// forgets it on request, leaving a way to enter one again.
-#[test]
 fn web_ui_with_auth_uses_its_own_key_form() {
-    if !have_browser_clients() {
-        return;
-    }
     const ADMIN: &str = "ui-admin-key-0123456789";
     const VIEWER: &str = "ui-viewer-key-0123456789";
     let server = Server::start_with_config(&format!(
