@@ -321,8 +321,22 @@ impl Config {
         toml::from_str(text).map_err(|e| Error::invalid(e.to_string()))
     }
 
+    /// The configuration as TOML, every secret (API keys, the token secret) shown as
+    /// [`REDACTED`]: `--print-config` output ends up in terminals, tickets and chat. Hashes
+    /// (`key_sha256`) stay: they are what a config should hold instead of keys. The text still
+    /// parses, but a config holding the marker is refused ([`AuthConfig::validate`]), so a
+    /// printed config pasted back cannot turn the marker into a working key.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+        let mut shown = self.clone();
+        if let Some(s) = shown.auth.token_secret.as_mut() {
+            *s = REDACTED.to_string();
+        }
+        for k in &mut shown.auth.keys {
+            if let Some(key) = k.key.as_mut() {
+                *key = REDACTED.to_string();
+            }
+        }
+        toml::to_string_pretty(&shown).unwrap_or_default()
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -387,9 +401,19 @@ impl Config {
     }
 }
 
+/// What `--print-config` shows instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
 impl AuthConfig {
     pub fn validate(&self) -> Result<()> {
         let a = self;
+        let redacted = |s: &Option<String>| s.as_deref() == Some(REDACTED);
+        if redacted(&a.token_secret) || a.keys.iter().any(|k| redacted(&k.key)) {
+            return Err(Error::invalid(format!(
+                "the [auth] section holds \"{REDACTED}\" where a secret belongs (copied from \
+                 --print-config, which hides secrets): put the real key or token_secret back"
+            )));
+        }
         if a.token_default_secs == 0 || a.token_max_secs == 0 {
             return Err(Error::invalid(
                 "auth.token_default_secs and auth.token_max_secs must be at least 1",
@@ -470,6 +494,25 @@ mod tests {
         let back = Config::from_toml(&c.to_toml()).unwrap();
         assert_eq!(back.listen, c.listen);
         assert_eq!(back.storage.sync, SyncMode::Auto);
+    }
+
+    #[test]
+    fn printed_config_hides_secrets() {
+        let text = "[auth]\ntoken_secret = \"0123456789abcdef-secret\"\nkeys = [\n  \
+                    { key = \"the-admin-key-1234\", role = \"admin\" },\n  \
+                    { key_sha256 = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\", \
+                    role = \"viewer\" },\n]\n";
+        let c = Config::from_toml(text).unwrap();
+        c.validate().unwrap();
+        let printed = c.to_toml();
+        assert!(!printed.contains("the-admin-key-1234"), "{printed}");
+        assert!(!printed.contains("0123456789abcdef-secret"), "{printed}");
+        assert_eq!(printed.matches(REDACTED).count(), 2, "{printed}");
+        assert!(printed.contains(&"a".repeat(64)), "hashes stay: {printed}");
+        // Pasted back, it parses but is refused, rather than making the marker a key.
+        let back = Config::from_toml(&printed).unwrap();
+        let e = back.validate().unwrap_err();
+        assert!(e.message.contains("--print-config"), "{e}");
     }
 
     #[test]

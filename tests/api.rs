@@ -1197,9 +1197,11 @@ fn acks_arrive_while_the_producer_pauses() {
 #[test]
 fn idle_producer_is_disconnected() {
     let server = Server::start_with_config("[ingest]\nidle_timeout_secs = 1\n");
-    let (init, _) = split_sample_raw(GOP2S);
+    let (init, raws) = split_sample_raw(GOP2S);
     let mut up = RawUpload::open(&server, "/streams/idle/ingest", "");
     up.send(&init);
+    // One fragment, so the session opens (an upload that never sends one leaves no session).
+    up.send(&raws[0].bytes);
     let t = Instant::now();
     let (status, body) = up.response(Duration::from_secs(6));
     let waited = t.elapsed();
@@ -1210,7 +1212,7 @@ fn idle_producer_is_disconnected() {
     assert_eq!(status, 408, "{}", String::from_utf8_lossy(&body));
     let v: Value = serde_json::from_slice(&body).expect("JSON error");
     assert_eq!(v["error"]["code"], "DEADLINE_EXCEEDED");
-    assert_eq!(v["summary"]["fragments"], 0);
+    assert_eq!(v["summary"]["fragments"], 1);
     let ss = sessions(&server, "idle");
     assert_eq!(ss.len(), 1, "{ss:?}");
     assert_eq!(ss[0]["end_reason"], "idle timeout");
@@ -1226,7 +1228,9 @@ fn segment_file_ingest() {
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["kind"], "init");
     assert_eq!(v["fragments"], json!([]));
-    let session = v["session"].as_i64().unwrap();
+    // The session (and the stream) open at the first fragment, not at the init.
+    assert_eq!(v["session"], Value::Null, "{v}");
+    let mut session = Value::Null;
 
     // A styp as ffmpeg's HLS muxer writes before each segment's moof.
     let mut styp = Vec::new();
@@ -1239,6 +1243,10 @@ fn segment_file_ingest() {
         let (s, v) = json_of(put(&format!("seg{i}.m4s"), seg.clone()));
         assert_eq!(s, 201, "segment {i}: {v}");
         assert_eq!(v["kind"], "media");
+        if i == 0 {
+            session = v["session"].clone();
+            assert!(session.is_i64(), "{v}");
+        }
         assert_eq!(v["session"], session);
         assert_eq!(v["fragments"], json!([i as i64 + 1]));
         assert_eq!(v["duplicates"], json!([]));

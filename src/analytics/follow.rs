@@ -14,10 +14,17 @@
 //! - Flow control is the consumer's: fragments are read from disk only as fast as it reads, so
 //!   a slow consumer falls behind on disk, not in memory.
 //! - `follow=false` ends the response at the newest fragment instead of waiting for more.
+//! - While a following feed waits at the live edge, it sends an empty top-level `free` box (8
+//!   bytes) every [`KEEPALIVE`], never inside a fragment: every MP4 reader skips it (ffmpeg,
+//!   ffprobe, MSE in browsers), and the bytes wake readers with their own read loop or read
+//!   timeout, keep proxies from closing a quiet feed, and let the server notice a consumer that
+//!   has gone (the write fails) instead of holding its follow-feed slot until the producer
+//!   sends again.
 
 use crate::error::{Error, Result};
 use crate::fmp4::{self, InitFacts};
 use crate::store::{FragmentRow, Store, StoreEvent, StreamRow};
+use crate::timefmt::TimeSpec;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -28,6 +35,21 @@ use tokio::sync::broadcast;
 const PAGE_ROWS: u32 = 64;
 /// How long a following response waits for a fragment before checking the stream still exists.
 const IDLE_CHECK: Duration = Duration::from_secs(15);
+/// How often a following response with nothing new sends [`KEEPALIVE_BOX`]. The issue asked
+/// for at least once a second; a box every second costs 8 bytes a second per waiting consumer.
+pub const KEEPALIVE: Duration = Duration::from_secs(1);
+/// An empty top-level `free` box: size 8, type `free`.
+pub const KEEPALIVE_BOX: [u8; 8] = [0, 0, 0, 8, b'f', b'r', b'e', b'e'];
+
+/// What waiting for the next fragment came to.
+enum Waited {
+    /// Something may be new: look at the index (or the queue) again.
+    More,
+    /// Nothing for [`KEEPALIVE`]: send a keepalive box and wait again.
+    Quiet,
+    /// The stream was deleted (or the store stopped): end the response.
+    Gone,
+}
 
 /// Where a feed starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,23 +64,25 @@ pub enum StartAt {
     After(i64),
 }
 
+/// `start` as the feed takes it: any time (the one parser for times, so `now` and `earliest`
+/// mean here what they mean everywhere, rounded to a keyframe), or `after:<fragment>`.
 pub fn parse_start(text: Option<&str>) -> Result<StartAt> {
     match text.map(str::trim) {
-        None | Some("now") => Ok(StartAt::Now),
-        Some("earliest") => Ok(StartAt::Earliest),
+        None => Ok(StartAt::Now),
         Some(t) if t.starts_with("after:") => t[6..]
             .parse::<i64>()
             .ok()
             .filter(|n| *n >= 0)
             .map(StartAt::After)
             .ok_or_else(|| Error::invalid(format!("'start' after:N needs a fragment number; got '{t}'"))),
-        Some(t) => crate::timefmt::parse_time_us("start", t)
-            .map(StartAt::Time)
-            .map_err(|_| {
-                Error::invalid(format!(
-                    "'start' must be now, earliest, after:<fragment> or a time (RFC 3339 or epoch ms); got '{t}'"
-                ))
-            }),
+        Some(t) => match crate::timefmt::parse_time("start", t) {
+            Ok(TimeSpec::Now) => Ok(StartAt::Now),
+            Ok(TimeSpec::Earliest) => Ok(StartAt::Earliest),
+            Ok(TimeSpec::At(us)) => Ok(StartAt::Time(us)),
+            Err(_) => Err(Error::invalid(format!(
+                "'start' must be now, earliest, after:<fragment> or a time (RFC 3339 or epoch ms); got '{t}'"
+            ))),
+        },
     }
 }
 
@@ -103,6 +127,10 @@ struct Feed {
     consumer_end_us: i64,
     /// The unchanged rest of the fragment whose head was just sent.
     pending_tail: Option<Bytes>,
+    /// Quiet time since the stream was last checked to still exist.
+    quiet: Duration,
+    /// A keepalive just went out: go back to waiting.
+    waiting: bool,
     done: bool,
 }
 
@@ -124,6 +152,8 @@ pub fn feed(
         init: None,
         consumer_end_us: 0,
         pending_tail: None,
+        quiet: Duration::ZERO,
+        waiting: false,
         done: false,
     };
     futures_util::stream::unfold(state, |mut f| async move {
@@ -150,18 +180,33 @@ impl Feed {
         }
         loop {
             if self.queue.is_empty() {
-                let rows = self
-                    .store
-                    .fragments_from_number(self.stream_id, self.next_number, i64::MAX, PAGE_ROWS)
-                    .await?;
+                // Right after a keepalive nothing can be new that the event receiver has not
+                // kept: wait again without reading the index (once a second per consumer).
+                let rows = if std::mem::take(&mut self.waiting) {
+                    Vec::new()
+                } else {
+                    self.store
+                        .fragments_from_number(
+                            self.stream_id,
+                            self.next_number,
+                            i64::MAX,
+                            PAGE_ROWS,
+                        )
+                        .await?
+                };
                 if rows.is_empty() {
                     if !self.follow {
                         return Ok(None);
                     }
-                    if !self.wait_for_more().await? {
-                        return Ok(None);
+                    match self.wait_for_more().await? {
+                        Waited::More => continue,
+                        // Between fragments (the tail of the last one went out first).
+                        Waited::Quiet => {
+                            self.waiting = true;
+                            return Ok(Some(Bytes::from_static(&KEEPALIVE_BOX)));
+                        }
+                        Waited::Gone => return Ok(None),
                     }
-                    continue;
                 }
                 self.queue.extend(rows);
             }
@@ -226,27 +271,40 @@ impl Feed {
         }
     }
 
-    /// Waits for a new fragment of the stream; false when the stream was deleted.
-    async fn wait_for_more(&mut self) -> Result<bool> {
+    /// Waits for a new fragment of the stream, at most [`KEEPALIVE`].
+    async fn wait_for_more(&mut self) -> Result<Waited> {
+        // One deadline for the whole wait: other streams' events (skipped below) must not keep
+        // pushing the keepalive back on a busy server.
+        let deadline = tokio::time::Instant::now() + KEEPALIVE;
         loop {
-            match tokio::time::timeout(IDLE_CHECK, self.events.recv()).await {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(Ok(StoreEvent::FragmentPersisted(r))) if r.stream_id == self.stream_id => {
+                    self.quiet = Duration::ZERO;
                     // The very fragment we wait for: no index read needed (with many
                     // consumers at the live edge, one query each per fragment adds up).
                     if r.number == self.next_number && self.queue.is_empty() {
                         self.queue.push_back(r);
                     }
-                    return Ok(true);
+                    return Ok(Waited::More);
                 }
                 Ok(Ok(StoreEvent::StreamDeleted { stream_id })) if stream_id == self.stream_id => {
-                    return Ok(false)
+                    return Ok(Waited::Gone)
                 }
                 Ok(Ok(_)) => {}
                 // Missed events: look at the index again.
-                Ok(Err(broadcast::error::RecvError::Lagged(_))) => return Ok(true),
-                // A quiet stream: make sure it still exists, then look again.
-                Err(_) => return Ok(self.store.stream_name(self.stream_id).await?.is_some()),
-                Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(false),
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => return Ok(Waited::More),
+                Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(Waited::Gone),
+                Err(_) => {
+                    self.quiet += KEEPALIVE;
+                    // A quiet stream: now and then make sure it still exists.
+                    if self.quiet >= IDLE_CHECK {
+                        self.quiet = Duration::ZERO;
+                        if self.store.stream_name(self.stream_id).await?.is_none() {
+                            return Ok(Waited::Gone);
+                        }
+                    }
+                    return Ok(Waited::Quiet);
+                }
             }
         }
     }

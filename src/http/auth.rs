@@ -68,6 +68,8 @@ impl Key {
 /// The keys and the token secret, built once per server from `[auth]`.
 pub struct Auth {
     keys: Vec<Key>,
+    /// Refused producers, logged at most once per peer and reason per window.
+    refusals: super::refusal_log::RefusalLog,
     secret: Vec<u8>,
     default_secs: u64,
     max_secs: u64,
@@ -148,6 +150,7 @@ impl Auth {
         };
         Auth {
             keys,
+            refusals: Default::default(),
             secret,
             default_secs: config.token_default_secs.min(config.token_max_secs),
             max_secs: config.token_max_secs,
@@ -351,17 +354,27 @@ pub fn classify(method: &Method, path: &str) -> Need {
     }
 }
 
+/// The header that marks a request as the web UI's own (`X-Requested-With: tapedeck-ui`; any
+/// value counts, as for the XMLHttpRequest convention it follows). Its 401s carry no
+/// `WWW-Authenticate`, so the browser does not raise its Basic login dialog over the page's
+/// own key form.
+const REQUESTED_WITH: &str = "x-requested-with";
+
 /// The middleware: decides, then runs the handler (filtering stream lists for non-admins).
 pub async fn middleware(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> Response {
     // The full path: this layer sits on the outer router, before `/api/v1` is stripped.
     let path = req.uri().path().to_string();
     let need = classify(req.method(), &path);
     let token = req.uri().query().and_then(|q| query_param(q, "token"));
+    let from_script = req.headers().contains_key(REQUESTED_WITH);
     let (token, filter) = match auth.decide(&need, req.headers(), token.as_deref()) {
         Ok(d) => d,
         Err(e) => {
             tracing::debug!(%path, method = %req.method(), error = %e, "request refused");
-            return e.into_response();
+            if let Need::Ingest(stream) = &need {
+                auth.log_refused_producer(&req, stream, &e);
+            }
+            return without_challenge_if(from_script, e.into_response());
         }
     };
     if let Some(t) = token {
@@ -369,9 +382,48 @@ pub async fn middleware(State(auth): State<Arc<Auth>>, mut req: Request, next: N
     }
     req.extensions_mut().insert(auth.clone());
     let resp = next.run(req).await;
-    match filter {
+    let resp = match filter {
         Some(key) if resp.status().is_success() => filter_list(resp, key).await,
         _ => resp,
+    };
+    without_challenge_if(from_script, resp)
+}
+
+/// Drops the Basic challenge from a script's 401 (see [`REQUESTED_WITH`]); producers and
+/// players, which send no such header, keep it (ffmpeg and curl answer it with the
+/// credentials from the URL).
+fn without_challenge_if(from_script: bool, mut resp: Response) -> Response {
+    if from_script {
+        resp.headers_mut().remove(header::WWW_AUTHENTICATE);
+    }
+    resp
+}
+
+impl Auth {
+    /// Logs a refused ingest (see refusal_log.rs). A request without credentials that asked
+    /// for `100 Continue` is how ffmpeg learns the auth scheme before sending credentials from
+    /// its URL: the challenge is the normal first step there, not a refusal worth a warning.
+    fn log_refused_producer(&self, req: &Request, stream: &str, e: &Error) {
+        let probing = e.kind == Kind::Unauthenticated
+            && !req.headers().contains_key(header::AUTHORIZATION)
+            && req
+                .headers()
+                .get(header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<super::PeerInfo>>()
+            .map(|c| c.0.addr.ip());
+        if probing {
+            tracing::debug!(
+                stream,
+                ?peer,
+                "ingest challenged for credentials (Expect: 100-continue)"
+            );
+            return;
+        }
+        self.refusals
+            .refused(peer, stream, e.kind.code(), &e.message);
     }
 }
 

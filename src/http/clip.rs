@@ -24,19 +24,23 @@ pub async fn clip(
     headers: HeaderMap,
 ) -> Result<Response> {
     validate_stream_name(&name)?;
-    let required = |key: &str| -> Result<i64> {
-        params::time(&q, key)?.ok_or_else(|| {
-            Error::invalid(format!(
-                "'{key}' is required: an RFC 3339 time like 2026-11-25T17:00:00Z or integer \
-                 milliseconds since the Unix epoch"
-            ))
-        })
+    let start_arg = params::required_time(&q, "start")?;
+    let end_arg = params::required_time(&q, "end")?;
+    params::check_order(start_arg.point(), end_arg.point())?;
+    // Read before the length check when a word needs the stream; a 404 comes first then.
+    let words = start_arg.is_relative() || end_arg.is_relative();
+    let early_stream = if words {
+        Some(state.store.require_stream(&name).await?)
+    } else {
+        None
     };
-    let start_us = required("start")?;
-    let end_us = required("end")?;
-    if end_us <= start_us {
-        return Err(Error::invalid("'end' must be after 'start'"));
-    }
+    let now_us = state.store.now_us();
+    let first_us = early_stream.as_ref().and_then(|s| s.first_producer_us);
+    let (start_us, end_us) = (
+        start_arg.resolve(first_us, now_us),
+        end_arg.resolve(first_us, now_us),
+    );
+    params::check_order(Some(start_us), Some(end_us))?;
     let max_secs = state.config.limits.max_clip_secs;
     let asked_us = i128::from(end_us) - i128::from(start_us);
     if asked_us > i128::from(max_secs) * 1_000_000 {
@@ -56,7 +60,10 @@ pub async fn clip(
             )))
         }
     };
-    let stream = state.store.require_stream(&name).await?;
+    let stream = match early_stream {
+        Some(s) => s,
+        None => state.store.require_stream(&name).await?,
+    };
     super::hls::require_archive(&stream)?;
     let selection =
         playback::select(&state.store, stream.id, &name, start_us, end_us, format).await?;

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::ingest::fragment_json;
 use crate::store::{FragmentQuery, TimeKind};
 use crate::stream_name::validate_stream_name;
+use crate::timefmt::TimeSpec;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -27,16 +28,23 @@ pub async fn list(
             )))
         }
     };
-    let start_us = params::time(&q, "start")?;
-    let end_us = params::time(&q, "end")?;
-    if let (Some(s), Some(e)) = (start_us, end_us) {
-        if e <= s {
-            return Err(Error::invalid("'end' must be after 'start'"));
-        }
-    }
+    let start_arg = params::time(&q, "start")?;
+    let end_arg = params::time(&q, "end")?;
+    params::check_order(
+        start_arg.and_then(|t| t.point()),
+        end_arg.and_then(|t| t.point()),
+    )?;
     let limit = params::limit(&q, 100, 1000)?;
     let after = params::int::<i64>(&q, "after")?;
     let stream = state.store.require_stream(&name).await?;
+    // `earliest` is no bound at all, whichever time is meant (producer or server).
+    let now_us = state.store.now_us();
+    let bound = |t: Option<TimeSpec>| match t {
+        None | Some(TimeSpec::Earliest) => None,
+        Some(t) => Some(t.resolve(None, now_us)),
+    };
+    let (start_us, end_us) = (bound(start_arg), bound(end_arg));
+    params::check_order(start_us, end_us)?;
     let rows = state
         .store
         .fragments(

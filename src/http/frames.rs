@@ -81,14 +81,16 @@ async fn single(
     q: &QueryMap,
     format: ImageFormat,
 ) -> Result<Response> {
-    let at_us = params::time(q, "at")?.ok_or_else(|| {
+    let at = params::time(q, "at")?.ok_or_else(|| {
         Error::invalid(
             "'at' is required: the producer time of the frame, as RFC 3339 \
-             (2026-11-25T17:00:00.040Z) or integer milliseconds since the Unix epoch",
+             (2026-11-25T17:00:00.040Z), integer milliseconds since the Unix epoch, 'earliest' \
+             or 'now'",
         )
     })?;
     let enc = encoding(state, q, format)?;
     let stream = stream(state, name).await?;
+    let at_us = at.resolve(stream.first_producer_us, state.store.now_us());
     let outcome = state.frames.frame_at(&stream, at_us, &enc).await?;
     Ok(image_response(outcome, format))
 }
@@ -198,19 +200,9 @@ fn sample_times(
 
 async fn frames_json(state: &AppState, name: &str, q: &QueryMap) -> Result<Json<Value>> {
     let cfg = &state.config.frames;
-    let required = |key: &str| -> Result<i64> {
-        params::time(q, key)?.ok_or_else(|| {
-            Error::invalid(format!(
-                "'{key}' is required: an RFC 3339 time like 2026-11-25T17:00:00Z or integer \
-                 milliseconds since the Unix epoch"
-            ))
-        })
-    };
-    let start_us = required("start")?;
-    let end_us = required("end")?;
-    if end_us <= start_us {
-        return Err(Error::invalid("'end' must be after 'start'"));
-    }
+    let start_arg = params::required_time(q, "start")?;
+    let end_arg = params::required_time(q, "end")?;
+    params::check_order(start_arg.point(), end_arg.point())?;
     let interval_ms = params::int::<u64>(q, "interval_ms")?.unwrap_or(DEFAULT_INTERVAL_MS);
     if interval_ms < cfg.min_interval_ms {
         return Err(Error::invalid(format!(
@@ -245,6 +237,10 @@ async fn frames_json(state: &AppState, name: &str, q: &QueryMap) -> Result<Json<
     };
     let enc = encoding(state, q, format)?;
     let stream = stream(state, name).await?;
+    let now_us = state.store.now_us();
+    let start_us = start_arg.resolve(stream.first_producer_us, now_us);
+    let end_us = end_arg.resolve(stream.first_producer_us, now_us);
+    params::check_order(Some(start_us), Some(end_us))?;
     let (times, next) = sample_times(start_us, end_us, interval_us, limit);
     let outcomes = state.frames.frames_at(&stream, &times, &enc).await?;
     let b64 = base64::engine::general_purpose::STANDARD;

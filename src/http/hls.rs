@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::playback::hls::{Blocking, Connected};
 use crate::store::StreamRow;
 use crate::stream_name::validate_stream_name;
+use crate::timefmt::TimeSpec;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
@@ -103,14 +104,22 @@ pub async fn archive(
 ) -> Result<Response> {
     let s = stream(&state, &name).await?;
     require_archive(&s)?;
+    let (start_arg, end_arg) = (params::time(&q, "start")?, params::time(&q, "end")?);
+    let now_us = state.store.now_us();
+    let resolve = |t: Option<TimeSpec>| t.map(|t| t.resolve(s.first_producer_us, now_us));
     let (start, end) = playlist_range(
-        params::time(&q, "start")?,
-        params::time(&q, "end")?,
+        resolve(start_arg),
+        resolve(end_arg),
         s.first_producer_us,
-        state.store.now_us(),
+        now_us,
         state.config.limits.max_playlist_secs,
     )?;
-    let closed = end.is_some_and(|e| e <= state.store.now_us());
+    // `end=now` closes the range at this instant, but the same URL means a later one next time.
+    let relative = [start_arg, end_arg]
+        .iter()
+        .flatten()
+        .any(|t| t.is_relative());
+    let closed = !relative && end.is_some_and(|e| e <= now_us);
     let text = state
         .hls
         .archive(&s, start, end, state.ingest.is_connected(&name), &token.0)

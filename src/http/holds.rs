@@ -6,7 +6,7 @@ use super::AppState;
 use crate::error::{Error, Result};
 use crate::store::HoldRow;
 use crate::stream_name::validate_stream_name;
-use crate::timefmt::{format_us, from_epoch_ms, parse_time_us};
+use crate::timefmt::{format_us, from_epoch_ms, parse_time, TimeSpec};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -24,12 +24,13 @@ pub fn hold_json(h: &HoldRow) -> Value {
     })
 }
 
-/// A time in a JSON body: an RFC 3339 string, or milliseconds since the epoch (number or string).
-fn body_time(body: &Value, key: &str) -> Result<i64> {
+/// A time in a JSON body: an RFC 3339 string, milliseconds since the epoch (number or string),
+/// `earliest` or `now` (the same parser as query times).
+fn body_time(body: &Value, key: &str) -> Result<TimeSpec> {
     match body.get(key) {
-        Some(Value::String(s)) => parse_time_us(key, s),
+        Some(Value::String(s)) => parse_time(key, s),
         Some(Value::Number(n)) => match n.as_i64() {
-            Some(ms) => from_epoch_ms(key, ms),
+            Some(ms) => from_epoch_ms(key, ms).map(TimeSpec::At),
             None => Err(Error::invalid(format!(
                 "'{key}' must be integer milliseconds since the epoch"
             ))),
@@ -57,9 +58,7 @@ pub async fn create(
     }
     let start = body_time(&v, "start")?;
     let end = body_time(&v, "end")?;
-    if end <= start {
-        return Err(Error::invalid("'end' must be after 'start'"));
-    }
+    params::check_order(start.point(), end.point())?;
     let reason = v
         .get("reason")
         .and_then(Value::as_str)
@@ -71,6 +70,11 @@ pub async fn create(
         )));
     }
     let stream = state.store.require_stream(&name).await?;
+    // A hold is a fixed range: words are resolved now, once.
+    let now_us = state.store.now_us();
+    let start = start.resolve(stream.first_producer_us, now_us);
+    let end = end.resolve(stream.first_producer_us, now_us);
+    params::check_order(Some(start), Some(end))?;
     let hold = state.store.add_hold(stream.id, start, end, reason).await?;
     Ok((StatusCode::CREATED, Json(hold_json(&hold))))
 }

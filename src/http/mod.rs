@@ -14,11 +14,13 @@ mod ingest;
 pub mod limits;
 mod listen;
 mod metrics;
+mod not_found;
 mod openapi;
 mod params;
 mod peer;
 pub mod range;
 mod read_ahead;
+mod refusal_log;
 mod startup;
 mod streams;
 mod timeline;
@@ -35,7 +37,7 @@ use crate::playback::hls::Hls;
 use crate::store::sweeper::Sweeper;
 use crate::store::Store;
 use axum::http::{header, Method};
-use axum::routing::{get, put};
+use axum::routing::{get, put, MethodRouter};
 use axum::Router;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,61 +60,75 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/openapi.json", get(openapi::document))
-        .route("/streams", get(streams::list).post(streams::create))
-        .route(
+    // Every route's path is also kept in `known`, for the 404 hint (not_found.rs).
+    let mut known: Vec<String> = Vec::new();
+    let api_routes: Vec<(&str, MethodRouter<AppState>)> = vec![
+        ("/openapi.json", get(openapi::document)),
+        ("/streams", get(streams::list).post(streams::create)),
+        (
             "/streams/{name}",
             get(streams::describe)
                 .patch(streams::update)
                 .delete(streams::delete),
-        )
-        .route("/streams/{name}/sessions", get(streams::sessions))
-        .route(
+        ),
+        ("/streams/{name}/sessions", get(streams::sessions)),
+        (
             "/streams/{name}/ingest",
             put(ingest::upload).post(ingest::upload),
-        )
-        .route(
+        ),
+        (
             "/streams/{name}/ingest/{file}",
             put(ingest::segment_file)
                 .post(ingest::segment_file)
                 .delete(ingest::delete_file),
-        )
-        .route("/streams/{name}/fragments", get(fragments::list))
-        .route("/streams/{name}/fragments/{number}", get(fragments::bytes))
-        .route("/streams/{name}/inits/{id}", get(fragments::init))
-        .route("/streams/{name}/timeline", get(timeline::timeline))
-        .route(
+        ),
+        ("/streams/{name}/fragments", get(fragments::list)),
+        ("/streams/{name}/fragments/{number}", get(fragments::bytes)),
+        ("/streams/{name}/inits/{id}", get(fragments::init)),
+        ("/streams/{name}/timeline", get(timeline::timeline)),
+        (
             "/streams/{name}/holds",
             get(holds::list).post(holds::create),
-        )
-        .route(
+        ),
+        (
             "/streams/{name}/holds/{id}",
             axum::routing::delete(holds::delete),
-        )
-        .route("/streams/{name}/media", get(analytics::media))
-        .route("/streams/{name}/events", get(analytics::stream_events))
-        .route("/events", get(analytics::all_events))
-        .route("/retention", get(holds::status))
-        .route("/retention/sweep", axum::routing::post(holds::sweep_now))
-        .route("/streams/{name}/clip.mp4", get(clip::clip))
-        .route("/streams/{name}/frame.jpg", get(frames::frame_jpg))
-        .route("/streams/{name}/frame.png", get(frames::frame_png))
-        .route("/streams/{name}/latest.jpg", get(frames::latest_jpg))
-        .route("/streams/{name}/frames", get(frames::frames))
-        .route("/streams/{name}/hls/init/{file}", get(hls::init))
-        .route("/streams/{name}/hls/segments/{file}", get(hls::segment))
-        .route("/streams/{name}/hls/parts/{file}", get(hls::part))
-        .route(
+        ),
+        ("/streams/{name}/media", get(analytics::media)),
+        ("/streams/{name}/events", get(analytics::stream_events)),
+        ("/events", get(analytics::all_events)),
+        ("/retention", get(holds::status)),
+        ("/retention/sweep", axum::routing::post(holds::sweep_now)),
+        ("/streams/{name}/clip.mp4", get(clip::clip)),
+        ("/streams/{name}/frame.jpg", get(frames::frame_jpg)),
+        ("/streams/{name}/frame.png", get(frames::frame_png)),
+        ("/streams/{name}/latest.jpg", get(frames::latest_jpg)),
+        ("/streams/{name}/frames", get(frames::frames)),
+        ("/streams/{name}/hls/init/{file}", get(hls::init)),
+        ("/streams/{name}/hls/segments/{file}", get(hls::segment)),
+        ("/streams/{name}/hls/parts/{file}", get(hls::part)),
+        (
             "/streams/{name}/playback-tokens",
             axum::routing::post(auth::create_token),
-        );
+        ),
+    ];
     // Playlists are text that compresses well (Apple requires gzip for them).
-    let playlists = Router::new()
-        .route("/streams/{name}/hls/master.m3u8", get(hls::master))
-        .route("/streams/{name}/hls/live.m3u8", get(hls::live))
-        .route("/streams/{name}/hls/archive.m3u8", get(hls::archive))
-        .layer(tower_http::compression::CompressionLayer::new());
+    let playlist_routes: Vec<(&str, MethodRouter<AppState>)> = vec![
+        ("/streams/{name}/hls/master.m3u8", get(hls::master)),
+        ("/streams/{name}/hls/live.m3u8", get(hls::live)),
+        ("/streams/{name}/hls/archive.m3u8", get(hls::archive)),
+    ];
+    let mut api = Router::new();
+    for (path, route) in api_routes {
+        known.push(format!("/api/v1{path}"));
+        api = api.route(path, route);
+    }
+    let mut playlists = Router::new();
+    for (path, route) in playlist_routes {
+        known.push(format!("/api/v1{path}"));
+        playlists = playlists.route(path, route);
+    }
+    let playlists = playlists.layer(tower_http::compression::CompressionLayer::new());
     let api = api.merge(playlists);
     // Reads may come from players on other origins (hls.js fetches with XHR).
     let cors = CorsLayer::new()
@@ -131,14 +147,26 @@ pub fn router(state: AppState) -> Router {
         ]);
     let auth = Arc::new(auth::Auth::new(&state.config.auth));
     let body_timeout = Duration::from_secs(state.config.limits.body_read_timeout_secs.max(1));
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::metrics))
-        .route("/", get(ui::index))
-        .route("/ui/{*path}", get(ui::asset))
-        .nest("/api/v1", api)
-        .fallback(|| async { Error::not_found("no such endpoint; the API lives under /api/v1") })
+    let top_routes: Vec<(&str, MethodRouter<AppState>)> = vec![
+        ("/", get(ui::index)),
+        ("/healthz", get(|| async { "ok\n" })),
+        ("/readyz", get(health::readyz)),
+        ("/metrics", get(metrics::metrics)),
+        ("/ui/{*path}", get(ui::asset)),
+    ];
+    let mut top = Router::new();
+    for (path, route) in top_routes {
+        known.push(path.to_string());
+        top = top.route(path, route);
+    }
+    // Shortest first: the listing in a 404 reads from the top of the tree down.
+    known.sort_by_key(|p| (p.matches('/').count(), p.clone()));
+    let known = Arc::new(known);
+    top.nest("/api/v1", api)
+        .fallback(move |uri: axum::http::Uri| {
+            let known = known.clone();
+            async move { not_found::error(&known, uri.path(), uri.query()) }
+        })
         .layer(axum::middleware::from_fn_with_state(auth, auth::middleware))
         .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn_with_state(

@@ -2,7 +2,7 @@
 //! rejections are plain text).
 
 use crate::error::{Error, Result};
-use crate::timefmt::parse_time_us;
+use crate::timefmt::{parse_time, TimeSpec};
 use std::collections::HashMap;
 
 pub type QueryMap = HashMap<String, String>;
@@ -48,8 +48,30 @@ pub fn parse_query(query: &str) -> Result<QueryMap> {
     Ok(map)
 }
 
-pub fn time(q: &QueryMap, key: &str) -> Result<Option<i64>> {
-    q.get(key).map(|v| parse_time_us(key, v)).transpose()
+/// A time parameter: RFC 3339, epoch ms, `earliest` or `now` (every time parameter of every
+/// endpoint goes through here, so they all take the same forms). Words are resolved by the
+/// handler once it knows the stream ([`TimeSpec::resolve`]).
+pub fn time(q: &QueryMap, key: &str) -> Result<Option<TimeSpec>> {
+    q.get(key).map(|v| parse_time(key, v)).transpose()
+}
+
+/// A time parameter that must be given.
+pub fn required_time(q: &QueryMap, key: &str) -> Result<TimeSpec> {
+    time(q, key)?.ok_or_else(|| {
+        Error::invalid(format!(
+            "'{key}' is required: an RFC 3339 time like 2026-11-25T17:00:00Z, integer \
+             milliseconds since the Unix epoch, 'earliest' or 'now'"
+        ))
+    })
+}
+
+/// Refuses a range whose end is not after its start. Called with the points known so far
+/// (before the stream is read, for the errors' order) and again once words are resolved.
+pub fn check_order(start_us: Option<i64>, end_us: Option<i64>) -> Result<()> {
+    match (start_us, end_us) {
+        (Some(s), Some(e)) if e <= s => Err(Error::invalid("'end' must be after 'start'")),
+        _ => Ok(()),
+    }
 }
 
 /// A non-negative integer parameter (unsigned parse, so "-1" is refused).

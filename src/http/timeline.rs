@@ -5,7 +5,7 @@ use super::params::{self, Params};
 use super::AppState;
 use crate::error::{Error, Result};
 use crate::stream_name::validate_stream_name;
-use crate::timefmt::format_us;
+use crate::timefmt::{format_us, TimeSpec};
 use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::{json, Value};
@@ -24,11 +24,15 @@ pub async fn timeline(
 ) -> Result<Json<Value>> {
     validate_stream_name(&name)?;
     let stream = state.store.require_stream(&name).await?;
+    let now_us = state.store.now_us();
+    let resolve = |t: TimeSpec| t.resolve(stream.first_producer_us, now_us);
     let start_us = params::time(&q, "start")?
+        .map(resolve)
         .or(stream.first_producer_us)
         .unwrap_or(0);
     let end_us = params::time(&q, "end")?
-        .unwrap_or_else(|| state.store.now_us().max(stream.last_end_us.unwrap_or(0)));
+        .map(resolve)
+        .unwrap_or_else(|| now_us.max(stream.last_end_us.unwrap_or(0)));
     if end_us <= start_us {
         return Err(Error::invalid("'end' must be after 'start'"));
     }

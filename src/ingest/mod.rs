@@ -62,15 +62,10 @@ impl Ingest {
     }
 
     /// The stream to ingest into: existing, or created when `ingest.auto_create` is on.
+    /// Called when a session's first fragment arrives (see session.rs), never earlier.
     async fn resolve_stream(&self, name: &str) -> Result<StreamRow> {
-        if let Some(s) = self.inner.store.stream(name).await? {
+        if let Some(s) = self.check_stream(name).await? {
             return Ok(s);
-        }
-        if !self.inner.config.ingest.auto_create {
-            return Err(Error::not_found(format!(
-                "stream '{name}' does not exist and ingest.auto_create is off; create it first \
-                 with POST /api/v1/streams"
-            )));
         }
         let created = self
             .inner
@@ -95,9 +90,20 @@ impl Ingest {
         }
     }
 
-    /// The stream an upload will go to (created if allowed), for early errors.
-    pub async fn resolve_stream_pub(&self, name: &str) -> Result<StreamRow> {
-        self.resolve_stream(name).await
+    /// The stream an upload will go to: `Some` when it exists, `None` when it does not yet but
+    /// may be created at the first fragment, 404 when it may not. Creates nothing, so it can
+    /// refuse an upload before its body is read (and before `100 Continue`).
+    pub async fn check_stream(&self, name: &str) -> Result<Option<StreamRow>> {
+        if let Some(s) = self.inner.store.stream(name).await? {
+            return Ok(Some(s));
+        }
+        if !self.inner.config.ingest.auto_create {
+            return Err(Error::not_found(format!(
+                "stream '{name}' does not exist and ingest.auto_create is off; create it first \
+                 with POST /api/v1/streams"
+            )));
+        }
+        Ok(None)
     }
 
     /// Whether a producer is sending to the stream right now.

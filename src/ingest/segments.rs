@@ -7,8 +7,7 @@
 //! `ingest.idle_timeout_secs`. A re-sent identical fragment (same session, same bytes) is
 //! stored once.
 
-use super::session::{Session, Summary};
-use super::timeline::{Anchor, SessionTimeline};
+use super::session::{Opening, Session, Summary};
 use super::Ingest;
 use crate::error::{Error, Kind, Result};
 use crate::fmp4::{Event, Splitter};
@@ -26,7 +25,6 @@ const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 const RECENT_DIGESTS: usize = 256;
 
 pub(crate) struct Series {
-    stream_id: i64,
     session: Session,
     last_activity: Instant,
     recent: VecDeque<([u8; 32], i64)>,
@@ -135,6 +133,7 @@ impl Ingest {
     {
         let ingest = self.clone();
         let (name, file) = (name.to_string(), file.to_string());
+        let arrived_us = self.inner.store.now_us();
         if is_manifest(&file) {
             return tokio::spawn(async move {
                 let result = drain_manifest(&file, body).await;
@@ -166,7 +165,7 @@ impl Ingest {
             }
             let mut guard = slot.series.lock().await;
             let result = ingest
-                .segment_file_in_turn(&name, &file, remote, body, &mut guard)
+                .segment_file_in_turn(&name, &file, remote, arrived_us, body, &mut guard)
                 .await;
             if let Err(e) = &result {
                 warn_refused(&name, &file, e);
@@ -180,6 +179,7 @@ impl Ingest {
         name: &str,
         file: &str,
         remote: Option<String>,
+        arrived_us: i64,
         mut body: S,
         guard: &mut Option<Series>,
     ) -> Result<SegmentOutcome>
@@ -187,9 +187,19 @@ impl Ingest {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let stream = self.resolve_stream(name).await?;
+        // Creates nothing: the series' session opens the stream at its first fragment.
+        let stream = self.check_stream(name).await?;
         let fresh = match guard.as_ref() {
-            Some(s) => s.stream_id != stream.id || s.is_expired(self.idle_timeout()),
+            Some(s) => {
+                s.is_expired(self.idle_timeout())
+                    || match (s.session.stream_id(), &stream) {
+                        // Deleted (and perhaps created again) since the series began.
+                        (Some(id), Some(now)) => id != now.id,
+                        (Some(_), None) => true,
+                        // Not open yet (an init file so far): it opens into whatever is there.
+                        (None, _) => false,
+                    }
+            }
             None => true,
         };
         if fresh {
@@ -197,30 +207,16 @@ impl Ingest {
                 self.end_series(old, "idle: no segment for ingest.idle_timeout_secs")
                     .await;
             }
-            let session_id = self
-                .inner
-                .store
-                .start_session(stream.id, "segments", remote)
-                .await?;
-            tracing::info!(
-                stream = name,
-                session = session_id,
-                "segment series started"
-            );
-            let timeline = SessionTimeline::new(
-                Anchor::ServerClock,
-                stream.last_end_us,
-                self.jitter_tolerance_us(),
-            );
             *guard = Some(Series {
-                stream_id: stream.id,
                 session: Session::new(
-                    self.inner.store.clone(),
-                    stream.id,
+                    self,
                     name,
-                    session_id,
-                    timeline,
-                    self.counters(name),
+                    Opening {
+                        kind: "segments",
+                        remote,
+                        connected_us: arrived_us,
+                        producer_start_us: None,
+                    },
                 )
                 .collecting_acked(),
                 last_activity: Instant::now(),
@@ -280,6 +276,7 @@ impl Ingest {
                     }
                     Some(Ok(c)) => c,
                 };
+                let received_us = self.inner.store.now_us();
                 // As in the long upload: what the splitter completed before an error is kept.
                 let split = splitter.push(&chunk, &mut events);
                 for ev in events.drain(..) {
@@ -297,7 +294,11 @@ impl Ingest {
                             Some(digest)
                         }
                     };
-                    series.session.handle(ev, tag, &sink).await.map_err(fail)?;
+                    series
+                        .session
+                        .handle(ev, tag, received_us, &sink)
+                        .await
+                        .map_err(fail)?;
                 }
                 split.map_err(|e| fail(e.into()))?;
             }
@@ -331,7 +332,7 @@ impl Ingest {
         };
         Ok(SegmentOutcome {
             kind,
-            session: Some(series.session.session_id),
+            session: series.session.session_id(),
             fragments,
             duplicates,
         })
@@ -354,11 +355,14 @@ impl Ingest {
     async fn end_series(&self, mut series: Series, reason: &str) {
         series.session.finish(&None).await;
         let summary: &Summary = &series.session.summary;
-        tracing::info!(stream = %summary.stream, session = summary.session, fragments = summary.fragments, "segment series ended");
+        tracing::info!(stream = %summary.stream, session = ?summary.session, fragments = summary.fragments, "segment series ended");
+        let Some(session_id) = series.session.session_id() else {
+            return;
+        };
         if let Err(e) = self
             .inner
             .store
-            .end_session(series.session.session_id, reason.to_string())
+            .end_session(session_id, reason.to_string())
             .await
         {
             tracing::warn!(error = %e, "could not record session end");

@@ -1,8 +1,14 @@
 //! One ingest session's fragment pipeline: init handling, timeline placement, `tfdt` rewriting,
 //! appending to the store, and acks in fragment order. Shared by the long upload and the
 //! segment-file series.
+//!
+//! A session opens its stream (creating it when `ingest.auto_create` allows) and its session
+//! row only when its first fragment arrives; an init before that is held in memory. So an upload
+//! refused before it carried media (a progressive MP4, garbage, a bad init) leaves no stream
+//! and no session behind.
 
-use super::timeline::{Placement, SessionTimeline, TrackSpan};
+use super::timeline::{Anchor, Placement, SessionTimeline, TrackSpan};
+use super::Ingest;
 use crate::error::{Error, Kind, Result};
 use crate::fmp4::{self, Event, InitFacts, RawFragment};
 use crate::metrics::IngestCounters;
@@ -26,7 +32,8 @@ pub type Sink = Option<mpsc::Sender<Bytes>>;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
-    pub session: i64,
+    /// `None` when no fragment arrived, so no session was opened.
+    pub session: Option<i64>,
     pub stream: String,
     pub first_fragment: Option<i64>,
     pub last_fragment: Option<i64>,
@@ -55,12 +62,36 @@ struct Inflight {
     rx: oneshot::Receiver<Result<FragmentRow>>,
 }
 
+/// What a session needs to open its stream and its session row at its first fragment.
+pub struct Opening {
+    /// `upload` or `segments` (the sessions table's `kind`).
+    pub kind: &'static str,
+    pub remote: Option<String>,
+    /// When the producer connected: the session's start time, and the earliest producer time
+    /// its first fragment may get from the server clock (see [`Anchor::ServerClock`]).
+    pub connected_us: i64,
+    /// How producer time is derived when fragments carry none; `None`: from the server clock.
+    pub producer_start_us: Option<i64>,
+}
+
+/// The stream and session row, once the first fragment opened them.
+struct Opened {
+    stream_id: i64,
+    session_id: i64,
+    timeline: SessionTimeline,
+}
+
 pub struct Session {
     store: Store,
-    stream_id: i64,
-    pub session_id: i64,
+    ingest: Ingest,
+    opening: Opening,
+    opened: Option<Opened>,
+    /// An init received before the session opened: stored when it opens.
+    pending_init: Option<(Bytes, InitFacts)>,
     init: Option<CurrentInit>,
-    timeline: SessionTimeline,
+    /// Told once, when the first fragment is durable (the long upload waits for it before it
+    /// answers, so a success status means media was stored).
+    on_first_stored: Option<oneshot::Sender<()>>,
     inflight: VecDeque<Inflight>,
     inflight_bytes: usize,
     pub summary: Summary,
@@ -99,31 +130,82 @@ pub fn fragment_json(r: &FragmentRow) -> serde_json::Value {
 }
 
 impl Session {
-    pub fn new(
-        store: Store,
-        stream_id: i64,
-        stream_name: &str,
-        session_id: i64,
-        timeline: SessionTimeline,
-        counters: IngestCounters,
-    ) -> Self {
+    /// A session into `stream_name` that opens at its first fragment (see the module doc).
+    pub fn new(ingest: &Ingest, stream_name: &str, opening: Opening) -> Self {
         Session {
-            store,
-            stream_id,
-            session_id,
+            store: ingest.store().clone(),
+            ingest: ingest.clone(),
+            opening,
+            opened: None,
+            pending_init: None,
             init: None,
-            timeline,
+            on_first_stored: None,
             inflight: VecDeque::new(),
             inflight_bytes: 0,
             summary: Summary {
-                session: session_id,
                 stream: stream_name.to_string(),
                 ..Default::default()
             },
-            counters,
+            counters: ingest.counters(stream_name),
             acked: Vec::new(),
             collect_acked: false,
         }
+    }
+
+    /// Tells `tx` when the session's first fragment is durable.
+    pub fn telling_first_stored(mut self, tx: oneshot::Sender<()>) -> Self {
+        self.on_first_stored = Some(tx);
+        self
+    }
+
+    /// The session row, once the first fragment opened it.
+    pub fn session_id(&self) -> Option<i64> {
+        self.opened.as_ref().map(|o| o.session_id)
+    }
+
+    /// The stream the session stores into, once open.
+    pub fn stream_id(&self) -> Option<i64> {
+        self.opened.as_ref().map(|o| o.stream_id)
+    }
+
+    /// Opens the stream (creating it if allowed) and the session row, stores the init held
+    /// back until now, and says so on the ack stream.
+    async fn open(&mut self, sink: &Sink) -> Result<()> {
+        let name = self.summary.stream.clone();
+        // Read now, not when the producer connected: a previous producer of the stream has
+        // finished by now (the upload's claim), so the stream's end is final.
+        let stream = self.ingest.resolve_stream(&name).await?;
+        let o = &self.opening;
+        let session_id = self
+            .store
+            .start_session(stream.id, o.kind, o.remote.clone(), o.connected_us)
+            .await?;
+        let anchor = o.producer_start_us.map_or(
+            Anchor::ServerClock {
+                connected_us: o.connected_us,
+            },
+            Anchor::ProducerStart,
+        );
+        tracing::info!(stream = %name, session = session_id, kind = o.kind, remote = ?o.remote, "ingest session started");
+        self.summary.session = Some(session_id);
+        self.opened = Some(Opened {
+            stream_id: stream.id,
+            session_id,
+            timeline: SessionTimeline::new(
+                anchor,
+                stream.last_end_us,
+                self.ingest.jitter_tolerance_us(),
+            ),
+        });
+        send_line(
+            sink,
+            serde_json::json!({"event": "session_started", "session": session_id, "stream": name}),
+        )
+        .await;
+        if let Some((bytes, facts)) = self.pending_init.take() {
+            self.store_init(bytes, facts).await?;
+        }
+        Ok(())
     }
 
     /// Keeps acknowledged rows for [`Session::take_acked`].
@@ -132,8 +214,13 @@ impl Session {
         self
     }
 
+    /// The init the session's fragments need (stored or still held back).
     pub fn init_bytes(&self) -> Option<Bytes> {
-        self.init.as_ref().map(|i| i.bytes.clone())
+        match (&self.init, &self.pending_init) {
+            (_, Some((bytes, _))) => Some(bytes.clone()),
+            (Some(i), None) => Some(i.bytes.clone()),
+            (None, None) => None,
+        }
     }
 
     pub fn refuse(&mut self, e: &Error) {
@@ -145,19 +232,24 @@ impl Session {
         }
     }
 
-    /// Handles one splitter event. `Err` means the session cannot go on.
-    pub async fn handle(&mut self, event: Event, tag: Option<[u8; 32]>, sink: &Sink) -> Result<()> {
+    /// Handles one splitter event; `received_us` is the server time the chunk that completed
+    /// it arrived. `Err` means the session cannot go on.
+    pub async fn handle(
+        &mut self,
+        event: Event,
+        tag: Option<[u8; 32]>,
+        received_us: i64,
+        sink: &Sink,
+    ) -> Result<()> {
         match event {
             Event::Init { bytes, facts } => self.on_init(bytes, facts).await,
-            Event::Fragment(raw) => self.on_fragment(raw, tag, sink).await,
+            Event::Fragment(raw) => self.on_fragment(raw, tag, received_us, sink).await,
         }
     }
 
     async fn on_init(&mut self, bytes: Bytes, facts: InitFacts) -> Result<()> {
-        if let Some(cur) = &self.init {
-            if cur.bytes == bytes {
-                return Ok(());
-            }
+        if self.init_bytes().is_some_and(|cur| cur == bytes) {
+            return Ok(());
         }
         if facts.tracks.is_empty() {
             return Err(Error::new(
@@ -165,6 +257,19 @@ impl Session {
                 "the init segment has no tracks",
             ));
         }
+        if self.opened.is_none() {
+            self.pending_init = Some((bytes, facts));
+            return Ok(());
+        }
+        self.store_init(bytes, facts).await
+    }
+
+    async fn store_init(&mut self, bytes: Bytes, facts: InitFacts) -> Result<()> {
+        let Some(stream_id) = self.stream_id() else {
+            return Err(Error::internal(
+                "an init was stored before its session opened",
+            ));
+        };
         let tracks = facts
             .tracks
             .iter()
@@ -181,7 +286,7 @@ impl Session {
             .collect();
         let id = self
             .store
-            .put_init(self.stream_id, bytes.clone(), facts.codecs(), tracks)
+            .put_init(stream_id, bytes.clone(), facts.codecs(), tracks)
             .await?;
         self.init = Some(CurrentInit {
             id,
@@ -195,20 +300,27 @@ impl Session {
         &mut self,
         raw: RawFragment,
         tag: Option<[u8; 32]>,
+        received_us: i64,
         sink: &Sink,
     ) -> Result<()> {
         let received = Instant::now();
+        if self.init.is_none() && self.pending_init.is_none() {
+            return Err(fmp4::Fmp4Error::MediaBeforeInit.into());
+        }
+        if self.opened.is_none() {
+            self.open(sink).await?;
+        }
         let Some(init) = &self.init else {
             return Err(fmp4::Fmp4Error::MediaBeforeInit.into());
         };
         let init_id = init.id;
         let facts_init = init.facts.clone();
-        let placed = self.place(&facts_init, &raw);
+        let placed = self.place(&facts_init, &raw, received_us);
         let (new_fragment, placement, spans) = match placed {
             Ok(p) => p,
             Err(e) => {
                 send_line(sink, error_json(&e, Some(raw.stream_offset))).await;
-                tracing::warn!(session = self.session_id, error = %e, "fragment refused");
+                tracing::warn!(session = ?self.session_id(), error = %e, "fragment refused");
                 self.refuse(&e);
                 return Ok(());
             }
@@ -218,7 +330,9 @@ impl Session {
             init_id,
             ..new_fragment
         })?;
-        self.timeline.commit(placement, &spans);
+        if let Some(o) = self.opened.as_mut() {
+            o.timeline.commit(placement, &spans);
+        }
         self.inflight.push_back(Inflight {
             tag,
             received,
@@ -233,12 +347,18 @@ impl Session {
         Ok(())
     }
 
-    /// Facts, placement and rewrite of one fragment; any error refuses just this fragment.
+    /// Facts, placement and rewrite of one fragment (whose last byte arrived at
+    /// `received_us`); any error refuses just this fragment. Only called once open.
     fn place(
         &self,
         init: &InitFacts,
         raw: &RawFragment,
+        received_us: i64,
     ) -> Result<(NewFragment, Placement, Vec<TrackSpan>)> {
+        let opened = self
+            .opened
+            .as_ref()
+            .ok_or_else(|| Error::internal("a fragment was placed before its session opened"))?;
         let facts = fmp4::fragment_facts_at(init, &raw.bytes, raw.stream_offset)?;
         let spans = track_spans(&facts);
         let prft_offset_us = raw.prft.as_ref().and_then(|p| {
@@ -248,9 +368,7 @@ impl Session {
                 .find(|r| r.track_id == p.reference_track_id)?;
             Some(p.utc_time_us - fmp4::ticks_to_us(p.media_time, run.timescale))
         });
-        let placement = self
-            .timeline
-            .place(&spans, prft_offset_us, self.store.now_us())?;
+        let placement = opened.timeline.place(&spans, prft_offset_us, received_us)?;
         let offset_us = placement.offset_us;
         let negative = std::cell::Cell::new(None);
         let rewritten =
@@ -277,8 +395,8 @@ impl Session {
         let run_start_us = fmp4::ticks_to_us(run.base_media_decode_time, run.timescale);
         Ok((
             NewFragment {
-                stream_id: self.stream_id,
-                session_id: self.session_id,
+                stream_id: opened.stream_id,
+                session_id: opened.session_id,
                 init_id: 0,
                 producer_start_us: run_start_us + offset_us,
                 duration_us: fmp4::ticks_to_us(run.duration, run.timescale),
@@ -388,6 +506,9 @@ impl Session {
                 let mut line = fragment_json(&row);
                 line["event"] = "persisted".into();
                 send_line(sink, line).await;
+                if let Some(tx) = self.on_first_stored.take() {
+                    let _ = tx.send(());
+                }
                 self.counters
                     .acked(row.size_bytes as u64, received.elapsed());
                 if self.collect_acked {
@@ -395,7 +516,7 @@ impl Session {
                 }
             }
             Err(e) => {
-                tracing::warn!(session = self.session_id, error = %e, "fragment not stored");
+                tracing::warn!(session = ?self.session_id(), error = %e, "fragment not stored");
                 send_line(sink, error_json(&e, None)).await;
                 self.refuse(&e);
             }

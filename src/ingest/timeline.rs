@@ -20,8 +20,17 @@ const MEDIA_SLACK_US: i64 = 1000;
 pub enum Anchor {
     /// `producer_start` given by the producer: the wall clock of the session's first fragment.
     ProducerStart(i64),
-    /// Nothing given: max(server clock at the first fragment, end of the stream).
-    ServerClock,
+    /// Nothing given: the session's first fragment started when its capture began, as far as the
+    /// server can tell: the server time its last byte arrived minus its duration, but not before
+    /// the producer connected (`connected_us`), and not before the end of the stream.
+    ///
+    /// Why not the arrival of its last byte: a live producer sends a fragment once all of it is
+    /// captured (ffmpeg and GStreamer write each `moof`+`mdat` whole), so that time is one
+    /// fragment late, and so would be every time of the session. Why not the arrival of its
+    /// first byte: for the same reason it is hardly earlier than the last. The connection time
+    /// bounds the estimate for an upload faster than real time (a file sent with `curl -T`),
+    /// whose first fragment arrives long before its duration has passed.
+    ServerClock { connected_us: i64 },
 }
 
 /// One track's media in a fragment, in the producer's media time (µs).
@@ -85,12 +94,13 @@ impl SessionTimeline {
 
     /// Decides the producer time of a fragment whose tracks hold `spans` (never empty), or
     /// refuses it. `prft_offset_us` is producer time minus media time as the fragment's `prft`
-    /// states it. Nothing changes until `commit`.
+    /// states it; `received_us` is the server time the fragment's last byte arrived. Nothing
+    /// changes until `commit`.
     pub fn place(
         &self,
         spans: &[TrackSpan],
         prft_offset_us: Option<i64>,
-        now_us: i64,
+        received_us: i64,
     ) -> Result<Placement> {
         let Some(media_start_us) = spans.iter().map(|s| s.start_us).min() else {
             return Err(Error::invalid("the fragment holds no track"));
@@ -118,8 +128,11 @@ impl SessionTimeline {
             (Some(o), _, _) => o,
             (None, Some(o), _) => o,
             (None, None, Anchor::ProducerStart(p)) => p - media_start_us,
-            (None, None, Anchor::ServerClock) => {
-                now_us.max(self.stream_end_us.unwrap_or(i64::MIN)) - media_start_us
+            (None, None, Anchor::ServerClock { connected_us }) => {
+                let capture_start_us = received_us
+                    .saturating_sub(media_end_us - media_start_us)
+                    .max(connected_us);
+                capture_start_us.max(self.stream_end_us.unwrap_or(i64::MIN)) - media_start_us
             }
         };
         // The largest overlap of any track with what must come before it: its own previous
@@ -199,6 +212,8 @@ mod tests {
     const NOW: i64 = 1_764_000_000 * S;
     const VIDEO: u32 = 1;
     const AUDIO: u32 = 2;
+    /// No times given, and the producer connected at NOW: fragments arriving at NOW start there.
+    const AT_NOW: Anchor = Anchor::ServerClock { connected_us: NOW };
 
     fn span(track_id: u32, start_us: i64, end_us: i64) -> TrackSpan {
         TrackSpan {
@@ -226,16 +241,41 @@ mod tests {
 
     #[test]
     fn server_clock_anchor_follows_media_time() {
-        let mut t = SessionTimeline::new(Anchor::ServerClock, None, S);
+        let mut t = SessionTimeline::new(AT_NOW, None, S);
         assert_eq!(run(&mut t, 10 * S, 2 * S, None).unwrap(), NOW);
         // Arrives instantly (faster than real time): still placed by media time.
         assert_eq!(run(&mut t, 12 * S, 2 * S, None).unwrap(), NOW + 2 * S);
     }
 
+    /// A live producer sends its first fragment once all of it is captured: the fragment
+    /// started its duration before its last byte arrived (received at NOW here).
+    #[test]
+    fn server_clock_anchor_is_the_start_of_capture() {
+        let connected_us = NOW - 10 * S;
+        let mut t = SessionTimeline::new(Anchor::ServerClock { connected_us }, None, S);
+        assert_eq!(run(&mut t, 10 * S, 2 * S, None).unwrap(), NOW - 2 * S);
+        assert_eq!(run(&mut t, 12 * S, 2 * S, None).unwrap(), NOW);
+    }
+
+    /// A file uploaded faster than real time: its first fragment cannot have started before
+    /// the producer connected.
+    #[test]
+    fn server_clock_anchor_is_not_before_the_connection() {
+        let connected_us = NOW - S / 2;
+        let t = SessionTimeline::new(Anchor::ServerClock { connected_us }, None, S);
+        let p = t.place(&[span(VIDEO, 0, 2 * S)], None, NOW).unwrap();
+        assert_eq!(p.producer_start_us, connected_us);
+        // ... nor before the end of the stream.
+        let end = NOW + S;
+        let t = SessionTimeline::new(Anchor::ServerClock { connected_us }, Some(end), S);
+        let p = t.place(&[span(VIDEO, 0, 2 * S)], None, NOW).unwrap();
+        assert_eq!(p.producer_start_us, end);
+    }
+
     #[test]
     fn new_session_without_times_appends_after_stream_end() {
         let end = NOW + 60 * S; // the stream already reaches a minute into the future
-        let mut t = SessionTimeline::new(Anchor::ServerClock, Some(end), S);
+        let mut t = SessionTimeline::new(AT_NOW, Some(end), S);
         assert_eq!(run(&mut t, 0, 2 * S, None).unwrap(), end);
         assert_eq!(run(&mut t, 2 * S, 2 * S, None).unwrap(), end + 2 * S);
     }
@@ -249,7 +289,7 @@ mod tests {
 
     #[test]
     fn prft_wins_per_fragment() {
-        let mut t = SessionTimeline::new(Anchor::ServerClock, None, S);
+        let mut t = SessionTimeline::new(AT_NOW, None, S);
         assert_eq!(run(&mut t, 0, S, Some(NOW - 5 * S)).unwrap(), NOW - 5 * S);
         assert_eq!(run(&mut t, S, S, Some(NOW - 4 * S)).unwrap(), NOW - 4 * S);
     }
@@ -272,7 +312,7 @@ mod tests {
 
     #[test]
     fn backwards_media_time_within_session_is_refused() {
-        let mut t = SessionTimeline::new(Anchor::ServerClock, None, S);
+        let mut t = SessionTimeline::new(AT_NOW, None, S);
         run(&mut t, 10 * S, 2 * S, None).unwrap();
         let e = t
             .place(&[span(VIDEO, 5 * S, 6 * S)], None, NOW)
@@ -287,7 +327,7 @@ mod tests {
     /// Every moof is accepted and both tracks keep one offset.
     #[test]
     fn one_moof_per_track_is_placed_per_track() {
-        let mut t = SessionTimeline::new(Anchor::ServerClock, None, S);
+        let mut t = SessionTimeline::new(AT_NOW, None, S);
         let audio_ms = 980;
         for i in 0..10 {
             let a = put(

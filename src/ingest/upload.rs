@@ -2,19 +2,22 @@
 //! -method PUT`, GStreamer, `curl -T`). Fragments are acknowledged as they become durable, while
 //! the body is still arriving.
 
-use super::session::{error_json, send_line, Session, Sink, Summary};
-use super::timeline::{Anchor, SessionTimeline};
+use super::session::{error_json, send_line, Opening, Session, Sink, Summary};
 use super::Ingest;
 use crate::error::{Error, Kind};
 use crate::fmp4::Splitter;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct UploadParams {
     /// `producer_start` query parameter: wall clock of the session's first fragment.
     pub producer_start_us: Option<i64>,
     pub remote: Option<String>,
+    /// When the request arrived (server clock); `None`: when the upload begins.
+    pub connected_us: Option<i64>,
+    /// Told when the first fragment is durable (dropped unsent if none ever is).
+    pub first_stored: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// How an upload ended: what was stored, and the error that ended it or refused fragments.
@@ -68,32 +71,24 @@ impl Ingest {
         E: std::fmt::Display,
     {
         let store = self.inner.store.clone();
-        self.resolve_stream(name).await?;
+        let connected_us = params.connected_us.unwrap_or_else(|| store.now_us());
+        // Refuse early what can be known before the first byte (no stream, no auto-create);
+        // the stream itself is created only once a fragment arrives (see session.rs).
+        self.check_stream(name).await?;
         let claim = self.inner.registry.claim(name, &self.inner.shutdown).await;
-        // Read the stream after the previous producer finished, so its end is final.
-        let stream = self.resolve_stream(name).await?;
-        let session_id = store
-            .start_session(stream.id, "upload", params.remote.clone())
-            .await?;
-        tracing::info!(stream = name, session = session_id, remote = ?params.remote, "upload session started");
-        send_line(
-            sink,
-            serde_json::json!({"event": "session_started", "session": session_id, "stream": name}),
-        )
-        .await;
-        let anchor = params
-            .producer_start_us
-            .map_or(Anchor::ServerClock, Anchor::ProducerStart);
-        let timeline = SessionTimeline::new(anchor, stream.last_end_us, self.jitter_tolerance_us());
-        let counters = self.counters(name);
         let mut session = Session::new(
-            store.clone(),
-            stream.id,
+            self,
             name,
-            session_id,
-            timeline,
-            counters,
+            Opening {
+                kind: "upload",
+                remote: params.remote.clone(),
+                connected_us,
+                producer_start_us: params.producer_start_us,
+            },
         );
+        if let Some(tx) = params.first_stored {
+            session = session.telling_first_stored(tx);
+        }
         let mut splitter = Splitter::new(self.inner.config.ingest.max_fragment_bytes);
         let mut events = Vec::new();
         let idle = self.idle_timeout();
@@ -146,12 +141,14 @@ impl Ingest {
                 }
                 Ok(Some(Ok(chunk))) => chunk,
             };
+            // The fragments this chunk completes had their last byte arrive now.
+            let received_us = store.now_us();
             // The fragments completed before a bad box are stored whatever the chunking: the
             // events the splitter produced before its error are handled first.
             let split = splitter.push(&chunk, &mut events);
             let mut failed = None;
             for ev in events.drain(..) {
-                if let Err(e) = session.handle(ev, None, sink).await {
+                if let Err(e) = session.handle(ev, None, received_us, sink).await {
                     failed = Some(e);
                     break;
                 }
@@ -166,18 +163,21 @@ impl Ingest {
         // Whatever was received is persisted and acknowledged before the session ends.
         session.finish(sink).await;
         drop(claim);
+        let session_id = session.session_id();
         if let Some(e) = &fatal {
             session.counters.error(e.kind);
             send_line(sink, error_json(e, Some(splitter.bytes_consumed()))).await;
-            tracing::warn!(stream = name, session = session_id, error = %e, "upload ended with an error");
+            tracing::warn!(stream = name, session = ?session_id, remote = ?params.remote, error = %e, "upload ended with an error");
         }
-        if let Err(e) = store.end_session(session_id, end_reason.to_string()).await {
-            tracing::warn!(session = session_id, error = %e, "could not record session end");
+        if let Some(id) = session_id {
+            if let Err(e) = store.end_session(id, end_reason.to_string()).await {
+                tracing::warn!(session = id, error = %e, "could not record session end");
+            }
         }
         let summary = session.summary.clone();
         tracing::info!(
             stream = name,
-            session = session_id,
+            session = ?session_id,
             fragments = summary.fragments,
             reason = end_reason,
             "upload session ended"

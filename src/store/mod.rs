@@ -528,14 +528,17 @@ impl Store {
         .await
     }
 
+    /// Records a session of `stream_id` that began at `started_us` (when its producer
+    /// connected, which is earlier than this call: a session opens at its first fragment).
     pub async fn start_session(
         &self,
         stream_id: i64,
         kind: &'static str,
         remote: Option<String>,
+        started_us: i64,
     ) -> Result<i64> {
         self.exec(move |w| {
-            let now = w.now_us();
+            let now = started_us;
             w.conn.execute(
                 "INSERT INTO sessions (stream_id, kind, remote, started_us) VALUES (?,?,?,?)",
                 params![stream_id, kind, remote, now],
