@@ -106,6 +106,8 @@ pub struct Test {
     name: &'static str,
     body: fn(),
     needs: Vec<Need>,
+    /// Like libtest's `#[ignore = "why"]`: run only with `--ignored` / `--include-ignored`.
+    ignored: Option<&'static str>,
 }
 
 pub fn test(name: &'static str, body: fn()) -> Test {
@@ -113,12 +115,18 @@ pub fn test(name: &'static str, body: fn()) -> Test {
         name,
         body,
         needs: Vec::new(),
+        ignored: None,
     }
 }
 
 impl Test {
     pub fn needs(mut self, needs: &[Need]) -> Test {
         self.needs.extend_from_slice(needs);
+        self
+    }
+
+    pub fn ignored(mut self, why: &'static str) -> Test {
+        self.ignored = Some(why);
         self
     }
 }
@@ -146,10 +154,14 @@ pub fn run_tests(tests: Vec<Test>) -> ExitCode {
                 .collect();
             let body = t.body;
             if missing.is_empty() {
-                return Trial::test(t.name, move || {
+                let trial = Trial::test(t.name, move || {
                     body();
                     Ok(())
                 });
+                return match t.ignored {
+                    Some(why) => trial.with_kind(why).with_ignored_flag(true),
+                    None => trial,
+                };
             }
             let labels: Vec<&str> = missing.iter().map(|(l, _)| l.as_str()).collect();
             let why: Vec<&str> = missing.iter().map(|(_, w)| w.as_str()).collect();
