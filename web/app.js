@@ -122,20 +122,23 @@ function updateKeyButton() {
   const b = $('#key-button');
   if (!b) return;
   b.hidden = !keyNeeded;
-  b.textContent = apiKey ? 'API key ✓' : 'Enter API key';
+  b.textContent = apiKey ? 'API key…' : 'Enter API key';
 }
 
-async function api(path, { method = 'GET', body } = {}, retried = false) {
-  const init = { method, headers: authHeaders() };
-  if (body !== undefined) {
-    init.headers['content-type'] = 'application/json';
-    init.body = JSON.stringify(body);
-  }
-  const r = await fetch(API + path, init);
-  if (r.status === 401) {
+async function api(path, { method = 'GET', body } = {}) {
+  let r;
+  // Until a key is accepted or the form is dismissed (a refused key asks again, saying so).
+  for (;;) {
+    const init = { method, headers: authHeaders() };
+    if (body !== undefined) {
+      init.headers['content-type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    r = await fetch(API + path, init);
+    if (r.status !== 401) break;
     keyNeeded = true;
     updateKeyButton();
-    if (!retried && (await askForKey(Boolean(apiKey)))) return api(path, { method, body }, true);
+    if (!(await askForKey(Boolean(apiKey)))) break;
   }
   if (r.status === 204) return null;
   const text = await r.text();
