@@ -76,12 +76,40 @@ impl Server {
                 );
             }
         };
-        Server {
+        let server = Server {
             child: Some(child),
             base,
             data_dir,
             log_path,
             _tmp: None,
+        };
+        server.wait_ready();
+        server
+    }
+
+    /// Waits until `/readyz` answers 200: the port is bound before the store has opened
+    /// (recovery may run), so "listening" is not "ready". Panics with the log after 30 s.
+    fn wait_ready(&self) {
+        let quick = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("client");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = quick
+                .get(self.url("/readyz"))
+                .send()
+                .is_ok_and(|r| r.status() == 200);
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server at {} not ready within 30 s; log:\n{}",
+                self.base,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
