@@ -2,10 +2,34 @@
 
 mod common;
 
+use common::harness::{run_tests, test, Need};
 use common::*;
 use std::io::{BufRead, BufReader, Read};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+fn main() -> std::process::ExitCode {
+    run_tests(vec![
+        test(
+            "follow_feed_from_the_past_through_live_exactly_once",
+            follow_feed_from_the_past_through_live_exactly_once,
+        )
+        .needs(&[Need::Program("ffmpeg"), Need::Program("ffprobe")]),
+        test(
+            "resume_after_disconnect_loses_and_repeats_nothing",
+            resume_after_disconnect_loses_and_repeats_nothing,
+        ),
+        test(
+            "events_for_every_fragment_in_order_and_resume_with_last_event_id",
+            events_for_every_fragment_in_order_and_resume_with_last_event_id,
+        ),
+        test(
+            "sample_motion_job_scores_a_moving_and_a_still_picture",
+            sample_motion_job_scores_a_moving_and_a_still_picture,
+        )
+        .needs(&[Need::Program("ffmpeg"), Need::Program("python3")]),
+    ])
+}
 
 /// Reads top-level boxes from a follow-feed response: returns (fragment numbers in order from the
 /// `free` markers, all bytes read). Stops after `want` fragments or when the body ends.
@@ -48,11 +72,7 @@ fn fragment_count(server: &Server, stream: &str) -> usize {
         .unwrap_or(0) as usize
 }
 
-#[test]
 fn follow_feed_from_the_past_through_live_exactly_once() {
-    if !have("ffmpeg") || !have("ffprobe") {
-        return;
-    }
     let server = Server::start();
     // 12 s at 1 s GOPs: 12 fragments, 300 frames.
     let mut ffmpeg = live_ffmpeg(&server.api("/streams/live/ingest"), 12);
@@ -88,7 +108,6 @@ fn follow_feed_from_the_past_through_live_exactly_once() {
     assert_eq!(ffprobe_frames(&path), 275);
 }
 
-#[test]
 fn resume_after_disconnect_loses_and_repeats_nothing() {
     let server = Server::start();
     let body = std::fs::read(sample("h264_cmaf_chunks.mp4")).unwrap();
@@ -164,7 +183,6 @@ fn read_events(
     out
 }
 
-#[test]
 fn events_for_every_fragment_in_order_and_resume_with_last_event_id() {
     let server = Server::start();
     let events_url = server.api("/streams/ev/events");
@@ -268,11 +286,7 @@ fn events_for_every_fragment_in_order_and_resume_with_last_event_id() {
 }
 
 /// The sample analytics job (samples/analytics/motion.py) against live ffmpeg uploads.
-#[test]
 fn sample_motion_job_scores_a_moving_and_a_still_picture() {
-    if !have("ffmpeg") || !have("python3") {
-        return;
-    }
     let server = Server::start();
     let run = |stream: &str, source: &str| -> Vec<f64> {
         let url = server.api(&format!("/streams/{stream}/ingest"));

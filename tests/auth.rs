@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_alive, client, get_json, have, sample, Server, BIN};
+use common::{assert_alive, client, get_json, sample, Server, BIN};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -67,7 +67,25 @@ enum Exp {
     U,
     F,
 }
+use common::harness::{run_tests, test, Need};
 use Exp::{Ok as Y, F, U};
+
+fn main() -> std::process::ExitCode {
+    run_tests(vec![
+        test("role_matrix", role_matrix),
+        test("playback_tokens", playback_tokens),
+        test("no_keys_on_loopback_is_open", no_keys_on_loopback_is_open),
+        test(
+            "ffmpeg_ingests_with_basic_credentials_in_the_url",
+            ffmpeg_ingests_with_basic_credentials_in_the_url,
+        )
+        .needs(&[Need::Program("ffmpeg")]),
+        test(
+            "refuses_public_address_without_keys",
+            refuses_public_address_without_keys,
+        ),
+    ])
+}
 
 fn outcome(status: u16) -> Option<Exp> {
     match status {
@@ -136,7 +154,6 @@ fn js(v: Value) -> Option<Vec<u8>> {
     Some(v.to_string().into_bytes())
 }
 
-#[test]
 fn role_matrix() {
     let server = Server::start_with_config(&auth_config());
     let sample_bytes = std::fs::read(sample("h264_aac_gop2s.mp4")).unwrap();
@@ -523,7 +540,6 @@ fn assert_refused(url: &str, status: u16, says: &str) {
     assert!(msg.contains(says), "{url}: {v}");
 }
 
-#[test]
 fn playback_tokens() {
     let server = Server::start_with_config(&auth_config());
     upload_as(&server, "cam1", ADMIN);
@@ -669,7 +685,6 @@ fn get_json_admin(server: &Server, path: &str) -> Value {
 
 /// Without keys (loopback) nothing is checked, tokens still work, and only verified tokens are
 /// copied into playlists.
-#[test]
 fn no_keys_on_loopback_is_open() {
     let server = Server::start();
     let body = std::fs::read(sample("h264_aac_gop2s.mp4")).unwrap();
@@ -708,11 +723,7 @@ fn no_keys_on_loopback_is_open() {
     let _ = get_json(&server.api("/streams"));
 }
 
-#[test]
 fn ffmpeg_ingests_with_basic_credentials_in_the_url() {
-    if !have("ffmpeg") {
-        return;
-    }
     let server = Server::start_with_config(&auth_config());
     let port = server.base.rsplit(':').next().unwrap().to_string();
     let run = |key: &str, stream: &str, realtime: bool| {
@@ -792,7 +803,6 @@ fn spawn_bin(dir: &std::path::Path, extra: &[&str]) -> std::process::Child {
         .expect("spawn tapedeck")
 }
 
-#[test]
 fn refuses_public_address_without_keys() {
     let tmp = tempfile::tempdir().unwrap();
     let mut child = spawn_bin(tmp.path(), &[]);

@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::harness::{run_tests, test, Need};
 use common::*;
 use serde_json::Value;
 use std::io::Read;
@@ -18,6 +19,43 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+fn main() -> std::process::ExitCode {
+    run_tests(vec![
+        test(
+            "live_plays_in_hlsjs_and_native_hls",
+            live_plays_in_hlsjs_and_native_hls,
+        )
+        .needs(&[
+            Need::Browser(&["playwright-core/package.json", "hls.js/dist/hls.min.js"]),
+            Need::Program("ffmpeg"),
+        ]),
+        test(
+            "archive_plays_across_a_discontinuity",
+            archive_plays_across_a_discontinuity,
+        )
+        .needs(&[
+            Need::Browser(&["playwright-core/package.json", "hls.js/dist/hls.min.js"]),
+            Need::Program("ffmpeg"),
+        ]),
+        test(
+            "low_latency_hls_latency_under_two_seconds",
+            low_latency_hls_latency_under_two_seconds,
+        )
+        .needs(&[
+            Need::Browser(&["playwright-core/package.json", "hls.js/dist/hls.min.js"]),
+            Need::Program("ffmpeg"),
+        ]),
+        test(
+            "clip_seeks_to_the_middle_and_plays",
+            clip_seeks_to_the_middle_and_plays,
+        )
+        .needs(&[
+            Need::Browser(&["playwright-core/package.json", "hls.js/dist/hls.min.js"]),
+            Need::Program("ffmpeg"),
+        ]),
+    ])
+}
+
 /// One browser test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -26,11 +64,6 @@ const PLAY_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Everything a browser test needs: skip with the reason, or fail in CI.
-fn have_browser_clients() -> bool {
-    have_browser(&["playwright-core/package.json", "hls.js/dist/hls.min.js"]) && have("ffmpeg")
 }
 
 fn now_ms() -> i64 {
@@ -312,11 +345,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-#[test]
 fn live_plays_in_hlsjs_and_native_hls() {
-    if !have_browser_clients() {
-        return;
-    }
     let _one = serial();
     let server = Server::start();
     let artifacts = browser_artifacts_dir("live");
@@ -355,11 +384,7 @@ fn live_plays_in_hlsjs_and_native_hls() {
     }
 }
 
-#[test]
 fn archive_plays_across_a_discontinuity() {
-    if !have_browser_clients() {
-        return;
-    }
     let _one = serial();
     let server = Server::start();
     let artifacts = browser_artifacts_dir("archive");
@@ -555,11 +580,7 @@ fn ll_attempt(server: &Server, stream: &str, artifacts: &Path) -> LlMeasurement 
     }
 }
 
-#[test]
 fn low_latency_hls_latency_under_two_seconds() {
-    if !have_browser_clients() {
-        return;
-    }
     let _one = serial();
     let server = Server::start();
     let artifacts = browser_artifacts_dir("ll-hls");
@@ -586,11 +607,7 @@ fn low_latency_hls_latency_under_two_seconds() {
     );
 }
 
-#[test]
 fn clip_seeks_to_the_middle_and_plays() {
-    if !have_browser_clients() {
-        return;
-    }
     let _one = serial();
     let server = Server::start();
     let artifacts = browser_artifacts_dir("clip");

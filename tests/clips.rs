@@ -4,13 +4,38 @@
 
 mod common;
 
+use common::harness::{run_tests, test, Need};
 use common::{
-    all_fragments, client, ffprobe_audio_frames, ffprobe_frames, have, json_of, sample, Server,
+    all_fragments, client, ffprobe_audio_frames, ffprobe_frames, json_of, sample, Server,
 };
 use reqwest::header;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+fn main() -> std::process::ExitCode {
+    run_tests(vec![
+        test(
+            "clip_across_restarts_and_gaps_plays_continuously",
+            clip_across_restarts_and_gaps_plays_continuously,
+        )
+        .needs(&[Need::Program("ffprobe")]),
+        test("ranges_etags_and_head", ranges_etags_and_head),
+        test("hevc_and_audio_only_clips", hevc_and_audio_only_clips)
+            .needs(&[Need::Program("ffprobe")]),
+        test(
+            "cmaf_chunks_clip_starts_at_a_keyframe",
+            cmaf_chunks_clip_starts_at_a_keyframe,
+        )
+        .needs(&[Need::Program("ffprobe")]),
+        test("clip_errors", clip_errors),
+        test(
+            "clip_ends_before_an_init_it_cannot_carry",
+            clip_ends_before_an_init_it_cannot_carry,
+        )
+        .needs(&[Need::Program("ffprobe")]),
+    ])
+}
 
 const GOP2S: &str = "h264_aac_gop2s.mp4";
 
@@ -162,11 +187,7 @@ fn three_sessions(server: &Server, stream: &str) -> (i64, i64) {
     (s1_start, s3_end)
 }
 
-#[test]
 fn clip_across_restarts_and_gaps_plays_continuously() {
-    if !have("ffprobe") {
-        return;
-    }
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let (start, end) = three_sessions(&server, "cam");
@@ -207,7 +228,6 @@ fn clip_across_restarts_and_gaps_plays_continuously() {
     assert!((span - 30.0).abs() <= 2.0, "fmp4 gaps collapse: {span}");
 }
 
-#[test]
 fn ranges_etags_and_head() {
     let server = Server::start();
     upload(&server, "r", "", GOP2S);
@@ -300,11 +320,7 @@ fn ranges_etags_and_head() {
     }
 }
 
-#[test]
 fn hevc_and_audio_only_clips() {
-    if !have("ffprobe") {
-        return;
-    }
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     upload(&server, "hevc", "", "h265_aac.mp4");
@@ -333,11 +349,7 @@ fn hevc_and_audio_only_clips() {
     assert!((370..=380).contains(&frames), "audio frames {frames}");
 }
 
-#[test]
 fn cmaf_chunks_clip_starts_at_a_keyframe() {
-    if !have("ffprobe") {
-        return;
-    }
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     upload(&server, "chunks", "", "h264_cmaf_chunks.mp4");
@@ -354,7 +366,6 @@ fn cmaf_chunks_clip_starts_at_a_keyframe() {
     assert_continuous(&path);
 }
 
-#[test]
 fn clip_errors() {
     let server = Server::start_with_config("[limits]\nmax_clip_secs = 5\n");
     upload(&server, "e", "", GOP2S);
@@ -400,11 +411,7 @@ fn clip_errors() {
     assert_eq!(error_of(r).0, 404);
 }
 
-#[test]
 fn clip_ends_before_an_init_it_cannot_carry() {
-    if !have("ffprobe") {
-        return;
-    }
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     // Video+audio, then audio only: another track layout.

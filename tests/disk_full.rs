@@ -6,7 +6,16 @@
 
 mod common;
 
+use common::harness::{run_tests, test, Need};
 use common::*;
+
+fn main() -> std::process::ExitCode {
+    run_tests(vec![test(
+        "disk_full_refuses_cleanly_and_recovers_when_space_returns",
+        disk_full_refuses_cleanly_and_recovers_when_space_returns,
+    )
+    .needs(&[Need::Root])])
+}
 
 /// The stored fragments of `stream` are `expected`, in order: same sizes, and the same media
 /// bytes (the moof is rewritten onto the stream's timeline, the mdat is the source's).
@@ -26,12 +35,9 @@ fn assert_intact(server: &Server, stream: &str, expected: &[&Vec<u8>]) {
     }
 }
 
-#[test]
 fn disk_full_refuses_cleanly_and_recovers_when_space_returns() {
     let root = tempfile::tempdir().unwrap();
-    let Some(fs) = Tmpfs::mount(&root.path().join("data"), "12m") else {
-        return;
-    };
+    let fs = Tmpfs::mount(&root.path().join("data"), "12m");
     let mut server = Server::start_in(root.path(), "");
     let sample_bytes = std::fs::read(sample("h264_aac_gop2s.mp4")).unwrap();
     let (_, source) = split_sample("h264_aac_gop2s.mp4");

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::harness::{run_tests, test, Need};
 use common::*;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -11,6 +12,20 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+fn main() -> std::process::ExitCode {
+    run_tests(vec![
+        test(
+            "sigkill_during_ffmpeg_upload_loses_no_acknowledged_fragment",
+            sigkill_during_ffmpeg_upload_loses_no_acknowledged_fragment,
+        )
+        .needs(&[Need::Program("ffmpeg"), Need::Program("curl")]),
+        test(
+            "check_reports_and_repairs_inconsistencies",
+            check_reports_and_repairs_inconsistencies,
+        ),
+    ])
+}
 
 /// Starts `ffmpeg (live test source) | curl -N -T - (NDJSON acks)` to the stream; returns the
 /// two children and a receiver of acknowledged fragment numbers.
@@ -85,11 +100,7 @@ fn start_producer(
     (ffmpeg, curl, rx)
 }
 
-#[test]
 fn sigkill_during_ffmpeg_upload_loses_no_acknowledged_fragment() {
-    if !have("ffmpeg") || !have("curl") {
-        return;
-    }
     let root = tempfile::tempdir().unwrap();
     // Fragment hashes taken right after each ack, while the server was alive.
     let mut acked: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
@@ -177,7 +188,6 @@ fn frag_files(data_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-#[test]
 fn check_reports_and_repairs_inconsistencies() {
     let root = tempfile::tempdir().unwrap();
     let mut server = Server::start_in(root.path(), "");

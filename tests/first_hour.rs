@@ -4,14 +4,15 @@
 //! the start of capture, refused producers in the log (without their keys), `--print-config`
 //! without secrets, and 401s that do not raise the browser's login dialog over the UI.
 //!
-//! Tests that need a client program (ffmpeg, ffprobe, curl) skip with a printed reason when it
+//! Tests that need a client program (ffmpeg, ffprobe, curl) declare it in `main`: ignored when it
 //! is missing (fail under TAPEDECK_REQUIRE_CLIENTS=1), as everywhere in tests/.
 
 mod common;
 
+use common::harness::{run_tests, test, Need};
 use common::{
-    assert_error, client, ffprobe_frames, get_json, have, json_of, run_ok, sample,
-    spawn_live_upload, Server, BIN,
+    assert_error, client, ffprobe_frames, get_json, json_of, run_ok, sample, spawn_live_upload,
+    Server, BIN,
 };
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -19,6 +20,59 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn main() -> std::process::ExitCode {
+    run_tests(vec![
+        test(
+            "curl_sized_upload_does_not_wait_for_100_continue",
+            curl_sized_upload_does_not_wait_for_100_continue,
+        )
+        .needs(&[Need::Program("ffmpeg"), Need::Program("curl")]),
+        test(
+            "expect_100_continue_is_refused_or_continued_before_the_body",
+            expect_100_continue_is_refused_or_continued_before_the_body,
+        ),
+        test(
+            "a_refused_upload_creates_no_stream",
+            a_refused_upload_creates_no_stream,
+        )
+        .needs(&[Need::Program("ffmpeg")]),
+        test(
+            "earliest_and_now_are_accepted_wherever_a_time_is",
+            earliest_and_now_are_accepted_wherever_a_time_is,
+        ),
+        test(
+            "an_unknown_path_names_the_route_meant",
+            an_unknown_path_names_the_route_meant,
+        ),
+        test(
+            "the_follow_feed_sends_keepalives_while_waiting",
+            the_follow_feed_sends_keepalives_while_waiting,
+        )
+        .needs(&[Need::Program("ffprobe")]),
+        test(
+            "ffmpeg_following_a_quiet_stream_exits_on_sigterm",
+            ffmpeg_following_a_quiet_stream_exits_on_sigterm,
+        )
+        .needs(&[Need::Program("ffmpeg")])
+        .ignored("ffmpeg 5.1 needs a second SIGTERM while blocked in a demuxer read"),
+        test(
+            "an_untimed_live_upload_starts_at_the_start_of_capture",
+            an_untimed_live_upload_starts_at_the_start_of_capture,
+        )
+        .needs(&[Need::Program("ffmpeg")]),
+        test(
+            "a_refused_producer_is_logged_without_its_key",
+            a_refused_producer_is_logged_without_its_key,
+        )
+        .needs(&[Need::Program("ffmpeg")]),
+        test("print_config_hides_secrets", print_config_hides_secrets),
+        test(
+            "ui_requests_get_401_without_a_basic_challenge",
+            ui_requests_get_401_without_a_basic_challenge,
+        ),
+    ])
+}
 
 const GOP2S: &str = "h264_aac_gop2s.mp4";
 const ADMIN: &str = "admin-key-first-hour-0123";
@@ -109,11 +163,7 @@ fn stream_names(server: &Server) -> Vec<String> {
 /// answer's head went out first, hyper then never sent `100 Continue`, and curl sent nothing
 /// until its expect timeout (1 s by default; 5 s here, so a regression cannot hide in the
 /// bound).
-#[test]
 fn curl_sized_upload_does_not_wait_for_100_continue() {
-    if !have("ffmpeg") || !have("curl") {
-        return;
-    }
     let server = Server::start();
     let tmp = tempfile::tempdir().unwrap();
     // 0.2 s fragments, 4 s: about 1 MB, well past curl's own Expect threshold.
@@ -170,7 +220,6 @@ fn curl_sized_upload_does_not_wait_for_100_continue() {
 /// A request head with `Expect: 100-continue` and no body yet: what can be refused without the
 /// body (auth, an unknown stream with auto-create off, a bad parameter) is answered at once with
 /// its status and never with `100 Continue`; an acceptable upload gets `100 Continue`.
-#[test]
 fn expect_100_continue_is_refused_or_continued_before_the_body() {
     let server = Server::start_with_config(&format!(
         "{}\n[ingest]\nauto_create = false\n",
@@ -222,7 +271,6 @@ fn expect_100_continue_is_refused_or_continued_before_the_body() {
 
 /// An upload refused before its first fragment leaves no stream and no session behind: the
 /// stream is created when the first fragment arrives.
-#[test]
 fn a_refused_upload_creates_no_stream() {
     let server = Server::start();
     let put = |stream: &str, body: Vec<u8>, ndjson: bool| {
@@ -263,7 +311,7 @@ fn a_refused_upload_creates_no_stream() {
         }
     }
     // A progressive MP4 as ffmpeg writes it without fragmenting flags (mdat before moov).
-    if have("ffmpeg") {
+    {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("progressive.mp4");
         run_ok(
@@ -318,7 +366,6 @@ fn a_refused_upload_creates_no_stream() {
 
 // ---- 3. earliest / now wherever a time is ---------------------------------------------------
 
-#[test]
 fn earliest_and_now_are_accepted_wherever_a_time_is() {
     let server = Server::start();
     // A minute ago, so that `now` is near (an archive playlist covers at most a day).
@@ -402,7 +449,6 @@ fn earliest_and_now_are_accepted_wherever_a_time_is() {
 
 // ---- 4. Wrong paths -------------------------------------------------------------------------
 
-#[test]
 fn an_unknown_path_names_the_route_meant() {
     let server = Server::start();
     for (path, meant) in [
@@ -483,7 +529,6 @@ fn read_feed_until_keepalives(url: &str, keepalives: usize) -> (Vec<u8>, Vec<Ins
 /// A stream whose producer has stopped: its follow feed sends the archive, then an empty
 /// top-level `free` box about once a second, whole boxes only (never inside a fragment), and
 /// ffprobe reads the result as the same video.
-#[test]
 fn the_follow_feed_sends_keepalives_while_waiting() {
     let server = Server::start();
     let r = client()
@@ -500,7 +545,7 @@ fn the_follow_feed_sends_keepalives_while_waiting() {
         "3 keepalives within {} ms of the request; gaps between them {gaps:?} ms",
         t.elapsed().as_millis()
     );
-    if have("ffprobe") {
+    {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("feed.mp4");
         std::fs::write(&path, &data).unwrap();
@@ -514,12 +559,7 @@ fn the_follow_feed_sends_keepalives_while_waiting() {
 /// (`received_nb_signals > transcode_init_done`) and only checks it between packets, and the
 /// MP4 demuxer reads box after box (skipping `free`) without returning until a sample arrives.
 /// A second SIGTERM ends it at once. Run with `--ignored` to see the figures.
-#[test]
-#[ignore = "ffmpeg 5.1 needs a second SIGTERM while blocked in a demuxer read; no server bytes change that"]
 fn ffmpeg_following_a_quiet_stream_exits_on_sigterm() {
-    if !have("ffmpeg") {
-        return;
-    }
     let server = Server::start();
     let r = client()
         .put(server.api("/streams/quiet/ingest"))
@@ -594,11 +634,7 @@ fn ffmpeg_following_a_quiet_stream_exits_on_sigterm() {
 /// when capture began, not when its last byte arrived (one fragment later). The server-side
 /// reference is the session's start (when ffmpeg connected, which it does before it encodes);
 /// the time since spawning ffmpeg is printed too (ffmpeg's own start-up is in it).
-#[test]
 fn an_untimed_live_upload_starts_at_the_start_of_capture() {
-    if !have("ffmpeg") {
-        return;
-    }
     let server = Server::start();
     let spawned_us = now_us();
     let mut ffmpeg = spawn_live_upload(
@@ -637,7 +673,6 @@ fn an_untimed_live_upload_starts_at_the_start_of_capture() {
 
 // ---- 7. Refused producers are logged, never their keys ------------------------------------
 
-#[test]
 fn a_refused_producer_is_logged_without_its_key() {
     let server = Server::start_with_config(&keyed_config());
     let body = std::fs::read(sample(GOP2S)).unwrap();
@@ -664,7 +699,7 @@ fn a_refused_producer_is_logged_without_its_key() {
     common::wait_until("two refusal lines", Duration::from_secs(10), || {
         refused(&plain_log(&server)).len() >= 2
     });
-    if have("ffmpeg") {
+    {
         // With -send_expect_100 1, ffmpeg reads the refusal before sending and says so.
         let out = Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi"])
@@ -716,7 +751,6 @@ fn a_refused_producer_is_logged_without_its_key() {
 
 // ---- 8. --print-config hides secrets --------------------------------------------------------
 
-#[test]
 fn print_config_hides_secrets() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("tapedeck.toml");
@@ -748,7 +782,6 @@ fn print_config_hides_secrets() {
 
 // ---- 9. 401s for the UI carry no Basic challenge -------------------------------------------
 
-#[test]
 fn ui_requests_get_401_without_a_basic_challenge() {
     let server = Server::start_with_config(&keyed_config());
     let challenge = |r: &reqwest::blocking::Response| r.headers().get("www-authenticate").cloned();

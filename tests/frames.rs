@@ -5,11 +5,40 @@
 
 mod common;
 
-use common::{all_fragments, client, have, sample, Server};
+use common::harness::{run_tests, test, Need};
+use common::{all_fragments, client, sample, Server};
 use serde_json::Value;
 use std::process::Command;
 use std::time::Instant;
 use tapedeck::timefmt::format_us;
+
+fn main() -> std::process::ExitCode {
+    run_tests(vec![
+        test(
+            "h264_frames_match_ffmpeg_decode",
+            h264_frames_match_ffmpeg_decode,
+        )
+        .needs(&[Need::Program("ffmpeg")]),
+        test(
+            "h265_frames_match_ffmpeg_decode",
+            h265_frames_match_ffmpeg_decode,
+        )
+        .needs(&[Need::Program("ffmpeg")]),
+        test(
+            "single_frame_latency_for_information",
+            single_frame_latency_for_information,
+        ),
+        test(
+            "frames_over_a_range_page_without_gaps_or_repeats",
+            frames_over_a_range_page_without_gaps_or_repeats,
+        ),
+        test(
+            "latest_jpg_is_the_newest_keyframe",
+            latest_jpg_is_the_newest_keyframe,
+        ),
+        test("bad_requests_get_json_errors", bad_requests_get_json_errors),
+    ])
+}
 
 const GOP2S: &str = "h264_aac_gop2s.mp4";
 const HEVC: &str = "h265_aac.mp4";
@@ -175,11 +204,7 @@ fn check_frames_match_ffmpeg(server: &Server, stream: &str, file: &str, cases: &
     }
 }
 
-#[test]
 fn h264_frames_match_ffmpeg_decode() {
-    if !have("ffmpeg") {
-        return;
-    }
     let server = Server::start();
     upload(&server, "cam", GOP2S);
     check_frames_match_ffmpeg(
@@ -197,11 +222,7 @@ fn h264_frames_match_ffmpeg_decode() {
     );
 }
 
-#[test]
 fn h265_frames_match_ffmpeg_decode() {
-    if !have("ffmpeg") {
-        return;
-    }
     let server = Server::start();
     upload(&server, "hevc", HEVC);
     check_frames_match_ffmpeg(
@@ -219,7 +240,6 @@ fn h265_frames_match_ffmpeg_decode() {
     );
 }
 
-#[test]
 fn single_frame_latency_for_information() {
     let server = Server::start();
     upload(&server, "cam", GOP2S);
@@ -277,7 +297,6 @@ fn all_frame_entries(
     }
 }
 
-#[test]
 fn frames_over_a_range_page_without_gaps_or_repeats() {
     let server = Server::start();
     upload(&server, "cam", GOP2S);
@@ -338,7 +357,6 @@ fn frames_over_a_range_page_without_gaps_or_repeats() {
     assert_eq!(codes, ["ok", "ok", "NO_MEDIA", "NO_MEDIA"]);
 }
 
-#[test]
 fn latest_jpg_is_the_newest_keyframe() {
     let server = Server::start();
     upload(&server, "cam", GOP2S);
@@ -366,7 +384,6 @@ fn latest_jpg_is_the_newest_keyframe() {
     assert_eq!((f.status, error_of(&f).0.as_str()), (404, "NO_MEDIA"));
 }
 
-#[test]
 fn bad_requests_get_json_errors() {
     let server = Server::start_with_config("[frames]\nffmpeg_path = \"/nonexistent/ffmpeg\"\n");
     upload(&server, "cam", GOP2S);

@@ -6,6 +6,7 @@
 mod common;
 mod hls_check;
 
+use common::harness::{run_tests, test, Need};
 use common::*;
 use hls_check::{
     check_against_truth, check_media, part_numbers, segment_number, Kind, MediaPlaylist, Tracker,
@@ -18,6 +19,55 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn main() -> std::process::ExitCode {
+    run_tests(vec![
+        test(
+            "checker_parses_attribute_lists",
+            checker_parses_attribute_lists,
+        ),
+        test(
+            "checker_flags_known_violations",
+            checker_flags_known_violations,
+        ),
+        test(
+            "archive_across_sessions_is_clean_vod_and_decodes_fully",
+            archive_across_sessions_is_clean_vod_and_decodes_fully,
+        )
+        .needs(&[Need::Program("ffmpeg"), Need::Program("ffprobe")]),
+        test("archive_range_edges", archive_range_edges),
+        test("archive_range_outside_media", archive_range_outside_media),
+        test(
+            "archive_end_inside_a_segment_lists_it_whole",
+            archive_end_inside_a_segment_lists_it_whole,
+        ),
+        test(
+            "live_window_slides_and_reloads_stay_consistent",
+            live_window_slides_and_reloads_stay_consistent,
+        ),
+        test(
+            "ll_hls_parts_preload_hint_and_open_segment",
+            ll_hls_parts_preload_hint_and_open_segment,
+        ),
+        test(
+            "blocking_reload_and_preload_hint",
+            blocking_reload_and_preload_hint,
+        ),
+        test(
+            "master_playlist_codecs_resolution_bandwidth",
+            master_playlist_codecs_resolution_bandwidth,
+        ),
+        test(
+            "media_bytes_ranges_etags_cors",
+            media_bytes_ranges_etags_cors,
+        ),
+        test(
+            "one_moof_per_track_live_and_archive_playlists_are_clean",
+            one_moof_per_track_live_and_archive_playlists_are_clean,
+        )
+        .needs(&[Need::Program("ffmpeg"), Need::Program("ffprobe")]),
+    ])
+}
 
 const GOP2S: &str = "h264_aac_gop2s.mp4";
 const CMAF: &str = "h264_cmaf_chunks.mp4";
@@ -462,8 +512,16 @@ fn ffprobe_count(url: &str, stream: &str) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // The checker itself
 
+/// The checker's own attribute-list parser (quoted values keep their commas).
+fn checker_parses_attribute_lists() {
+    let a =
+        hls_check::attributes("BANDWIDTH=1,CODECS=\"avc1.64001e,mp4a.40.2\",RESOLUTION=640x360");
+    assert_eq!(a["BANDWIDTH"], "1");
+    assert_eq!(a["CODECS"], "avc1.64001e,mp4a.40.2");
+    assert_eq!(a["RESOLUTION"], "640x360");
+}
+
 /// The checker finds what it is meant to find (so a clean result means something).
-#[test]
 fn checker_flags_known_violations() {
     let bad = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n\
                #EXT-X-PART-INF:PART-TARGET=0.5\n\
@@ -525,7 +583,6 @@ fn checker_flags_known_violations() {
 /// Three producer sessions (a 20 s gap, then a session that continues in time): the archive
 /// is a clean VOD playlist with a DISCONTINUITY at each session change, and ffmpeg decodes
 /// every stored frame from it.
-#[test]
 fn archive_across_sessions_is_clean_vod_and_decodes_fully() {
     let server = Server::start();
     let (starts, end_us) = three_sessions(&server, "arc");
@@ -555,9 +612,6 @@ fn archive_across_sessions_is_clean_vod_and_decodes_fully() {
     assert_eq!(pl.segments[0].pdt_ms, Some(starts[0].div_euclid(1000)));
     assert!(t.frags.values().all(|f| f.keyframe));
 
-    if !have("ffmpeg") || !have("ffprobe") {
-        return;
-    }
     let frames = ffprobe_count(&url, "v:0");
     let audio = ffprobe_count(&url, "a:0");
     let want_audio = 3 * ffprobe_audio_frames(&sample(GOP2S));
@@ -608,7 +662,6 @@ fn archive_across_sessions_is_clean_vod_and_decodes_fully() {
 /// Range edges of archive.m3u8: a start mid-session starts at the segment containing it; the
 /// end excludes segments starting at or after it; an open end is EVENT without ENDLIST;
 /// end ≤ start → 400.
-#[test]
 fn archive_range_edges() {
     let server = Server::start();
     let ([_s1, s2, _s3], _end_us) = three_sessions(&server, "rng");
@@ -693,7 +746,6 @@ fn archive_range_edges() {
 
 /// Ranges that do not reach the media of a segment: a start in a recording gap starts at the
 /// next segment (nothing that ended before `start` is listed); ranges with no media → 404.
-#[test]
 fn archive_range_outside_media() {
     let server = Server::start();
     let ([s1, s2, _s3], end_us) = three_sessions(&server, "rng");
@@ -760,7 +812,6 @@ fn archive_range_outside_media() {
 /// An archive range whose end falls inside an LL-HLS segment (a GOP of four 0.5 s chunks)
 /// lists that segment whole: its URI serves the whole segment, so the EXTINF must be the
 /// segment's duration (ref 1.2 item 2, 1.7 item 2: cut at segment boundaries).
-#[test]
 fn archive_end_inside_a_segment_lists_it_whole() {
     let server = Server::start();
     upload(
@@ -787,7 +838,6 @@ fn archive_end_inside_a_segment_lists_it_whole() {
 /// window slides over discontinuities): each fragment is listed as soon as it is durable; the
 /// window keeps ≥ 6 segments and ≥ 3 target durations; reloads stay consistent. Once the last
 /// producer is gone and `live_idle_secs` passed, live.m3u8 is a 404 with a reason.
-#[test]
 fn live_window_slides_and_reloads_stay_consistent() {
     let server = Server::start_with_config("[hls]\nlive_idle_secs = 1\n");
     let url = hls(&server, "live", "live.m3u8");
@@ -887,7 +937,6 @@ fn live_window_slides_and_reloads_stay_consistent() {
 /// SERVER-CONTROL, parts with INDEPENDENT=YES on keyframe chunks, a preload hint for the next
 /// part, the open segment with parts and no EXTINF whose segment URI is a 404 until complete;
 /// part URIs serve the fragment bytes; reloads stay consistent from the first fragment on.
-#[test]
 fn ll_hls_parts_preload_hint_and_open_segment() {
     let server = Server::start();
     let url = hls(&server, "ll", "live.m3u8");
@@ -1006,7 +1055,6 @@ fn ll_hls_parts_preload_hint_and_open_segment() {
 /// Blocking playlist reload and preload-hinted parts: a request for the next segment/part is
 /// held until the fragment is durable and then answered at once (latency printed); too far
 /// ahead → 400; `_HLS_part` without `_HLS_msn` → 400; never satisfied → 503 after 3 × TD.
-#[test]
 fn blocking_reload_and_preload_hint() {
     let server = Server::start();
     let mut figures = Vec::new();
@@ -1213,7 +1261,6 @@ fn master_variant(
 }
 
 /// CODECS, RESOLUTION and BANDWIDTH of the multivariant playlist match the stored media.
-#[test]
 fn master_playlist_codecs_resolution_bandwidth() {
     let server = Server::start();
     upload(&server, "m264", "", GOP2S);
@@ -1289,7 +1336,6 @@ fn master_playlist_codecs_resolution_bandwidth() {
 
 /// Segment, part and init responses: the stored bytes, Range (206 exact slice, 416), a strong
 /// stable ETag with If-None-Match → 304, content types, CORS.
-#[test]
 fn media_bytes_ranges_etags_cors() {
     let server = Server::start();
     // In the past, so that a VOD range up to now holds everything.
@@ -1450,11 +1496,7 @@ fn media_bytes_ranges_etags_cors() {
 /// stored rows: segments start only at video keyframe fragments, audio fragments belong to the
 /// segment they fall in, a segment lasts as long as its video; the archive decodes to every
 /// video frame.
-#[test]
 fn one_moof_per_track_live_and_archive_playlists_are_clean() {
-    if !have("ffmpeg") || !have("ffprobe") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("separate.mp4");
     let out = Command::new("ffmpeg")

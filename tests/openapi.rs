@@ -11,15 +11,24 @@
 //! events, blocking reloads) are in tests/openapi/schemathesis.toml, with the reasons.
 //!
 //! schemathesis is found through `TAPEDECK_SCHEMATHESIS` (the path of its `st` or
-//! `schemathesis` executable) or on PATH; without it the test skips, or fails under
+//! `schemathesis` executable) or on PATH; without it the test is reported as ignored, or fails under
 //! TAPEDECK_REQUIRE_CLIENTS=1.
 
 mod common;
 
+use common::harness::{run_tests, test, Need};
 use common::{client, sample, Server};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+fn main() -> std::process::ExitCode {
+    run_tests(vec![test(
+        "schemathesis_finds_no_server_errors_or_schema_violations",
+        schemathesis_finds_no_server_errors_or_schema_violations,
+    )
+    .needs(&[Need::Check("schemathesis", schemathesis_missing)])])
+}
 
 /// Generated test cases per operation and phase (fuzzing); enough to reach the error paths of
 /// every parameter, few enough for CI on two cores.
@@ -31,33 +40,36 @@ const RUN_LIMIT: Duration = Duration::from_secs(900);
 /// Media time of the uploaded sample (matches the document's examples).
 const RECORDED_AT: &str = "2026-11-25T17:00:00Z";
 
-/// The schemathesis executable, or `None` (after printing why) when the test should skip.
-fn schemathesis() -> Option<PathBuf> {
-    let candidates: Vec<PathBuf> = match std::env::var_os("TAPEDECK_SCHEMATHESIS") {
+/// Where schemathesis is looked for: `TAPEDECK_SCHEMATHESIS`, else `st` or `schemathesis` on PATH.
+fn schemathesis_candidates() -> Vec<PathBuf> {
+    match std::env::var_os("TAPEDECK_SCHEMATHESIS") {
         Some(p) => vec![PathBuf::from(p)],
         None => vec!["st".into(), "schemathesis".into()],
-    };
-    for c in &candidates {
-        let ok = Command::new(c)
+    }
+}
+
+/// The first candidate that runs.
+fn schemathesis() -> Option<PathBuf> {
+    schemathesis_candidates().into_iter().find(|c| {
+        Command::new(c)
             .arg("--version")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(c.clone());
-        }
-    }
-    let why = format!(
-        "schemathesis not found (tried {candidates:?}); install it with \
-         `python3 -m venv /var/tmp/tapedeck-venv && /var/tmp/tapedeck-venv/bin/pip install -r \
-         tests/openapi/requirements.txt` and set TAPEDECK_SCHEMATHESIS=/var/tmp/tapedeck-venv/bin/st"
-    );
-    if std::env::var("TAPEDECK_REQUIRE_CLIENTS").as_deref() == Ok("1") {
-        panic!("{why} (TAPEDECK_REQUIRE_CLIENTS=1)");
-    }
-    eprintln!("SKIPPED: {why}");
-    None
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// The harness's check: why schemathesis is missing, or None.
+fn schemathesis_missing() -> Option<String> {
+    schemathesis().is_none().then(|| {
+        format!(
+            "schemathesis (tried {:?}; install it with `python3 -m venv /var/tmp/tapedeck-venv && \
+             /var/tmp/tapedeck-venv/bin/pip install -r tests/openapi/requirements.txt` and set \
+             TAPEDECK_SCHEMATHESIS=/var/tmp/tapedeck-venv/bin/st)",
+            schemathesis_candidates()
+        )
+    })
 }
 
 /// Gives the server data to read: a recorded stream with a hold, and a stream to change.
@@ -93,11 +105,8 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-#[test]
 fn schemathesis_finds_no_server_errors_or_schema_violations() {
-    let Some(st) = schemathesis() else {
-        return;
-    };
+    let st = schemathesis().expect("checked by the harness");
     let server = Server::start();
     seed_data(&server);
 

@@ -5,11 +5,36 @@
 
 mod common;
 
+use common::harness::{run_tests, test, Need};
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+fn main() -> std::process::ExitCode {
+    run_tests(vec![
+        test(
+            "ffmpeg_long_put_is_stored_incrementally_and_decodes_fully",
+            ffmpeg_long_put_is_stored_incrementally_and_decodes_fully,
+        )
+        .needs(&[Need::Program("ffmpeg"), Need::Program("ffprobe")]),
+        test(
+            "curl_sized_and_chunked_uploads",
+            curl_sized_and_chunked_uploads,
+        )
+        .needs(&[Need::Program("curl"), Need::Program("ffprobe")]),
+        test(
+            "fragment_is_listed_within_one_second_of_its_last_byte",
+            fragment_is_listed_within_one_second_of_its_last_byte,
+        ),
+        test(
+            "clean_shutdown_persists_received_fragments",
+            clean_shutdown_persists_received_fragments,
+        )
+        .needs(&[Need::Program("ffmpeg")]),
+    ])
+}
 
 const FRAG_FLAGS: &str = "frag_keyframe+empty_moov+default_base_moof";
 
@@ -24,11 +49,7 @@ fn assert_same_frames(server: &Server, stream: &str, source: &str) {
     );
 }
 
-#[test]
 fn ffmpeg_long_put_is_stored_incrementally_and_decodes_fully() {
-    if !have("ffmpeg") || !have("ffprobe") {
-        return;
-    }
     let server = Server::start();
     let url = server.api("/streams/ff1/ingest");
     let started = Instant::now();
@@ -80,11 +101,7 @@ fn ffmpeg_long_put_is_stored_incrementally_and_decodes_fully() {
     );
 }
 
-#[test]
 fn curl_sized_and_chunked_uploads() {
-    if !have("curl") || !have("ffprobe") {
-        return;
-    }
     let server = Server::start();
     for (stream, file, chunked) in [
         ("curl-sized", "h264_aac_gop2s.mp4", false),
@@ -147,7 +164,6 @@ fn write_chunk(s: &mut TcpStream, data: &[u8]) {
 
 /// A fragment is listed by the fragments API within 1 s of its last byte arriving, while the
 /// upload goes on.
-#[test]
 fn fragment_is_listed_within_one_second_of_its_last_byte() {
     let server = Server::start();
     let addr = server.base.trim_start_matches("http://").to_string();
@@ -201,11 +217,7 @@ fn fragment_is_listed_within_one_second_of_its_last_byte() {
 }
 
 /// SIGTERM while ffmpeg uploads: stop accepting, persist what was received, exit 0.
-#[test]
 fn clean_shutdown_persists_received_fragments() {
-    if !have("ffmpeg") {
-        return;
-    }
     let root = tempfile::tempdir().unwrap();
     let mut server = Server::start_in(root.path(), "");
     let url = server.api("/streams/shut/ingest");

@@ -2,6 +2,7 @@
 // Plain ES modules, no build step; talks only to tapedeck's own /api/v1.
 
 import { Timeline, fmtClock, fmtDateTime } from './timeline.js';
+import { FeedPlayer, UnsupportedCodec, codecsSupported, feedPlayerSupported } from './player.js';
 
 const API = '/api/v1';
 const ZOOMS = [
@@ -16,23 +17,10 @@ const THUMB_REFRESH_MS = 5000;
 const BITRATE_REFRESH_MS = 15000;
 const STREAM_REFRESH_MS = 3000;
 const HLS_TYPE = 'application/vnd.apple.mpegurl';
-// `?player=hlsjs` in the page URL uses hls.js even where the browser plays HLS itself (tests).
-const FORCE_HLSJS = new URLSearchParams(location.search).get('player') === 'hlsjs';
-
-/// Loads the hls.js bundled into the server at build time (npm, never a CDN), once.
-let hlsJsLoading = null;
-function loadHlsJs() {
-  if (!hlsJsLoading) {
-    hlsJsLoading = new Promise((resolve) => {
-      const s = document.createElement('script');
-      s.src = '/ui/vendor/hls.min.js';
-      s.onload = () => resolve(window.Hls && window.Hls.isSupported() ? window.Hls : null);
-      s.onerror = () => resolve(null);
-      document.head.append(s);
-    });
-  }
-  return hlsJsLoading;
-}
+/// What "play the most recent minutes" of an idle stream plays.
+const RECENT_MS = 5 * 60e3;
+// `?player=native` in the page URL uses the browser's own HLS player even where MSE is there (tests).
+const FORCE_NATIVE = new URLSearchParams(location.search).get('player') === 'native';
 
 // ---------- small helpers ----------
 
@@ -65,30 +53,92 @@ class ApiError extends Error {
 
 // ---------- auth: an API key (asked for on the first 401) and playback tokens ----------
 
+// The key lives in localStorage when the user asks to remember it, else for this tab only.
 const KEY_STORAGE = 'tapedeck.key';
-let apiKey = localStorage.getItem(KEY_STORAGE) || '';
+let apiKey = localStorage.getItem(KEY_STORAGE) || sessionStorage.getItem(KEY_STORAGE) || '';
 // Playback tokens per stream (for <video>, <img> and download links, which cannot send a key).
 const tokens = new Map();
 
-function askForKey(message) {
-  const k = window.prompt(message || 'This tapedeck needs an API key (viewer or admin):', '');
-  if (k === null) return false;
-  apiKey = k.trim();
-  localStorage.setItem(KEY_STORAGE, apiKey);
+function setKey(key, remember) {
+  apiKey = key;
   tokens.clear();
-  return apiKey !== '';
+  localStorage.removeItem(KEY_STORAGE);
+  sessionStorage.removeItem(KEY_STORAGE);
+  if (key) (remember ? localStorage : sessionStorage).setItem(KEY_STORAGE, key);
+  updateKeyButton();
 }
 
-async function api(path, { method = 'GET', body } = {}, retried = false) {
-  const init = { method, headers: {} };
-  if (body !== undefined) {
-    init.headers['content-type'] = 'application/json';
-    init.body = JSON.stringify(body);
-  }
-  if (apiKey) init.headers.authorization = `Bearer ${apiKey}`;
-  const r = await fetch(API + path, init);
-  if (r.status === 401 && !retried && askForKey(apiKey ? 'That key was refused; API key:' : undefined)) {
-    return api(path, { method, body }, true);
+/// Headers of every request the page makes itself. `X-Requested-With` tells the server not to
+/// answer 401 with a Basic challenge, which would raise the browser's own login dialog.
+function authHeaders() {
+  const hd = { 'x-requested-with': 'tapedeck-ui' };
+  if (apiKey) hd.authorization = `Bearer ${apiKey}`;
+  return hd;
+}
+
+let keyForm = null; // the open key dialog's promise, shared by concurrent 401s
+
+/// The key form: resolves true when a key was entered, false when dismissed.
+function askForKey(refused) {
+  if (keyForm) return keyForm;
+  keyForm = new Promise((resolve) => {
+    const input = h('input', { type: 'password', id: 'key-input', name: 'key', autocomplete: 'current-password', required: true, 'aria-describedby': 'key-text' });
+    const remember = h('input', { type: 'checkbox', id: 'key-remember', checked: Boolean(localStorage.getItem(KEY_STORAGE)) || !apiKey });
+    const dlg = h('dialog', { class: 'dialog', id: 'key-dialog', 'aria-labelledby': 'key-title' });
+    let entered = false;
+    const form = h('form', { method: 'dialog' },
+      h('h2', { id: 'key-title' }, 'API key'),
+      h('p', { id: 'key-text' }, refused ? 'That key was refused. Enter a viewer or admin key:' : 'This tapedeck needs an API key (viewer or admin).'),
+      h('label', { for: 'key-input' }, 'Key'), input,
+      h('label', { class: 'check' }, remember, 'Remember on this device'),
+      h('div', { class: 'dialog-actions' },
+        apiKey ? h('button', { type: 'button', id: 'key-forget', onclick: () => { setKey('', false); dlg.close(); } }, 'Forget key') : null,
+        h('button', { type: 'button', id: 'key-cancel', onclick: () => dlg.close() }, 'Cancel'),
+        h('button', { type: 'submit', class: 'primary', id: 'key-submit' }, 'Use key')));
+    form.addEventListener('submit', (e) => {
+      e.preventDefault();
+      const k = input.value.trim();
+      if (!k) return;
+      setKey(k, remember.checked);
+      entered = true;
+      dlg.close();
+    });
+    dlg.append(form);
+    dlg.addEventListener('close', () => {
+      dlg.remove();
+      keyForm = null;
+      resolve(entered);
+    });
+    document.body.append(dlg);
+    dlg.showModal();
+    input.focus();
+  });
+  return keyForm;
+}
+
+/// The top bar's key control: shown once the server asked for a key, to change or forget it.
+let keyNeeded = Boolean(apiKey);
+function updateKeyButton() {
+  const b = $('#key-button');
+  if (!b) return;
+  b.hidden = !keyNeeded;
+  b.textContent = apiKey ? 'API key…' : 'Enter API key';
+}
+
+async function api(path, { method = 'GET', body } = {}) {
+  let r;
+  // Until a key is accepted or the form is dismissed (a refused key asks again, saying so).
+  for (;;) {
+    const init = { method, headers: authHeaders() };
+    if (body !== undefined) {
+      init.headers['content-type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    r = await fetch(API + path, init);
+    if (r.status !== 401) break;
+    keyNeeded = true;
+    updateKeyButton();
+    if (!(await askForKey(Boolean(apiKey)))) break;
   }
   if (r.status === 204) return null;
   const text = await r.text();
@@ -103,6 +153,15 @@ async function api(path, { method = 'GET', body } = {}, retried = false) {
     throw new ApiError(r.status, e ? e.code : 'HTTP', e ? e.message : `${r.status} ${r.statusText}`);
   }
   return v;
+}
+
+/// What a page shows instead of its content when the server needs a key it does not have.
+function keyRequiredView(main, retry) {
+  main.replaceChildren(
+    h('section', { class: 'notice', id: 'key-required' },
+      h('h1', {}, 'An API key is needed'),
+      h('p', {}, 'This tapedeck has authentication on. Enter a viewer or admin key to see its streams.'),
+      h('button', { type: 'button', class: 'primary', id: 'key-enter', onclick: async () => { if (await askForKey(false)) retry(); } }, 'Enter API key')));
 }
 
 /// With a key in use, makes sure a playback token for the stream is at hand (12 h tokens,
@@ -185,6 +244,24 @@ function producerCommand(name) {
   );
 }
 
+/// A first stream with nothing but ffmpeg: a test picture with a tone, sent live in 0.2 s
+/// chunks (each chunk is stored and playable as it arrives: sub-second live).
+function testPatternCommand(name) {
+  return (
+    'ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=25 -f lavfi -i sine=frequency=440 ' +
+    '-c:v libx264 -preset veryfast -tune zerolatency -g 50 -pix_fmt yuv420p -c:a aac ' +
+    '-f mp4 -movflags frag_keyframe+empty_moov+default_base_moof -frag_duration 200000 ' +
+    `-method PUT ${location.origin}${streamUrl(name, '/ingest')}`
+  );
+}
+
+/// A command in a box with a Copy button.
+function commandBox(cmd, id) {
+  return h('div', { class: 'cmd-box' },
+    h('code', { class: 'cmd', id }, cmd),
+    h('button', { type: 'button', class: 'small', onclick: () => copyText(cmd) }, 'Copy'));
+}
+
 let toastTimer = null;
 function toast(msg, kind = 'info') {
   const t = $('#toast');
@@ -254,7 +331,13 @@ class Overview {
       },
     });
     this.grid = h('div', { class: 'grid', id: 'grid' });
+    this.main = main;
     this.empty = h('p', { class: 'muted empty', hidden: true });
+    this.firstStream = h('section', { class: 'notice', id: 'first-stream', hidden: true },
+      h('h2', {}, 'No streams yet'),
+      h('p', {}, 'Send video and the stream is created. To try it with nothing but ffmpeg, run:'),
+      commandBox(testPatternCommand('cam1'), 'first-stream-cmd'),
+      h('p', { class: 'muted small' }, 'A camera: replace the two lavfi inputs with -rtsp_transport tcp -i rtsp://… and use -c copy. Or create a stream first with "New stream".'));
     main.append(
       h('div', { class: 'toolbar' },
         h('h1', {}, 'Streams'),
@@ -263,6 +346,7 @@ class Overview {
           h('button', { type: 'button', class: 'primary', id: 'new-stream', onclick: () => this.openCreate() }, 'New stream'))),
       this.grid,
       this.empty,
+      this.firstStream,
     );
     this.refresh();
     this.timers.push(setInterval(() => this.refresh(), OVERVIEW_REFRESH_MS));
@@ -285,7 +369,11 @@ class Overview {
         after = r.next;
       }
     } catch (e) {
-      if (!this.destroyed) this.showEmpty(`Cannot reach the server: ${e.message}`);
+      if (this.destroyed) return;
+      if (e.status === 401) {
+        this.destroy();
+        keyRequiredView(this.main, route);
+      } else this.showEmpty(`Cannot reach the server: ${e.message}`);
       return;
     }
     if (this.destroyed) return;
@@ -325,7 +413,8 @@ class Overview {
       c.node.hidden = !on;
       if (on) visible++;
     }
-    if (this.cards.size === 0) this.showEmpty('No streams yet. Create one, or just start sending video: ingest creates the stream.');
+    this.firstStream.hidden = this.cards.size !== 0;
+    if (this.cards.size === 0) this.empty.hidden = true;
     else if (visible === 0) this.showEmpty(`No stream matches "${this.search.value}".`);
     else this.empty.hidden = true;
   }
@@ -497,30 +586,53 @@ function parsePlaylist(text) {
 class StreamView {
   constructor(main, name) {
     this.name = name;
+    this.main = main;
     this.timers = [];
     this.stream = null;
     this.zoom = ZOOMS[1];
     this.follow = true; // the timeline window ends at now
     this.windowEnd = Date.now();
-    this.mode = null; // 'live' | 'archive' | null
-    this.liveSegs = new Map(); // fragment number -> {pdt, dur}
-    this.newestFetched = null; // newest segment number the player fetched
-    this.archive = null; // {segs, from, to}
+    this.mode = null; // what the player plays: 'live' | 'archive' | null
+    this.feed = null; // the FeedPlayer in use (MSE browsers)
+    this.archive = null; // native HLS archive playback: {segs, requested, url}
     this.selection = null;
     document.title = `${name} · tapedeck`;
     $('#crumbs').replaceChildren(h('span', { class: 'sep' }, '/'), h('span', {}, name));
-    this.build(main);
+    main.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
+    this.open();
+  }
+
+  /// Loads the stream, then draws the page for it (or says why there is none).
+  async open() {
+    try {
+      this.stream = await api(streamPath(this.name));
+    } catch (e) {
+      if (this.destroyed) return;
+      if (e.status === 404) this.notFound();
+      else if (e.status === 401) keyRequiredView(this.main, route);
+      else this.main.replaceChildren(h('p', { class: 'error', role: 'alert' }, `Cannot load the stream: ${e.message}`));
+      return;
+    }
+    if (this.destroyed) return;
+    this.build(this.main);
     this.load();
+  }
+
+  notFound() {
+    document.title = 'No such stream · tapedeck';
+    this.main.replaceChildren(
+      h('section', { class: 'notice', id: 'not-found' },
+        h('h1', {}, `There is no stream named "${this.name}"`),
+        h('p', {}, 'It may have been deleted, or the name is misspelt. Sending video to it creates it:'),
+        commandBox(testPatternCommand(this.name), 'not-found-cmd'),
+        h('p', {}, h('a', { href: '#/' }, '← All streams'))));
   }
 
   destroy() {
     this.destroyed = true;
     this.timers.forEach(clearInterval);
-    if (this.observer) this.observer.disconnect();
-    this.timeline.destroy();
-    if (this.hls) this.hls.destroy();
-    this.video.removeAttribute('src');
-    this.video.load();
+    if (this.timeline) this.timeline.destroy();
+    this.stopPlayer();
   }
 
   build(main) {
@@ -530,7 +642,9 @@ class StreamView {
     this.modeLabel = h('span', { class: 'mode', id: 'mode' });
     this.position = h('span', { class: 'position', id: 'position' }, '—');
     this.delay = h('span', { class: 'delay', id: 'delay' });
-    this.playerMsg = h('p', { class: 'player-msg', id: 'player-msg', hidden: true });
+    this.playerMsgText = h('span');
+    this.playerMsgAction = h('span');
+    this.playerMsg = h('div', { class: 'player-msg', id: 'player-msg', hidden: true }, this.playerMsgText, this.playerMsgAction);
     this.liveBtn = h('button', { type: 'button', id: 'go-live', onclick: () => this.playLive() }, 'Go live');
     this.badgeSlot = h('span');
     this.zoomBtns = ZOOMS.map((z) =>
@@ -559,7 +673,7 @@ class StreamView {
     this.setTags = h('input', { id: 'set-tags', autocomplete: 'off', placeholder: 'key=value, key=value' });
     this.setErr = h('p', { class: 'error', role: 'alert', hidden: true });
 
-    main.append(
+    main.replaceChildren(
       h('div', { class: 'stream-head' },
         h('a', { href: '#/', class: 'back' }, '← All streams'),
         h('h1', {}, n), this.badgeSlot,
@@ -607,67 +721,128 @@ class StreamView {
 
     this.video.addEventListener('error', () => this.onVideoError());
     this.video.addEventListener('ended', () => this.onEnded());
-    this.watchSegmentFetches();
     this.timers.push(setInterval(() => this.tick(), 250));
     this.timers.push(setInterval(() => this.refresh(), STREAM_REFRESH_MS));
   }
 
   async load() {
-    await this.refresh();
-    if (this.destroyed || !this.stream) return;
+    this.render();
+    await this.loadTimeline();
     await ensureToken(this.name);
     this.fillSettings();
     this.loadHolds();
-    // Without a native HLS player (Firefox, say), play through hls.js over MSE when bundled.
-    if (FORCE_HLSJS || this.video.canPlayType(HLS_TYPE) === '') {
-      this.HlsJs = await loadHlsJs();
-      if (this.destroyed) return;
-    }
-    if (!this.canPlay()) {
-      this.message('This browser has no HLS player (Safari, Chromium and Edge have one; hls.js is not bundled into this build). Download clips below, or open the stream in a player: ' +
-        `${location.origin}${streamUrl(this.name, '/hls/master.m3u8')}`);
+    this.player = FORCE_NATIVE || !feedPlayerSupported() ? (this.video.canPlayType(HLS_TYPE) ? 'native' : null) : 'feed';
+    if (!this.player) {
+      this.message('This browser can play neither Media Source Extensions nor HLS. Download clips below, or open the stream in a player:', this.playlistLink());
+    } else if (this.stream.codecs && !this.canDecode(this.stream.codecs)) {
+      this.codecMessage(this.stream.codecs);
     } else if (this.stream.status === 'live') {
       this.playLive();
-    } else if (this.stream.fragment_count > 0) {
-      this.message('Not live. Click the timeline to play the archive.');
-      this.setMode(null);
-    } else {
-      this.message('Nothing recorded yet. Start a producer (command under Settings).');
-      this.setMode(null);
-    }
+    } else this.showIdle();
   }
 
-  canPlay() {
-    return Boolean(this.HlsJs) || this.video.canPlayType(HLS_TYPE) !== '';
+  /// Whether the player in use can decode these RFC 6381 codecs.
+  canDecode(codecs) {
+    if (this.player === 'feed') return codecsSupported(codecs);
+    return this.video.canPlayType(`video/mp4; codecs="${codecs}"`) !== '';
   }
 
-  /// Plays a playlist URL with the native player, or with hls.js where that is in use.
-  setSource(url) {
-    if (!this.HlsJs) {
-      this.video.src = url;
-      return;
-    }
-    if (this.hls) this.hls.destroy();
-    this.hls = new this.HlsJs({ lowLatencyMode: true });
-    this.hls.loadSource(url);
-    this.hls.attachMedia(this.video);
+  /// The master playlist's URL, for VLC, mpv, ffplay or Safari.
+  playlistUrl() {
+    return `${location.origin}${withToken(this.name, streamUrl(this.name, '/hls/master.m3u8'))}`;
+  }
+
+  playlistLink() {
+    const url = this.playlistUrl();
+    return h('span', { class: 'playlist-link' }, h('a', { href: url, id: 'playlist-link' }, url), ' ',
+      h('button', { type: 'button', class: 'small', onclick: () => copyText(url) }, 'Copy'));
   }
 
   async refresh() {
+    let s;
     try {
-      this.stream = await api(streamPath(this.name));
+      s = await api(streamPath(this.name));
     } catch (e) {
+      if (this.destroyed) return;
       if (e.status === 404) {
-        this.message(`There is no stream named "${this.name}".`);
-        this.timers.forEach(clearInterval);
+        // Deleted while on screen.
+        this.destroy();
+        this.notFound();
       } else toast(`Cannot load the stream: ${e.message}`, 'error');
       return;
     }
     if (this.destroyed) return;
-    this.badgeSlot.replaceChildren(badge(this.stream));
-    this.liveBtn.disabled = this.stream.status !== 'live' || !this.canPlay();
+    const wasLive = this.stream && this.stream.status === 'live';
+    this.stream = s;
+    this.render();
+    // Went live while nothing plays: start live. Went idle while live: say so, keep the last frame.
+    if (s.status === 'live' && !wasLive && !this.mode && this.player && this.playerMsg.dataset.reason !== 'codec') this.playLive();
     await this.loadTimeline();
-    if (this.mode === 'live') this.loadLivePlaylist();
+  }
+
+  /// One source of truth: the stream's status from the server, and what the player plays. The
+  /// header badge, the player bar and the Go live button are all drawn from these two here.
+  render() {
+    const s = this.stream;
+    const live = s.status === 'live';
+    this.badgeSlot.replaceChildren(badge(s));
+    this.liveBtn.disabled = !live || !this.player || this.mode === 'live';
+    let label = '';
+    let cls = '';
+    if (this.mode === 'live') {
+      label = live ? 'LIVE' : 'IDLE';
+      cls = live ? 'live' : 'idle';
+    } else if (this.mode === 'archive') {
+      label = 'ARCHIVE';
+      cls = 'archive';
+    }
+    this.modeLabel.textContent = label;
+    this.modeLabel.className = `mode ${cls}`;
+    this.modeLabel.dataset.mode = cls;
+    if (this.mode === 'live' && !live) {
+      this.delay.textContent = s.last_time ? `producer stopped at ${fmtClock(Date.parse(s.last_time))}` : 'producer stopped';
+      delete this.delay.dataset.seconds;
+      if (!this.stoppedShown) {
+        this.stoppedShown = true;
+        this.liveDelays = [];
+        // Paused on the last frame (no spinner waiting for media that is not coming); the
+        // feed stays open, so a producer that comes back plays on at once.
+        this.video.pause();
+        this.message('The producer stopped; this is its last frame.', this.recentButton());
+      }
+    } else if (this.mode === 'live') {
+      if (this.stoppedShown) {
+        this.stoppedShown = false;
+        this.message('');
+        this.video.play().catch(() => {});
+      }
+    } else this.delay.textContent = '';
+  }
+
+  recentButton() {
+    const s = this.stream;
+    if (!s.last_time) return null;
+    return h('button', { type: 'button', class: 'small primary', id: 'play-recent', onclick: () => this.playRecent() }, 'Play the last 5 minutes');
+  }
+
+  playRecent() {
+    const s = this.stream;
+    const end = Date.parse(s.last_time);
+    const first = s.first_time ? Date.parse(s.first_time) : end - RECENT_MS;
+    this.playArchiveAt(Math.max(first, end - RECENT_MS));
+  }
+
+  /// An idle (or empty) stream: its last frame as the poster, and an offer to play the end.
+  showIdle() {
+    this.setMode(null);
+    const s = this.stream;
+    if (s.fragment_count > 0) {
+      this.video.poster = withToken(this.name, `${streamUrl(this.name, '/latest.jpg')}?width=960&v=${s.last_fragment}`);
+      const when = s.last_time ? fmtDateTime(Date.parse(s.last_time)) : 'a while ago';
+      this.message(`Not live. Last recorded ${when}. Click the timeline to play any point.`, this.recentButton());
+    } else {
+      this.message('Nothing recorded yet. Start a producer (command under Settings); the picture appears here as it arrives.');
+    }
   }
 
   // ----- timeline window -----
@@ -717,66 +892,78 @@ class StreamView {
 
   // ----- playback -----
 
-  message(text) {
-    this.playerMsg.textContent = text || '';
+  message(text, action = null) {
+    delete this.playerMsg.dataset.reason;
+    this.playerMsgText.textContent = text || '';
+    this.playerMsgAction.replaceChildren(...(action ? [' ', action] : []));
     this.playerMsg.hidden = !text;
   }
 
   setMode(mode) {
     this.mode = mode;
-    this.modeLabel.textContent = mode === 'live' ? 'LIVE' : mode === 'archive' ? 'ARCHIVE' : '';
-    this.modeLabel.className = `mode ${mode || ''}`;
-    this.modeLabel.dataset.mode = mode || '';
-    if (mode !== 'live') this.delay.textContent = '';
-  }
-
-  playLive() {
-    if (!this.canPlay() || !this.stream || this.stream.status !== 'live') return;
-    this.message('');
-    this.archive = null;
-    this.liveSegs.clear();
-    this.newestFetched = null;
+    this.stoppedShown = false;
     this.liveDelays = [];
-    this.setMode('live');
-    this.loadLivePlaylist();
-    this.setSource(withToken(this.name, streamUrl(this.name, '/hls/live.m3u8')));
-    this.video.play().catch(() => {});
+    delete this.delay.dataset.seconds;
+    this.render();
   }
 
-  // Keeps the PDT and duration of every segment the live playlist has listed.
-  async loadLivePlaylist() {
+  stopPlayer() {
+    if (this.feed) this.feed.stop();
+    this.feed = null;
+    this.archive = null;
+    this.video.pause();
+    this.video.removeAttribute('src');
+    this.video.load();
+  }
+
+  /// The stream's codecs cannot be decoded here: say so plainly, with the playlist for a player
+  /// that can (VLC, mpv, ffplay; Safari plays H.265).
+  codecMessage(codecs) {
+    const what = /^(hvc1|hev1)/.test(codecs) ? 'H.265 (HEVC) video' : `this stream's codecs (${codecs})`;
+    this.stopPlayer();
+    this.setMode(null);
+    this.message(`This browser cannot play ${what}. Download clips below, or open the stream in a player that can:`, this.playlistLink());
+    this.playerMsg.dataset.reason = 'codec';
+  }
+
+  /// Starts a FeedPlayer on `url`; false when it could not start (the message says why).
+  async startFeed(url, opts) {
+    this.stopPlayer();
+    const feed = new FeedPlayer(this.video, {
+      headers: authHeaders,
+      codecs: async () => (await api(streamPath(this.name))).codecs,
+      onError: (e) => this.onFeedError(feed, e),
+    });
+    this.feed = feed;
     try {
-      const r = await fetch(withToken(this.name, streamUrl(this.name, '/hls/live.m3u8')));
-      if (!r.ok) return;
-      const { segs } = parsePlaylist(await r.text());
-      for (const s of segs) if (s.n !== null) this.liveSegs.set(s.n, s);
-    } catch {
-      /* the next refresh tries again */
+      await feed.start(url, { ...opts, codecs: this.stream.codecs });
+      return true;
+    } catch (e) {
+      if (e instanceof UnsupportedCodec) this.codecMessage(e.codecs);
+      else this.message(`Playback failed: ${e.message}`);
+      return false;
     }
   }
 
-  // Which media segments the browser's HLS player fetched (resource timing sees its requests).
-  watchSegmentFetches() {
-    const re = new RegExp(`/streams/${this.name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/hls/(?:segments|parts)/(\\d+)\\.`);
-    if (typeof PerformanceObserver === 'undefined') return;
-    this.observer = new PerformanceObserver((list) => {
-      for (const e of list.getEntries()) {
-        const m = e.name.match(re);
-        if (m && this.mode === 'live') {
-          const n = Number(m[1]);
-          if (this.newestFetched === null || n > this.newestFetched) this.newestFetched = n;
-        }
-      }
-    });
-    this.observer.observe({ type: 'resource', buffered: false });
-    performance.setResourceTimingBufferSize(2000);
-    performance.addEventListener('resourcetimingbufferfull', () => performance.clearResourceTimings());
+  async playLive() {
+    if (!this.player || !this.stream || this.stream.status !== 'live') return;
+    this.message('');
+    this.video.removeAttribute('poster');
+    this.setMode('live');
+    if (this.player === 'feed') {
+      if (!(await this.startFeed(`${streamUrl(this.name, '/media')}?start=now`, { live: true }))) this.setMode(null);
+      return;
+    }
+    this.stopPlayer();
+    this.video.src = withToken(this.name, streamUrl(this.name, '/hls/live.m3u8'));
+    this.video.play().catch(() => {});
   }
 
-  // Wall-clock time (ms, producer time) of what is on screen, or null when unknown.
+  // Producer time (ms) of what is on screen, or null when unknown.
   playingTime() {
     const v = this.video;
     const ct = v.currentTime;
+    if (this.feed) return this.feed.producerMsAt(ct);
     if (this.mode === 'archive' && this.archive) {
       const segs = this.archive.segs;
       let s = segs[0];
@@ -787,31 +974,10 @@ class StreamView {
       if (!s || s.pdt === null) return null;
       return s.pdt + Math.min(ct - s.start, s.dur) * 1000;
     }
-    if (this.mode === 'live') {
-      // Anchored at the newest segment the player fetched: its end is the end of the buffer;
-      // walk back from there through the playlist's segments (exact across discontinuities).
-      const n = this.newestFetched;
-      if (n === null || v.buffered.length === 0) return null;
-      const seg = this.liveSegs.get(n);
-      if (!seg) return null;
-      let behind = v.buffered.end(v.buffered.length - 1) - ct; // seconds before the buffer's end
-      let cur = seg;
-      let k = n;
-      while (behind > cur.dur + 1e-3) {
-        behind -= cur.dur;
-        // segments are named by their first fragment; find the previous listed one
-        let prev = null;
-        for (let j = k - 1; j >= k - 50 && j >= 0; j--) {
-          if (this.liveSegs.has(j)) {
-            prev = this.liveSegs.get(j);
-            k = j;
-            break;
-          }
-        }
-        if (!prev) return cur.pdt + (cur.dur - behind) * 1000;
-        cur = prev;
-      }
-      return cur.pdt + (cur.dur - behind) * 1000;
+    if (this.mode === 'live' && typeof v.getStartDate === 'function') {
+      // Safari's native player: the program date-time of the playlist's start.
+      const d = v.getStartDate().getTime();
+      return Number.isFinite(d) ? d + ct * 1000 : null;
     }
     return null;
   }
@@ -822,6 +988,7 @@ class StreamView {
       this.timeline.setPlayhead(null);
       return;
     }
+    if (this.feed && this.mode === 'live' && this.stream.status === 'live') this.feed.holdLiveEdge();
     const t = this.playingTime();
     if (t === null || v.readyState < 2) {
       this.position.textContent = this.mode === 'live' ? 'connecting…' : 'loading…';
@@ -831,7 +998,7 @@ class StreamView {
     this.position.dataset.ms = String(Math.round(t));
     this.position.dataset.currentTime = v.currentTime.toFixed(3);
     this.timeline.setPlayhead(t);
-    if (this.mode === 'live') {
+    if (this.mode === 'live' && this.stream.status === 'live') {
       const d = (Date.now() - t) / 1000;
       this.liveDelays.push(d);
       if (this.liveDelays.length > 8) this.liveDelays.shift();
@@ -842,18 +1009,32 @@ class StreamView {
     }
   }
 
-  // Plays the archive from `ms` to the end of the recording it falls in (or to now).
+  // Plays the archive from `ms` on: with the feed player through everything recorded after it
+  // (gaps are skipped), with a native player to the end of the recording it falls in.
   async playArchiveAt(ms) {
-    if (!this.canPlay()) {
-      toast('This browser cannot play HLS natively', 'error');
+    if (!this.player) {
+      toast('This browser has no way to play video here; download a clip instead', 'error');
       return;
     }
     // Until the new source plays, nothing on screen is at a known time.
+    this.stopPlayer();
+    this.video.removeAttribute('poster');
     this.setMode(null);
-    this.video.pause();
     delete this.position.dataset.ms;
     this.position.dataset.requestedMs = String(Math.round(ms));
     this.position.textContent = 'loading…';
+    this.timeline.setPlayhead(ms);
+    if (this.player === 'feed') {
+      this.message('');
+      this.setMode('archive');
+      const from = Math.floor(ms);
+      if (!(await this.startFeed(`${streamUrl(this.name, '/media')}?start=${from}&follow=false`, { live: false, seekToMs: ms }))) this.setMode(null);
+      return;
+    }
+    await this.playArchiveNative(ms);
+  }
+
+  async playArchiveNative(ms) {
     const spans = this.timeline.spans;
     const span = spans.find((s) => ms >= s.start_us / 1000 && ms <= s.end_us / 1000);
     const now = Date.now();
@@ -866,11 +1047,10 @@ class StreamView {
     // the player asks again when the user moves past it.
     end = Math.min(Math.max(end, ms + 1000), now, ms + 12 * 3600e3);
     // The playlist starts with the segment (GOP) holding `ms`; the player then seeks into it.
-    const from = Math.floor(ms);
-    const url = withToken(this.name, `${streamUrl(this.name, '/hls/archive.m3u8')}?start=${from}&end=${Math.ceil(end)}`);
+    const url = withToken(this.name, `${streamUrl(this.name, '/hls/archive.m3u8')}?start=${Math.floor(ms)}&end=${Math.ceil(end)}`);
     let text;
     try {
-      const r = await fetch(url);
+      const r = await fetch(url, { headers: authHeaders() });
       text = await r.text();
       if (!r.ok) {
         const e = JSON.parse(text).error;
@@ -893,9 +1073,8 @@ class StreamView {
     this.message('');
     this.setMode('archive');
     this.archive = { segs: pl.segs, requested: ms, url };
-    this.timeline.setPlayhead(ms);
     const v = this.video;
-    this.setSource(url);
+    v.src = url;
     const seek = () => {
       if (offset > 0.05) v.currentTime = offset;
       v.play().catch(() => {});
@@ -904,20 +1083,44 @@ class StreamView {
   }
 
   onEnded() {
-    if (this.mode === 'archive' && this.stream && this.stream.status === 'live') this.playLive();
-    else if (this.mode === 'archive') this.message('End of the recording. Pick another point on the timeline.');
+    if (this.mode !== 'archive') return;
+    if (this.stream && this.stream.status === 'live') this.playLive();
+    else this.message('End of the recording. Pick another point on the timeline.', this.recentButton());
+  }
+
+  onFeedError(feed, e) {
+    if (feed !== this.feed) return;
+    if (e instanceof UnsupportedCodec) {
+      this.codecMessage(e.codecs);
+      return;
+    }
+    if (e.status === 404) {
+      this.destroy();
+      this.notFound();
+      return;
+    }
+    this.stopPlayer();
+    this.setMode(null);
+    this.message(`Playback stopped: ${e.message}.`, this.stream.status === 'live' ? h('button', { type: 'button', class: 'small', onclick: () => this.playLive() }, 'Reconnect') : null);
   }
 
   onVideoError() {
     const v = this.video;
-    if (!v.getAttribute('src')) return;
-    const err = v.error ? v.error.message || `code ${v.error.code}` : 'unknown error';
-    if (this.mode === 'live') {
-      this.message(this.stream && this.stream.status === 'live' ? `Live playback stopped (${err}). Press "Go live" to reconnect.` : 'The producer stopped; the stream is no longer live. Click the timeline to play the archive.');
-    } else {
-      this.message(`Playback failed: ${err}`);
+    if (!v.getAttribute('src') || !v.error) return;
+    const codecs = this.stream.codecs || '';
+    // MEDIA_ERR_DECODE / MEDIA_ERR_SRC_NOT_SUPPORTED for a codec the browser claimed it could
+    // decode (Chromium on Linux says yes to H.265 and then cannot): a plain sentence, not the
+    // pipeline's error text.
+    if ((v.error.code === 3 || v.error.code === 4) && !/^avc1/.test(codecs)) {
+      this.codecMessage(codecs);
+      return;
     }
+    const err = v.error.message || `code ${v.error.code}`;
+    const wasLive = this.mode === 'live';
+    this.stopPlayer();
     this.setMode(null);
+    if (wasLive && this.stream.status === 'live') this.message(`Live playback stopped (${err}).`, h('button', { type: 'button', class: 'small', onclick: () => this.playLive() }, 'Reconnect'));
+    else this.message(`Playback failed: ${err}`);
   }
 
   // ----- clips and holds -----
@@ -1071,4 +1274,9 @@ function fromLocalInput(v) {
   return Number.isFinite(t) ? t : null;
 }
 
+$('#key-button').addEventListener('click', async () => {
+  await askForKey(false);
+  route();
+});
+updateKeyButton();
 route();

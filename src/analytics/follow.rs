@@ -5,7 +5,9 @@
 //! - Timestamps are rebased onto one consumer timeline that starts at 0 and runs continuously
 //!   across producer sessions and gaps (every track moves by the same amount, so A/V sync holds).
 //! - Before each fragment a top-level `free` box (ignored by every MP4 reader) carries
-//!   `{"fragment":N,"producer_time_us":T}`, so a consumer knows exactly where it is. To resume
+//!   `{"fragment":N,"producer_time_us":T,"media_time_us":M,"duration_us":D}` (M: where the
+//!   fragment starts on the consumer timeline), so a consumer knows exactly where it is and can
+//!   map any media time to producer time (the web UI's player does). To resume
 //!   after a disconnect, ask again with `start=after:<last N seen>`.
 //! - When the init changes (a producer with other codec settings), the response ends after the
 //!   last fragment of the old init; the next request (`after:<last N>`) starts with the new init.
@@ -241,7 +243,8 @@ impl Feed {
                 .as_ref()
                 .map(|(_, f)| f.clone())
                 .expect("set above");
-            let shift_us = row.producer_start_us - self.consumer_end_us;
+            let media_time_us = self.consumer_end_us;
+            let shift_us = row.producer_start_us - media_time_us;
             let (head, tail_start) =
                 fmp4::rewrite_fragment_head(&facts, &data, 0, &|track_id, old| {
                     let ts = facts
@@ -253,8 +256,8 @@ impl Feed {
             self.consumer_end_us += row.duration_us;
             self.next_number = row.number + 1;
             let marker = format!(
-                "{{\"fragment\":{},\"producer_time_us\":{}}}",
-                row.number, row.producer_start_us
+                "{{\"fragment\":{},\"producer_time_us\":{},\"media_time_us\":{},\"duration_us\":{}}}",
+                row.number, row.producer_start_us, media_time_us, row.duration_us
             );
             let mut out = BytesMut::with_capacity(8 + marker.len() + head.len());
             out.extend_from_slice(&((8 + marker.len()) as u32).to_be_bytes());

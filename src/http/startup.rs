@@ -34,18 +34,14 @@ impl Serving {
     }
 }
 
-async fn gate(app: watch::Receiver<Option<Router>>, req: Request) -> Response {
+/// `phase`: what `/readyz` says the server is doing until the router exists.
+async fn gate(app: watch::Receiver<Option<Router>>, phase: &'static str, req: Request) -> Response {
     let current = app.borrow().clone();
     let app = match current {
         Some(app) => app,
         None => match req.uri().path() {
             "/healthz" => return "ok\n".into_response(),
-            "/readyz" => {
-                return Error::unavailable(
-                    "starting: the store is opening (recovering after a restart)",
-                )
-                .into_response()
-            }
+            "/readyz" => return Error::unavailable(phase).into_response(),
             _ => {
                 let mut rx = app.clone();
                 let ready = rx.wait_for(Option::is_some).await.map(|a| a.clone());
@@ -74,7 +70,12 @@ pub async fn serve_while_opening(
     shutdown: &CancellationToken,
 ) -> Result<(Serving, Store)> {
     let (tx, rx) = watch::channel(None::<Router>);
-    let front = Router::new().fallback(move |req: Request| gate(rx.clone(), req));
+    let phase = if Store::index_exists(&config.data_dir) {
+        "starting: the store is opening (recovering after a restart)"
+    } else {
+        "starting: creating a new store"
+    };
+    let front = Router::new().fallback(move |req: Request| gate(rx.clone(), phase, req));
     let stop = shutdown.child_token();
     let limits = config.limits.clone();
     let server = tokio::spawn({

@@ -21,6 +21,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../web/app.js"),
     ),
     (
+        "player.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/player.js"),
+    ),
+    (
         "timeline.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../web/timeline.js"),
@@ -29,12 +34,6 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "style.css",
         "text/css; charset=utf-8",
         include_bytes!("../../web/style.css"),
-    ),
-    // Bundled by build.rs from npm when installed (empty otherwise: then a 404 says so).
-    (
-        "vendor/hls.min.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!(concat!(env!("OUT_DIR"), "/hls.min.js")),
     ),
 ];
 
@@ -52,13 +51,7 @@ async fn serve(path: &str) -> Response {
     let Some(&(name, content_type, embedded)) = ASSETS.iter().find(|(n, _, _)| *n == path) else {
         return Error::not_found(format!("no UI file '{path}'")).into_response();
     };
-    if embedded.is_empty() {
-        return Error::not_found(format!(
-            "'{name}' was not bundled into this build; run `npm ci --prefix web` before building"
-        ))
-        .into_response();
-    }
-    let body = match std::env::var_os("TAPEDECK_WEB_DIR").filter(|_| !name.starts_with("vendor/")) {
+    let body = match std::env::var_os("TAPEDECK_WEB_DIR") {
         Some(dir) => match tokio::fs::read(std::path::Path::new(&dir).join(name)).await {
             Ok(bytes) => bytes,
             Err(e) => {

@@ -82,6 +82,12 @@ struct Inner {
 use std::fs::File;
 
 impl Store {
+    /// Whether `data_dir` already holds an index (what opening it means: recovery after a
+    /// restart, or creating a new store). Read before [`Store::open`], which creates one.
+    pub fn index_exists(data_dir: &Path) -> bool {
+        data_dir.join(DB_FILE).exists()
+    }
+
     /// Opens (creating if needed) the data directory, migrates, recovers, starts the writer.
     pub fn open(data_dir: &Path, config: &StorageConfig, clock: SharedClock) -> Result<Store> {
         std::fs::create_dir_all(data_dir).map_err(|e| {

@@ -12,12 +12,11 @@
 // level: two spans with a gap between them, both clickable. A screenshot per step; any console
 // error, page error, failed request or HTTP error is a failure.
 
-import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { GOP_MS, clickInSpan, expectArchiveAt, fail, log, out, playerState, runBrowser, setZoom, sleep, step, timelineState, waitFor } from './lib.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -28,36 +27,10 @@ const { values: opt } = parseArgs({
     'live-secs': { type: 'string', default: '40' },
   },
 });
-const CHROMIUM = process.env.TAPEDECK_CHROMIUM || '/usr/bin/chromium';
 const base = opt.base.replace(/\/$/, '');
 const artifacts = path.resolve(opt.artifacts);
-fs.mkdirSync(artifacts, { recursive: true });
 const LIVE = opt['live-stream'];
 const GAP = opt['gap-stream'];
-const GOP_MS = 2000;
-
-const t0 = Date.now();
-const log = (...a) => console.error(`[ui +${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...a);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const out = { failures: [], steps: [], screenshots: [], consoleErrors: [], pageErrors: [], httpErrors: [], failedRequests: [] };
-const fail = (msg) => {
-  log(`FAIL: ${msg}`);
-  out.failures.push(msg);
-};
-const step = (name, data = {}) => {
-  log(name, JSON.stringify(data));
-  out.steps.push({ name, at: Date.now() - t0, ...data });
-};
-
-async function waitFor(page, what, fn, arg, timeoutMs = 20000) {
-  try {
-    const h = await page.waitForFunction(fn, arg, { timeout: timeoutMs, polling: 200 });
-    return await h.jsonValue();
-  } catch {
-    fail(`timed out after ${timeoutMs} ms waiting for: ${what}`);
-    return null;
-  }
-}
 
 let ffmpeg = null;
 function startProducer() {
@@ -73,148 +46,6 @@ function startProducer() {
   ];
   ffmpeg = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   ffmpeg.stderr.on('data', (d) => log(`ffmpeg: ${String(d).trim()}`));
-}
-
-async function main() {
-  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tapedeck-ui-'));
-  let ctx;
-  try {
-    ctx = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: { width: 1280, height: 900 },
-      acceptDownloads: true,
-      timeout: 60000,
-      args: [
-        '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-        '--disable-component-update', '--disable-quic', '--no-first-run', '--disable-sync',
-        '--autoplay-policy=no-user-gesture-required',
-      ],
-    });
-    out.browserVersion = ctx.browser() ? ctx.browser().version() : null;
-    const page = ctx.pages()[0] || (await ctx.newPage());
-    const consoleLog = [];
-    page.on('console', (m) => {
-      consoleLog.push(`${m.type()}: ${m.text()}`);
-      if (m.type() === 'error') out.consoleErrors.push(m.text().slice(0, 500));
-    });
-    page.on('pageerror', (e) => out.pageErrors.push(String(e).slice(0, 500)));
-    page.on('requestfailed', (req) => {
-      const why = req.failure() ? req.failure().errorText : '?';
-      // Media loads the player or the page cancels (seeking, switching source) are not failures.
-      if (why !== 'net::ERR_ABORTED') out.failedRequests.push({ url: req.url(), why });
-    });
-    page.on('response', (r) => {
-      if (r.status() >= 400) out.httpErrors.push({ url: r.url(), status: r.status() });
-    });
-    let shotN = 0;
-    const shot = async (label, fullPage = false) => {
-      const file = path.join(artifacts, `${String(++shotN).padStart(2, '0')}-${label}.png`);
-      try {
-        await page.screenshot({ path: file, timeout: 15000, fullPage });
-        out.screenshots.push(file);
-      } catch (e) {
-        log(`screenshot ${label} failed: ${e}`);
-      }
-      return file;
-    };
-    try {
-      await run(page, shot);
-    } finally {
-      fs.writeFileSync(path.join(artifacts, 'console.log'), consoleLog.join('\n') + '\n');
-    }
-  } catch (e) {
-    out.harnessError = String(e && e.stack ? e.stack : e).slice(0, 2000);
-  } finally {
-    if (ffmpeg) ffmpeg.kill('SIGKILL');
-    if (ctx) await ctx.close().catch(() => {});
-    fs.rmSync(userDataDir, { recursive: true, force: true });
-  }
-  out.elapsedMs = Date.now() - t0;
-  fs.writeFileSync(path.join(artifacts, 'result.json'), JSON.stringify(out, null, 1));
-  process.stdout.write(JSON.stringify(out) + '\n');
-}
-
-// The video element's state and what the UI shows.
-const playerState = () => {
-  const v = document.getElementById('player');
-  const p = document.getElementById('position');
-  const m = document.getElementById('mode');
-  return {
-    ct: v ? v.currentTime : null,
-    paused: v ? v.paused : null,
-    rs: v ? v.readyState : null,
-    src: v ? v.getAttribute('src') : null,
-    mode: m ? m.dataset.mode : null,
-    posMs: p && p.dataset.ms ? Number(p.dataset.ms) : null,
-    posText: p ? p.textContent : null,
-    requestedMs: p && p.dataset.requestedMs ? Number(p.dataset.requestedMs) : null,
-    delay: (document.getElementById('delay') || {}).textContent || '',
-    msg: (document.getElementById('player-msg') || {}).textContent || '',
-  };
-};
-
-// Geometry and data of the drawn timeline.
-const timelineState = () => {
-  const track = document.querySelector('.tl-track');
-  const r = track.getBoundingClientRect();
-  const box = (e) => {
-    const b = e.getBoundingClientRect();
-    return { x0: b.left, x1: b.right, y: b.top + b.height / 2, w: b.width, startMs: Number(e.dataset.startMs), endMs: Number(e.dataset.endMs) };
-  };
-  const spans = [...track.querySelectorAll('.tl-span')].map(box);
-  const gaps = [...track.querySelectorAll('.tl-gap')].map(box);
-  // What is under the middle of each span (is it the span itself, i.e. clickable?).
-  const hit = [...track.querySelectorAll('.tl-span')].map((e) => {
-    const b = e.getBoundingClientRect();
-    return document.elementFromPoint(b.left + b.width / 2, b.top + b.height / 2) === e;
-  });
-  return { track: { x0: r.left, x1: r.right, y: r.top + r.height / 2, startMs: Number(track.dataset.startMs), endMs: Number(track.dataset.endMs) }, spans, gaps, hit };
-};
-
-// Clicks x within a span button and returns the wall-clock time that point stands for.
-async function clickInSpan(page, span, frac) {
-  const x = span.x0 + Math.max(1, Math.min(span.w - 1, span.w * frac));
-  const expected = span.startMs + ((x - span.x0) / span.w) * (span.endMs - span.startMs);
-  await page.mouse.click(x, span.y);
-  return expected;
-}
-
-// After a click on the timeline: archive playback must start and show `expected` (± 1 GOP).
-async function expectArchiveAt(page, what, expected, pixelMs) {
-  // The UI names the time it was asked for at once and shows a position once the new source plays.
-  const st = await waitFor(page, `${what}: archive playback to start`, (expected) => {
-    const v = document.getElementById('player');
-    const p = document.getElementById('position');
-    const m = document.getElementById('mode');
-    if (!v || Math.abs(Number(p.dataset.requestedMs) - expected) > 5000) return false;
-    if (m.dataset.mode !== 'archive' || v.readyState < 2 || v.paused || !p.dataset.ms) return false;
-    return { ct: v.currentTime, posMs: Number(p.dataset.ms), requestedMs: Number(p.dataset.requestedMs) };
-  }, expected, 20000);
-  if (!st) return null;
-  const s1 = await page.evaluate(playerState);
-  const err = s1.posMs - expected;
-  step(`${what}: playing archive`, { requested: new Date(st.requestedMs).toISOString(), expected: new Date(expected).toISOString(), shown: new Date(s1.posMs).toISOString(), posText: s1.posText, errMs: Math.round(err), ct: s1.ct });
-  // The UI turns the click into a time to within a pixel (a span narrower than MIN_SPAN_PX is
-  // widened, so one pixel can stand for seconds at coarse zoom levels) ...
-  if (Math.abs(st.requestedMs - expected) > pixelMs + 250) {
-    fail(`${what}: clicked ${new Date(expected).toISOString()} but the UI asked for ${new Date(st.requestedMs).toISOString()} (one pixel is ${Math.round(pixelMs)} ms)`);
-  }
-  // ... and playback starts at that wall-clock time, ±1 GOP (first position sample after start).
-  if (Math.abs(st.posMs - st.requestedMs) > GOP_MS) {
-    fail(`${what}: asked for ${new Date(st.requestedMs).toISOString()}, playback started at ${new Date(st.posMs).toISOString()} (${Math.round(st.posMs - st.requestedMs)} ms off; allowed ±${GOP_MS} ms)`);
-  }
-  return s1;
-}
-
-async function setZoom(page, label) {
-  await page.click(`button.zoom[data-zoom="${label}"]`);
-  await waitFor(page, `zoom ${label}`, (label) => {
-    const b = document.querySelector(`button.zoom[data-zoom="${label}"]`);
-    const t = document.querySelector('.tl-track');
-    return b.getAttribute('aria-pressed') === 'true' && Number(t.dataset.endMs) - Number(t.dataset.startMs) > 0;
-  }, label, 5000);
-  await sleep(600); // the timeline request for the new window
 }
 
 async function run(page, shot) {
@@ -394,10 +225,6 @@ async function run(page, shot) {
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   if (overflow > 2) fail(`the stream view is ${overflow} px wider than a phone screen`);
 
-  if (out.consoleErrors.length) fail(`browser console errors: ${JSON.stringify(out.consoleErrors)}`);
-  if (out.pageErrors.length) fail(`page errors: ${JSON.stringify(out.pageErrors)}`);
-  if (out.httpErrors.length) fail(`HTTP errors: ${JSON.stringify(out.httpErrors)}`);
-  if (out.failedRequests.length) fail(`failed requests: ${JSON.stringify(out.failedRequests)}`);
 }
 
-await main();
+await runBrowser(artifacts, run, { cleanup: () => ffmpeg && ffmpeg.kill('SIGKILL') });

@@ -1,7 +1,10 @@
 //! Test harness: runs the real `tapedeck` binary on a random loopback port with a temp data dir,
-//! and helpers for real clients (ffmpeg, ffprobe, curl) that skip with a printed reason when a
-//! client is missing, unless TAPEDECK_REQUIRE_CLIENTS=1 (set by .ci/run), where they fail.
+//! and helpers for real clients (ffmpeg, ffprobe, curl). Tests that need a client declare it in
+//! their file's `main` (see `harness`): reported as ignored when it is missing, failed under
+//! TAPEDECK_REQUIRE_CLIENTS=1 (set by .ci/run).
 #![allow(dead_code)]
+
+pub mod harness;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -73,12 +76,40 @@ impl Server {
                 );
             }
         };
-        Server {
+        let server = Server {
             child: Some(child),
             base,
             data_dir,
             log_path,
             _tmp: None,
+        };
+        server.wait_ready();
+        server
+    }
+
+    /// Waits until `/readyz` answers 200: the port is bound before the store has opened
+    /// (recovery may run), so "listening" is not "ready". Panics with the log after 30 s.
+    fn wait_ready(&self) {
+        let quick = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("client");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = quick
+                .get(self.url("/readyz"))
+                .send()
+                .is_ok_and(|r| r.status() == 200);
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server at {} not ready within 30 s; log:\n{}",
+                self.base,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -144,23 +175,6 @@ pub fn sample(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("samples")
         .join(name)
-}
-
-/// Whether an external client program is usable. Missing: skip (print why) or, in CI, fail.
-pub fn have(program: &str) -> bool {
-    let ok = Command::new(program)
-        .arg("-version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        if std::env::var("TAPEDECK_REQUIRE_CLIENTS").as_deref() == Ok("1") {
-            panic!("{program} is required (TAPEDECK_REQUIRE_CLIENTS=1) but was not found");
-        }
-        eprintln!("SKIPPED: {program} not found; install it to run this test");
-    }
-    ok
 }
 
 /// Runs a client program to completion (stdin closed); panics with its output unless it exits 0.
@@ -326,41 +340,6 @@ pub fn browser_artifacts_dir(test: &str) -> PathBuf {
     dir
 }
 
-/// Like [`have`] for a browser test: node, Chromium and these files under
-/// tests/browser/node_modules. Missing: skip with the reason, or fail in CI.
-pub fn have_browser(node_modules: &[&str]) -> bool {
-    let mut missing = Vec::new();
-    let node_ok = Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !node_ok {
-        missing.push("node (>= 20)".to_string());
-    }
-    let chromium = chromium_path();
-    if !chromium.exists() {
-        missing.push(format!("{} (apt-get install chromium)", chromium.display()));
-    }
-    for module in node_modules {
-        let p = browser_dir().join("node_modules").join(module);
-        if !p.exists() {
-            missing.push(format!("{} (run `npm ci` in tests/browser)", p.display()));
-        }
-    }
-    if !missing.is_empty() {
-        let what = missing.join(", ");
-        if std::env::var("TAPEDECK_REQUIRE_CLIENTS").as_deref() == Ok("1") {
-            panic!("browser tests need {what} (TAPEDECK_REQUIRE_CLIENTS=1)");
-        }
-        eprintln!("SKIPPED: browser test needs {what}");
-        return false;
-    }
-    true
-}
-
 /// ffmpeg `-re` encoding a lavfi `source` (e.g. `testsrc2=size=320x240:rate=25`) to H.264 with a
 /// `gop`-frame GOP for `seconds`, uploaded live as one fMP4 PUT to `url`.
 pub fn spawn_live_upload(url: &str, source: &str, seconds: u32, gop: u32) -> Child {
@@ -396,10 +375,9 @@ pub fn spawn_live_upload(url: &str, source: &str, seconds: u32, gop: u32) -> Chi
 pub struct Tmpfs(pub PathBuf);
 
 impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. "12m") at `dir`. Needs root: where mounting is not allowed
-    /// the test skips with a printed reason (None), unless TAPEDECK_REQUIRE_CLIENTS=1 (CI runs as
-    /// root), where it fails.
-    pub fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+    /// Mounts a tmpfs of `size` (e.g. "12m") at `dir`. Needs root (the test declares
+    /// `Need::Root`, so the harness has checked).
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(dir).expect("mount point");
         let out = Command::new("mount")
             .args([
@@ -410,17 +388,15 @@ impl Tmpfs {
                 "tapedeck-test",
             ])
             .arg(dir)
-            .output();
-        let why = match out {
-            Ok(o) if o.status.success() => return Some(Tmpfs(dir.to_path_buf())),
-            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-            Err(e) => format!("cannot run mount: {e}"),
-        };
-        if std::env::var("TAPEDECK_REQUIRE_CLIENTS").as_deref() == Ok("1") {
-            panic!("this test needs a tmpfs mount (root; TAPEDECK_REQUIRE_CLIENTS=1): {why}");
-        }
-        eprintln!("SKIPPED: this test needs a tmpfs mount (root): {why}");
-        None
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mount a tmpfs at {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Tmpfs(dir.to_path_buf())
     }
 
     /// Bytes an unprivileged writer can still write on it.

@@ -970,16 +970,3 @@ pub fn parse_master(text: &str) -> (Vec<String>, Vec<Variant>) {
     }
     (problems, variants)
 }
-
-#[cfg(test)]
-mod self_test {
-    use super::*;
-
-    #[test]
-    fn attribute_lists() {
-        let a = attributes("BANDWIDTH=1,CODECS=\"avc1.64001e,mp4a.40.2\",RESOLUTION=640x360");
-        assert_eq!(a["BANDWIDTH"], "1");
-        assert_eq!(a["CODECS"], "avc1.64001e,mp4a.40.2");
-        assert_eq!(a["RESOLUTION"], "640x360");
-    }
-}
