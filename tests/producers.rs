@@ -88,6 +88,10 @@ fn ffmpeg_long_put_is_stored_incrementally_and_decodes_fully() {
         seen_while_running >= 3,
         "only {seen_while_running} fragments were visible while the upload ran"
     );
+    // ffmpeg exits once its last bytes are sent; the server may still be making them durable.
+    wait_until("the upload session ends", Duration::from_secs(10), || {
+        get_json(&server.api("/streams/ff1"))["producer_connected"] == false
+    });
     let desc = get_json(&server.api("/streams/ff1"));
     assert_eq!(desc["fragment_count"], 5, "{desc}");
     assert_eq!(desc["codecs"], "avc1.64001e,mp4a.40.2");
