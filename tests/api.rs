@@ -384,6 +384,36 @@ fn patch_retention_and_tags() {
     assert_eq!(d["tags"], json!({"b": "2", "c": ""}));
 }
 
+/// A hold protects media from retention, not from deleting its stream: the stream's rows and
+/// files are purged (the holds row once blocked the purge on its foreign key, for ever).
+#[test]
+fn deleting_a_stream_with_a_hold_purges_it() {
+    let server = Server::start();
+    let (s, v) = upload_file(&server, "held", "", GOP2S);
+    assert_eq!(s, 200, "{v}");
+    let r = client()
+        .post(server.api("/streams/held/holds"))
+        .json(&json!({"start": "earliest", "end": "now", "reason": "incident"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
+    let streams_dir = server.data_dir.join("streams");
+    let dirs = || std::fs::read_dir(&streams_dir).map_or(0, |d| d.count());
+    assert_eq!(dirs(), 1, "one stream directory before the delete");
+    let r = client().delete(server.api("/streams/held")).send().unwrap();
+    assert_eq!(r.status(), 204);
+    common::wait_until(
+        "the deleted stream's files are purged",
+        Duration::from_secs(10),
+        || dirs() == 0,
+    );
+    assert!(
+        !server.log().contains("purging deleted stream failed"),
+        "{}",
+        server.log()
+    );
+}
+
 #[test]
 fn delete_then_recreate_starts_empty() {
     let server = Server::start();

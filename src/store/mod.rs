@@ -818,6 +818,8 @@ fn purge_batch(w: &mut WriterState, limit: i64) -> Result<bool> {
         "DELETE FROM spans WHERE stream_id = ?",
         "DELETE FROM inits WHERE stream_id = ?",
         "DELETE FROM sessions WHERE stream_id = ?",
+        // Holds protect media from retention, not from deleting the stream they belong to.
+        "DELETE FROM holds WHERE stream_id = ?",
         "DELETE FROM streams WHERE id = ?",
     ] {
         tx.execute(sql, [stream_id])?;
