@@ -8,9 +8,9 @@
 //! - [`rewrite`]: the slice headers of a planned stream, rewritten to conform;
 //! - [`decode`]: feeding the planned samples to openh264.
 
-mod bits;
+pub mod bits;
 pub mod decode;
 pub mod nal;
 pub mod refs;
-mod rewrite;
-mod syntax;
+pub mod rewrite;
+pub mod syntax;
