@@ -13,7 +13,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tapedeck::analytics::h264_refs::plan;
+use tapedeck::codec::h264::refs::plan;
 
 fuzz_target!(|data: &[u8]| {
     let [wanted, stream @ ..] = data else {

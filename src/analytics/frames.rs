@@ -15,7 +15,6 @@
 //! fragment and display time). Every decode puts its GOP's keyframe there, so `latest.jpg`
 //! polling and repeated times are answered without decoding.
 
-use super::picture::Picture;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -24,9 +23,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::decode::{self, Decoded};
-use super::encode::{self, Encoding};
+use super::decode;
 use super::gop::{Gop, VideoCodec, VideoTrack};
+use crate::codec::encode::{self, Encoding};
+use crate::codec::error::DecodeError;
+use crate::codec::ffmpeg;
+use crate::codec::picture::{Decoded, Picture};
 use crate::config::FramesConfig;
 use crate::error::{Error, Kind, Result};
 use crate::store::{FragmentRow, Store, StreamRow};
@@ -407,7 +409,7 @@ impl Frames {
         let path = self.config.ffmpeg_path.clone();
         if !self.ffmpeg_found.load(Ordering::Relaxed) {
             let probe = path.clone();
-            let found = tokio::task::spawn_blocking(move || decode::ffmpeg_usable(&probe))
+            let found = tokio::task::spawn_blocking(move || ffmpeg::usable(&probe))
                 .await
                 .unwrap_or(false);
             if !found {
@@ -559,7 +561,7 @@ impl Job {
         Ok(out)
     }
 
-    fn decode(&self, wanted: &[usize]) -> std::result::Result<Decoded, decode::DecodeError> {
+    fn decode(&self, wanted: &[usize]) -> std::result::Result<Decoded, DecodeError> {
         let refs: Vec<&[u8]> = self.bytes.iter().map(|b| b.as_ref()).collect();
         match &self.ffmpeg {
             None => decode::decode_h264(&self.track.codec, &self.gop, &refs, wanted),

@@ -13,8 +13,8 @@
 use super::error::status_of;
 use super::params::{self, Params, QueryMap};
 use super::AppState;
-use crate::analytics::encode::{Encoding, ImageFormat, MAX_DIMENSION, MIN_DIMENSION};
 use crate::analytics::frames::{Outcome, RETRY_AFTER_SECS};
+use crate::codec::encode::{Encoding, ImageFormat, MAX_DIMENSION, MIN_DIMENSION};
 use crate::error::{Error, Kind, Result};
 use crate::store::StreamRow;
 use crate::stream_name::validate_stream_name;

@@ -1,5 +1,5 @@
-//! Bit-level reading and writing of H.264 NAL unit payloads (RBSP), for the slice-header rewrite
-//! in `h264_refs.rs`.
+//! Bit-level reading and writing of H.264 NAL unit payloads (RBSP), for parsing parameter sets
+//! and slice headers ([`super::syntax`]) and for the slice-header rewrite ([`super::rewrite`]).
 
 /// The RBSP of a NAL unit payload (after its header byte): emulation prevention bytes (the `03`
 /// of `00 00 03`) removed. Stops after `limit` payload bytes.

@@ -19,7 +19,17 @@ use openh264_sys2::{
     ERROR_CON_DISABLE, VIDEO_BITSTREAM_AVC, WELS_LOG_QUIET,
 };
 
-use super::decode::DecodeError;
+/// What openh264 refused or reported, in words (the decoding callers add which sample).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Openh264Error(String);
+
+impl std::fmt::Display for Openh264Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Openh264Error {}
 
 /// `dsFramePending`: more input is needed before a picture comes out. Not an error.
 const STATE_FRAME_PENDING: i32 = 0x01;
@@ -42,12 +52,12 @@ pub struct H264Decoder {
 unsafe impl Send for H264Decoder {}
 
 impl H264Decoder {
-    pub fn new() -> Result<Self, DecodeError> {
+    pub fn new() -> Result<Self, Openh264Error> {
         let mut raw: *mut ISVCDecoder = null_mut();
         // SAFETY: WelsCreateDecoder writes a new decoder pointer (or leaves null on failure).
         let rc = unsafe { APILoader::WelsCreateDecoder(&mut raw) };
         if rc != 0 || raw.is_null() {
-            return Err(DecodeError(format!(
+            return Err(Openh264Error(format!(
                 "cannot create the H.264 decoder (openh264 returned {rc})"
             )));
         }
@@ -61,14 +71,14 @@ impl H264Decoder {
         // SAFETY: `raw` is a live decoder; Initialize reads `param` only during the call.
         let rc = unsafe { (vtable(raw).Initialize.expect("openh264 Initialize"))(raw, &param) };
         if rc != 0 {
-            return Err(DecodeError(format!(
+            return Err(Openh264Error(format!(
                 "cannot start the H.264 decoder (openh264 returned {rc})"
             )));
         }
         Ok(dec)
     }
 
-    fn set_option(&mut self, option: DECODER_OPTION, value: &mut i32) -> Result<(), DecodeError> {
+    fn set_option(&mut self, option: DECODER_OPTION, value: &mut i32) -> Result<(), Openh264Error> {
         // SAFETY: `raw` is live; the option reads one int through the pointer during the call.
         let rc = unsafe {
             (vtable(self.raw).SetOption.expect("openh264 SetOption"))(
@@ -78,7 +88,7 @@ impl H264Decoder {
             )
         };
         if rc != 0 {
-            return Err(DecodeError(format!(
+            return Err(Openh264Error(format!(
                 "openh264 refused option {option} (returned {rc})"
             )));
         }
@@ -92,9 +102,9 @@ impl H264Decoder {
         access_unit: &[u8],
         tag: u64,
         on_picture: &mut dyn FnMut(u64, &PictureView<'_>),
-    ) -> Result<(), DecodeError> {
+    ) -> Result<(), Openh264Error> {
         let len = i32::try_from(access_unit.len())
-            .map_err(|_| DecodeError("an access unit over 2 GiB".into()))?;
+            .map_err(|_| Openh264Error("an access unit over 2 GiB".into()))?;
         let mut dst: [*mut u8; 3] = [null_mut(); 3];
         // SAFETY: zeroed SBufferInfo is the documented initial state.
         let mut info: SBufferInfo = unsafe { std::mem::zeroed() };
@@ -121,7 +131,7 @@ impl H264Decoder {
     pub fn flush(
         &mut self,
         on_picture: &mut dyn FnMut(u64, &PictureView<'_>),
-    ) -> Result<(), DecodeError> {
+    ) -> Result<(), Openh264Error> {
         loop {
             let mut left = 0i32;
             // SAFETY: `raw` is live; the option writes one int.
@@ -148,7 +158,7 @@ impl H264Decoder {
             };
             self.check(state)?;
             if info.iBufferStatus != 1 {
-                return Err(DecodeError(format!(
+                return Err(Openh264Error(format!(
                     "openh264 said {left} pictures were left but gave none"
                 )));
             }
@@ -156,9 +166,9 @@ impl H264Decoder {
         }
     }
 
-    fn check(&self, state: i32) -> Result<(), DecodeError> {
+    fn check(&self, state: i32) -> Result<(), Openh264Error> {
         if state & !STATE_FRAME_PENDING != 0 {
-            return Err(DecodeError(format!(
+            return Err(Openh264Error(format!(
                 "openh264 decoding state {state:#x} ({})",
                 describe_state(state)
             )));

@@ -5,7 +5,12 @@
 //! JPEG needs only a range expansion of the planes (no RGB round trip, half the memory per
 //! cached picture); PNG converts to RGB at the end.
 
+use std::collections::BTreeMap;
+
 use image::{GrayImage, RgbImage};
+
+/// Decoded pictures by sample index (the index the caller named each wanted sample by).
+pub type Decoded = BTreeMap<usize, Picture>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Picture {
