@@ -5,8 +5,10 @@
 //! rows name but the files table lacks, fragments naming unknown inits, stream totals that
 //! disagree with the rows. Notes (not problems): what a crash leaves by design and the next start
 //! removes: bytes past the last indexed fragment, and files that nothing in the index names.
+//! Fragment bytes are read through the store's byte reader (`reader.rs`), like every other read.
 
 use super::files;
+use super::reader::{ByteReader, FragmentFile};
 use crate::error::Result;
 use rusqlite::{params, Connection};
 use serde::Serialize;
@@ -59,7 +61,8 @@ pub fn check(data_dir: &Path, repair: bool) -> Result<CheckReport> {
              ORDER BY file_id, file_offset",
         )?;
         let mut rows = stmt.query([])?;
-        let mut open: Option<(i64, Option<std::fs::File>, u64)> = None;
+        let reader = ByteReader::new(data_dir.to_path_buf(), None);
+        let mut open: Option<(i64, Option<FragmentFile>, u64)> = None;
         while let Some(r) = rows.next()? {
             let (stream_id, number, file_id, offset, size, init_id): (
                 i64,
@@ -91,12 +94,8 @@ pub fn check(data_dir: &Path, repair: bool) -> Result<CheckReport> {
                 continue;
             }
             if open.as_ref().map(|o| o.0) != Some(file_id) {
-                let path = files::file_path(data_dir, stream_id, file_id);
-                let f = std::fs::File::open(&path).ok();
-                let len = f
-                    .as_ref()
-                    .and_then(|f| f.metadata().ok())
-                    .map_or(0, |m| m.len());
+                let f = reader.open_file(stream_id, file_id).ok();
+                let len = f.as_ref().and_then(|f| f.len_bytes().ok()).unwrap_or(0);
                 open = Some((file_id, f, len));
             }
             let (_, f, len) = open.as_ref().expect("set above");
@@ -187,11 +186,10 @@ pub fn check(data_dir: &Path, repair: bool) -> Result<CheckReport> {
 
 /// Checks that the bytes at `offset` are one `moof` followed by one `mdat`, `size` bytes in all.
 fn verify_fragment_boxes(
-    f: &std::fs::File,
+    f: &FragmentFile,
     offset: u64,
     size: u64,
 ) -> std::result::Result<(), String> {
-    use std::os::unix::fs::FileExt;
     let mut header = [0u8; 8];
     let mut pos = offset;
     for expected in [b"moof", b"mdat"] {
