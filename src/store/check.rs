@@ -261,3 +261,108 @@ fn check_totals(conn: &Connection, repair: bool, report: &mut CheckReport) -> Re
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::TestStore;
+    use crate::store::FragmentRow;
+
+    /// A store with two fragments in one file.
+    async fn two_fragments() -> (TestStore, FragmentRow, FragmentRow) {
+        let ts = TestStore::new();
+        let cam = ts.add_stream("cam").await;
+        let a = ts.append(&cam, 0, 1000, 100).await;
+        let b = ts.append(&cam, 1000, 1000, 100).await;
+        assert_eq!(a.file_id, b.file_id);
+        (ts, a, b)
+    }
+
+    #[tokio::test]
+    async fn a_consistent_store_is_clean() {
+        let (ts, _, _) = two_fragments().await;
+        let report = check(ts.data_dir(), false).unwrap();
+        assert!(report.is_clean(), "{report:?}");
+        assert!(report.notes.is_empty(), "{report:?}");
+        assert_eq!((report.fragments_checked, report.files_checked), (2, 1));
+    }
+
+    /// Bytes past the last indexed fragment are what a crash leaves: a note, not a problem;
+    /// `--repair` cuts them.
+    #[tokio::test]
+    async fn an_unindexed_tail_is_a_note_and_repair_cuts_it() {
+        let (ts, _, b) = two_fragments().await;
+        let path = ts.file_of(&b);
+        let dir = ts.close().await;
+        let end = (b.file_offset + b.size_bytes) as u64;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(end + 50)
+            .unwrap();
+        let report = check(dir.path(), false).unwrap();
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(report.notes.len(), 1, "{report:?}");
+        let report = check(dir.path(), true).unwrap();
+        assert_eq!(report.repaired.len(), 1, "{report:?}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
+    }
+
+    /// A row whose bytes are cut short is a problem; `--repair` drops the row, the partial bytes
+    /// after the last whole fragment and fixes the totals, leaving a clean store.
+    #[tokio::test]
+    async fn a_row_past_the_file_end_is_a_problem_and_repaired() {
+        let (ts, a, b) = two_fragments().await;
+        let path = ts.file_of(&b);
+        let dir = ts.close().await;
+        let a_end = (a.file_offset + a.size_bytes) as u64;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(a_end + 10)
+            .unwrap();
+        let report = check(dir.path(), false).unwrap();
+        assert_eq!(report.problems.len(), 1, "{report:?}");
+        assert!(
+            report.problems[0].contains("fragment 2: ends at byte"),
+            "{report:?}"
+        );
+        assert_eq!(report.notes.len(), 1, "the partial bytes: {report:?}");
+        let repaired = check(dir.path(), true).unwrap();
+        assert!(
+            repaired
+                .problems
+                .iter()
+                .any(|p| p.contains("totals say 2 fragments")),
+            "dropping the row leaves the totals to fix: {repaired:?}"
+        );
+        let again = check(dir.path(), false).unwrap();
+        assert!(again.is_clean() && again.notes.is_empty(), "{again:?}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), a_end);
+    }
+
+    /// Bytes that are not a moof+mdat of the row's size, and a missing file, are problems.
+    #[tokio::test]
+    async fn wrong_bytes_and_missing_files_are_problems() {
+        let (ts, a, _) = two_fragments().await;
+        let path = ts.file_of(&a);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[4..8].copy_from_slice(b"free");
+        std::fs::write(&path, &bytes).unwrap();
+        let report = check(ts.data_dir(), false).unwrap();
+        assert_eq!(report.problems.len(), 1, "{report:?}");
+        assert!(
+            report.problems[0].contains("fragment 1: bytes at offset 0 are not a 'moof' box"),
+            "{report:?}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        let report = check(ts.data_dir(), false).unwrap();
+        assert_eq!(report.problems.len(), 2, "{report:?}");
+        assert!(
+            report.problems.iter().all(|p| p.contains("is missing")),
+            "{report:?}"
+        );
+    }
+}

@@ -231,3 +231,108 @@ impl Store {
         self.inner.reader.open_all_blocking(rows)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::StorageConfig;
+    use crate::error::Kind;
+    use crate::store::retention::StreamExpiry;
+    use crate::store::testing::{fragment_bytes, new_fragment, TestStore};
+
+    /// A segment spread over two files reads back as its fragments' bytes back to back, with the
+    /// stream's newest fragment number.
+    #[tokio::test]
+    async fn segment_reads_across_files() {
+        // 116-byte fragments: the first two share a file, the third starts a new one.
+        let ts = TestStore::with_config(StorageConfig {
+            file_roll_bytes: 200,
+            min_free_bytes: Some(0),
+            ..StorageConfig::default()
+        });
+        let cam = ts.add_stream("cam").await;
+        let mut rows = vec![ts.append(&cam, 0, 1000, 100).await];
+        for i in 1..3 {
+            let mut f = new_fragment(&cam, i * 1000, 1000, 100);
+            f.keyframe = false;
+            rows.push(ts.store.append(f).unwrap().await.unwrap().unwrap());
+        }
+        ts.append(&cam, 3000, 1000, 100).await;
+        assert_eq!(rows[0].file_id, rows[1].file_id);
+        assert_ne!(rows[1].file_id, rows[2].file_id);
+
+        let (seg, bytes, newest) = ts.store.read_segment(cam.row.id, 1).await.unwrap().unwrap();
+        assert_eq!(seg, rows);
+        assert_eq!(newest, 4);
+        assert_eq!(bytes, fragment_bytes(100).repeat(3));
+        assert!(ts
+            .store
+            .read_segment(cam.row.id, 2)
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    /// Ranges within a fragment are clamped to it.
+    #[tokio::test]
+    async fn ranges_are_clamped_to_the_fragment() {
+        let ts = TestStore::new();
+        let cam = ts.add_stream("cam").await;
+        ts.append(&cam, 0, 1000, 40).await;
+        let row = ts.append(&cam, 1000, 1000, 40).await;
+        let whole = fragment_bytes(40);
+        let store = ts.store.clone();
+        let (head, tail, past) = tokio::task::spawn_blocking(move || {
+            (
+                store.fragment_range_blocking(&row, 0, 8).unwrap(),
+                store.fragment_range_blocking(&row, 50, 1000).unwrap(),
+                store.fragment_range_blocking(&row, 1000, 10).unwrap(),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(head, whole.slice(..8));
+        assert_eq!(tail, whole.slice(50..));
+        assert!(past.is_empty());
+    }
+
+    /// Expiry unlinks a file: reading its fragment afterwards is `NotFound`, but a set opened
+    /// before keeps reading (what lets a clip download finish), and never reads past a fragment.
+    #[tokio::test]
+    async fn open_fragments_outlive_expiry() {
+        let ts = TestStore::new();
+        let cam = ts.add_stream("cam").await;
+        let row = ts.append(&cam, 0, 1000, 1000).await;
+        let store = ts.store.clone();
+        let rows = vec![row.clone()];
+        let open = tokio::task::spawn_blocking(move || store.open_fragments_blocking(&rows))
+            .await
+            .unwrap()
+            .unwrap();
+
+        ts.clock.advance_us(1);
+        let cutoff_server_us = ts.clock_us();
+        let b = ts
+            .store
+            .expire_stream_batch(
+                cam.row.id,
+                StreamExpiry::OlderThan { cutoff_server_us },
+                0,
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!((b.expired.fragments, b.expired.files), (1, 1));
+        assert!(!ts.file_of(&row).exists());
+
+        let err = ts.store.fragment_bytes(&row).await.unwrap_err();
+        assert_eq!(err.kind, Kind::NotFound, "{err:?}");
+        let whole = fragment_bytes(1000);
+        assert_eq!(
+            open.read(&row, 16, 100).await.unwrap(),
+            whole.slice(16..116)
+        );
+        assert_eq!(open.read(&row, 0, 1016).await.unwrap(), whole);
+        let past = open.read(&row, 1000, 17).await.unwrap_err();
+        assert_eq!(past.kind, Kind::Internal, "{past:?}");
+    }
+}

@@ -59,13 +59,8 @@ impl TestStore {
         self.dir.path()
     }
 
-    /// Stops the store and opens the same directory again (recovery runs), clock kept.
-    pub async fn reopen(self) -> TestStore {
-        self.reopen_after(|_| {}).await
-    }
-
-    /// Like [`TestStore::reopen`], running `while_closed` on the data dir in between (to leave
-    /// what a crash leaves).
+    /// Stops the store, runs `while_closed` on the data dir (to leave what a crash leaves),
+    /// and opens the same directory again, so recovery runs; the clock is kept.
     pub async fn reopen_after(self, while_closed: impl FnOnce(&Path)) -> TestStore {
         let TestStore {
             store,
