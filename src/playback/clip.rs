@@ -10,8 +10,8 @@
 //!    The reads and the box work run on one blocking thread. Plans are kept in a small cache so
 //!    the many `Range` requests a player makes for one clip do not re-read every moof.
 //! 3. [`body`] streams any byte range of the plan, reading media in chunks of at most
-//!    [`READ_CHUNK_BYTES`] straight from the fragment files: memory per request is one chunk, never
-//!    the clip.
+//!    [`READ_CHUNK_BYTES`] through the store's byte reader, which holds the clip's fragment files
+//!    open: memory per request is one chunk, never the clip.
 //!
 //! Init changes inside the range: a progressive clip carries several sample descriptions while
 //! the track layout (ids, kinds, timescales) stays the same, and ends before a layout change; a
@@ -23,10 +23,9 @@ use crate::fmp4::{
     fragment_head_len, same_track_layout, ClipFragment, ClipPlan, FragmentedBuilder, InitFacts,
     Piece, ProgressiveBuilder, Pushed,
 };
-use crate::store::{FragmentRow, Store};
+use crate::store::{FragmentRow, OpenFragments, Store};
 use crate::timefmt::format_us;
 use bytes::Bytes;
-use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -208,7 +207,7 @@ fn plan_blocking(
     }
     rows.truncate(cut);
 
-    let read_head = |row: &FragmentRow| -> Result<Vec<u8>> {
+    let read_head = |row: &FragmentRow| -> Result<Bytes> {
         let mut head = store.fragment_range_blocking(row, 0, HEAD_GUESS_BYTES)?;
         let need = fragment_head_len(&head, row.size_bytes as u64)?;
         if need > head.len() as u64 {
@@ -314,25 +313,14 @@ pub fn body(
     })
 }
 
-/// Open handles of the clip's fragment files, by file id.
-type OpenFiles = HashMap<i64, Arc<std::fs::File>>;
-
-async fn open_files(store: &Store, clip: &Arc<Clip>) -> Result<OpenFiles> {
+async fn open_files(store: &Store, clip: &Arc<Clip>) -> Result<OpenFragments> {
     let (store, clip) = (store.clone(), clip.clone());
-    tokio::task::spawn_blocking(move || {
-        let mut files = OpenFiles::new();
-        for row in &clip.rows {
-            if let std::collections::hash_map::Entry::Vacant(slot) = files.entry(row.file_id) {
-                slot.insert(Arc::new(store.open_fragment_file_blocking(row)?));
-            }
-        }
-        Ok(files)
-    })
-    .await
-    .map_err(|e| Error::internal(format!("open task failed: {e}")))?
+    tokio::task::spawn_blocking(move || store.open_fragments_blocking(&clip.rows))
+        .await
+        .map_err(|e| Error::internal(format!("open task failed: {e}")))?
 }
 
-async fn next_chunk(clip: &Clip, files: &Arc<OpenFiles>, pos: u64, end: u64) -> Result<Bytes> {
+async fn next_chunk(clip: &Clip, files: &OpenFragments, pos: u64, end: u64) -> Result<Bytes> {
     let (i, within) = clip
         .plan
         .piece_at(pos)
@@ -346,25 +334,9 @@ async fn next_chunk(clip: &Clip, files: &Arc<OpenFiles>, pos: u64, end: u64) -> 
                 .rows
                 .get(*index)
                 .ok_or_else(|| Error::internal("clip piece names no fragment"))?;
-            let take = take.min(READ_CHUNK_BYTES);
-            let file = files
-                .get(&row.file_id)
-                .cloned()
-                .ok_or_else(|| Error::internal("clip file not opened"))?;
-            let at = row.file_offset as u64 + offset + within;
-            let number = row.number;
-            tokio::task::spawn_blocking(move || {
-                use std::os::unix::fs::FileExt;
-                let mut buf = vec![0u8; take as usize];
-                file.read_exact_at(&mut buf, at).map_err(|e| {
-                    Error::internal(format!(
-                        "fragment {number} is shorter on disk than its index row says: {e}"
-                    ))
-                })?;
-                Ok(Bytes::from(buf))
-            })
-            .await
-            .map_err(|e| Error::internal(format!("read task failed: {e}")))?
+            files
+                .read(row, offset + within, take.min(READ_CHUNK_BYTES))
+                .await
         }
     }
 }

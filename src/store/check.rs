@@ -5,8 +5,10 @@
 //! rows name but the files table lacks, fragments naming unknown inits, stream totals that
 //! disagree with the rows. Notes (not problems): what a crash leaves by design and the next start
 //! removes: bytes past the last indexed fragment, and files that nothing in the index names.
+//! Fragment bytes are read through the store's byte reader (`reader.rs`), like every other read.
 
 use super::files;
+use super::reader::{ByteReader, FragmentFile};
 use crate::error::Result;
 use rusqlite::{params, Connection};
 use serde::Serialize;
@@ -59,7 +61,8 @@ pub fn check(data_dir: &Path, repair: bool) -> Result<CheckReport> {
              ORDER BY file_id, file_offset",
         )?;
         let mut rows = stmt.query([])?;
-        let mut open: Option<(i64, Option<std::fs::File>, u64)> = None;
+        let reader = ByteReader::new(data_dir.to_path_buf(), None);
+        let mut open: Option<(i64, Option<FragmentFile>, u64)> = None;
         while let Some(r) = rows.next()? {
             let (stream_id, number, file_id, offset, size, init_id): (
                 i64,
@@ -91,12 +94,8 @@ pub fn check(data_dir: &Path, repair: bool) -> Result<CheckReport> {
                 continue;
             }
             if open.as_ref().map(|o| o.0) != Some(file_id) {
-                let path = files::file_path(data_dir, stream_id, file_id);
-                let f = std::fs::File::open(&path).ok();
-                let len = f
-                    .as_ref()
-                    .and_then(|f| f.metadata().ok())
-                    .map_or(0, |m| m.len());
+                let f = reader.open_file(stream_id, file_id).ok();
+                let len = f.as_ref().and_then(|f| f.len_bytes().ok()).unwrap_or(0);
                 open = Some((file_id, f, len));
             }
             let (_, f, len) = open.as_ref().expect("set above");
@@ -187,11 +186,10 @@ pub fn check(data_dir: &Path, repair: bool) -> Result<CheckReport> {
 
 /// Checks that the bytes at `offset` are one `moof` followed by one `mdat`, `size` bytes in all.
 fn verify_fragment_boxes(
-    f: &std::fs::File,
+    f: &FragmentFile,
     offset: u64,
     size: u64,
 ) -> std::result::Result<(), String> {
-    use std::os::unix::fs::FileExt;
     let mut header = [0u8; 8];
     let mut pos = offset;
     for expected in [b"moof", b"mdat"] {
@@ -262,4 +260,109 @@ fn check_totals(conn: &Connection, repair: bool, report: &mut CheckReport) -> Re
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::TestStore;
+    use crate::store::FragmentRow;
+
+    /// A store with two fragments in one file.
+    async fn two_fragments() -> (TestStore, FragmentRow, FragmentRow) {
+        let ts = TestStore::new();
+        let cam = ts.add_stream("cam").await;
+        let a = ts.append(&cam, 0, 1000, 100).await;
+        let b = ts.append(&cam, 1000, 1000, 100).await;
+        assert_eq!(a.file_id, b.file_id);
+        (ts, a, b)
+    }
+
+    #[tokio::test]
+    async fn a_consistent_store_is_clean() {
+        let (ts, _, _) = two_fragments().await;
+        let report = check(ts.data_dir(), false).unwrap();
+        assert!(report.is_clean(), "{report:?}");
+        assert!(report.notes.is_empty(), "{report:?}");
+        assert_eq!((report.fragments_checked, report.files_checked), (2, 1));
+    }
+
+    /// Bytes past the last indexed fragment are what a crash leaves: a note, not a problem;
+    /// `--repair` cuts them.
+    #[tokio::test]
+    async fn an_unindexed_tail_is_a_note_and_repair_cuts_it() {
+        let (ts, _, b) = two_fragments().await;
+        let path = ts.file_of(&b);
+        let dir = ts.close().await;
+        let end = (b.file_offset + b.size_bytes) as u64;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(end + 50)
+            .unwrap();
+        let report = check(dir.path(), false).unwrap();
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(report.notes.len(), 1, "{report:?}");
+        let report = check(dir.path(), true).unwrap();
+        assert_eq!(report.repaired.len(), 1, "{report:?}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
+    }
+
+    /// A row whose bytes are cut short is a problem; `--repair` drops the row, the partial bytes
+    /// after the last whole fragment and fixes the totals, leaving a clean store.
+    #[tokio::test]
+    async fn a_row_past_the_file_end_is_a_problem_and_repaired() {
+        let (ts, a, b) = two_fragments().await;
+        let path = ts.file_of(&b);
+        let dir = ts.close().await;
+        let a_end = (a.file_offset + a.size_bytes) as u64;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(a_end + 10)
+            .unwrap();
+        let report = check(dir.path(), false).unwrap();
+        assert_eq!(report.problems.len(), 1, "{report:?}");
+        assert!(
+            report.problems[0].contains("fragment 2: ends at byte"),
+            "{report:?}"
+        );
+        assert_eq!(report.notes.len(), 1, "the partial bytes: {report:?}");
+        let repaired = check(dir.path(), true).unwrap();
+        assert!(
+            repaired
+                .problems
+                .iter()
+                .any(|p| p.contains("totals say 2 fragments")),
+            "dropping the row leaves the totals to fix: {repaired:?}"
+        );
+        let again = check(dir.path(), false).unwrap();
+        assert!(again.is_clean() && again.notes.is_empty(), "{again:?}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), a_end);
+    }
+
+    /// Bytes that are not a moof+mdat of the row's size, and a missing file, are problems.
+    #[tokio::test]
+    async fn wrong_bytes_and_missing_files_are_problems() {
+        let (ts, a, _) = two_fragments().await;
+        let path = ts.file_of(&a);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[4..8].copy_from_slice(b"free");
+        std::fs::write(&path, &bytes).unwrap();
+        let report = check(ts.data_dir(), false).unwrap();
+        assert_eq!(report.problems.len(), 1, "{report:?}");
+        assert!(
+            report.problems[0].contains("fragment 1: bytes at offset 0 are not a 'moof' box"),
+            "{report:?}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        let report = check(ts.data_dir(), false).unwrap();
+        assert_eq!(report.problems.len(), 2, "{report:?}");
+        assert!(
+            report.problems.iter().all(|p| p.contains("is missing")),
+            "{report:?}"
+        );
+    }
 }

@@ -26,15 +26,6 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Reads `len` bytes at `offset`.
-pub fn read_at(path: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    let f = File::open(path)?;
-    let mut buf = vec![0u8; len];
-    f.read_exact_at(&mut buf, offset)?;
-    Ok(buf)
-}
-
 /// All (stream id, file id, path) of fragment files on disk.
 pub fn list_files(data_dir: &Path) -> std::io::Result<Vec<(i64, i64, PathBuf)>> {
     let mut out = Vec::new();

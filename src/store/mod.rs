@@ -14,21 +14,40 @@
 //! (`recovery.rs`) cuts them off and deletes files that no committed row names. Deletion goes the
 //! other way: index rows first, then files, so a reader never follows a row to a missing file;
 //! a reader that already opened a file keeps reading it (unlinked files live while open).
+//!
+//! ## Where things are
+//! - this file: the [`Store`] handle (open, readiness, shutdown) and its two ways to run work:
+//!   [`Store::exec`] on the writer thread, [`Store::read`] on a pooled read connection;
+//! - `writer.rs`: the writer thread and its group commit; `metadata.rs`: stream, init and
+//!   session changes (run on the writer between groups); `retention.rs`: expiry batches and
+//!   holds; `sweeper.rs`: the retention task that drives them;
+//! - `reader.rs`: **the one byte door**: every read of fragment bytes goes through it and
+//!   leaves it as `Bytes` (or a set of held-open files handing out bounded ranges), so it alone
+//!   decides where bytes come from (local file or live-edge cache today, object storage later);
+//! - `queries.rs`: read-side SQL on a connection; `reads.rs`: the handle's index reads over it;
+//! - `schema.rs`, `rows.rs`, `files.rs` (the file layout), `recent.rs` (live-edge bytes),
+//!   `recovery.rs` (startup), `check.rs` (`tapedeck check`).
 
 mod check;
 mod files;
+mod metadata;
 mod queries;
+mod reader;
+mod reads;
 mod recent;
 mod recovery;
 pub mod retention;
 mod rows;
 mod schema;
 pub mod sweeper;
+#[cfg(test)]
+pub(crate) mod testing;
 mod writer;
 
 pub use check::{check, CheckReport};
 pub use files::DiskSpace;
 pub use queries::{FragmentQuery, TimeKind};
+pub use reader::OpenFragments;
 pub use rows::{
     FragmentRow, HoldRow, InitRow, NewFragment, SessionRow, SpanRow, StreamRow, TrackSummary,
 };
@@ -37,8 +56,9 @@ pub use writer::{GroupStats, StoreEvent};
 use crate::clock::SharedClock;
 use crate::config::StorageConfig;
 use crate::error::{Error, Result};
-use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::BTreeMap;
+use reader::ByteReader;
+use rusqlite::Connection;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::{broadcast, oneshot};
@@ -46,9 +66,6 @@ use writer::{Command, WriterState};
 
 const DB_FILE: &str = "tapedeck.db";
 const LOCK_FILE: &str = "tapedeck.lock";
-/// Fragment rows removed per writer turn when purging a deleted stream, so a huge delete never
-/// holds the writer (and every producer's acks) for long.
-const PURGE_BATCH_ROWS: i64 = 5000;
 /// Bytes of the newest fragments kept in memory for live readers (`recent.rs`): a few seconds of
 /// a few busy streams; older media is read from its file.
 const RECENT_FRAGMENT_BYTES: usize = 32 << 20;
@@ -73,13 +90,12 @@ struct Inner {
     events: broadcast::Sender<StoreEvent>,
     stats: Arc<Mutex<GroupStats>>,
     removal_generation: Arc<std::sync::atomic::AtomicU64>,
-    recent: Arc<recent::RecentFragments>,
+    /// The one door fragment bytes are read through (`reader.rs`).
+    reader: Arc<ByteReader>,
     heartbeat: Arc<writer::Heartbeat>,
     clock: SharedClock,
     _lock: File,
 }
-
-use std::fs::File;
 
 impl Store {
     /// Whether `data_dir` already holds an index (what opening it means: recovery after a
@@ -137,7 +153,7 @@ impl Store {
                 events,
                 stats,
                 removal_generation,
-                recent,
+                reader: Arc::new(ByteReader::new(data_dir.to_path_buf(), Some(recent))),
                 heartbeat,
                 clock,
                 _lock: lock,
@@ -164,53 +180,6 @@ impl Store {
         self.inner
             .removal_generation
             .load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// The fragments of the segment starting at fragment `first`, their bytes in one buffer,
-    /// and the number of the stream's newest fragment: one trip off the async threads.
-    pub async fn read_segment(
-        &self,
-        stream_id: i64,
-        first: i64,
-    ) -> Result<Option<(Vec<FragmentRow>, bytes::Bytes, i64)>> {
-        let data_dir = self.inner.data_dir.clone();
-        self.read(move |c| {
-            let rows = queries::segment_fragments(c, stream_id, first)?;
-            if rows.is_empty() {
-                return Ok(None);
-            }
-            let newest = queries::latest_fragment(c, stream_id)?.map_or(0, |r| r.number);
-            let total: usize = rows.iter().map(|r| r.size_bytes as usize).sum();
-            let mut buf = Vec::with_capacity(total);
-            // Fragments of a segment are usually adjacent in one file: one read per run.
-            let mut i = 0;
-            while i < rows.len() {
-                let mut j = i;
-                while j + 1 < rows.len()
-                    && rows[j + 1].file_id == rows[i].file_id
-                    && rows[j + 1].file_offset == rows[j].file_offset + rows[j].size_bytes
-                {
-                    j += 1;
-                }
-                let len = (rows[j].file_offset + rows[j].size_bytes - rows[i].file_offset) as usize;
-                let path = files::file_path(&data_dir, stream_id, rows[i].file_id);
-                let start = buf.len();
-                buf.resize(start + len, 0);
-                use std::os::unix::fs::FileExt;
-                std::fs::File::open(&path)
-                    .and_then(|f| f.read_exact_at(&mut buf[start..], rows[i].file_offset as u64))
-                    .map_err(|e| {
-                        if e.kind() == std::io::ErrorKind::NotFound {
-                            Error::not_found("the segment was deleted")
-                        } else {
-                            Error::from(e)
-                        }
-                    })?;
-                i = j + 1;
-            }
-            Ok(Some((rows, bytes::Bytes::from(buf), newest)))
-        })
-        .await
     }
 
     /// Space on the data directory's filesystem, now.
@@ -354,483 +323,6 @@ impl Store {
         self.send(Command::Append(fragment, tx))?;
         Ok(rx)
     }
-
-    // ---- streams ----
-
-    pub async fn create_stream(
-        &self,
-        name: &str,
-        retention_hours: u64,
-        retention_bytes: Option<u64>,
-        tags: BTreeMap<String, String>,
-    ) -> Result<StreamRow> {
-        let retention_bytes = retention_bytes.filter(|b| *b > 0).map(saturating_i64);
-        let name = name.to_string();
-        self.exec(move |w| {
-            let now = w.now_us();
-            let tags = serde_json::to_string(&tags).unwrap_or_else(|_| "{}".into());
-            let r = w.conn.execute(
-                "INSERT INTO streams (name, created_us, retention_hours, retention_bytes, tags) \
-                 VALUES (?,?,?,?,?)",
-                params![
-                    name,
-                    now,
-                    saturating_i64(retention_hours),
-                    retention_bytes,
-                    tags
-                ],
-            );
-            match r {
-                Ok(_) => {}
-                Err(e)
-                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) =>
-                {
-                    return Err(Error::conflict(format!("stream '{name}' already exists")));
-                }
-                Err(e) => return Err(e.into()),
-            }
-            queries::stream_by_name(&w.conn, &name)?
-                .ok_or_else(|| Error::internal("created stream vanished"))
-        })
-        .await
-    }
-
-    pub async fn stream(&self, name: &str) -> Result<Option<StreamRow>> {
-        let name = name.to_string();
-        self.read(move |c| queries::stream_by_name(c, &name)).await
-    }
-
-    /// The stream, or a 404 naming it.
-    pub async fn require_stream(&self, name: &str) -> Result<StreamRow> {
-        self.stream(name)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("stream '{name}' does not exist")))
-    }
-
-    pub async fn list_streams(
-        &self,
-        prefix: Option<String>,
-        after: Option<String>,
-        limit: u32,
-    ) -> Result<Vec<StreamRow>> {
-        self.read(move |c| queries::list_streams(c, prefix.as_deref(), after.as_deref(), limit))
-            .await
-    }
-
-    pub async fn update_stream(
-        &self,
-        name: &str,
-        retention_hours: Option<u64>,
-        retention_bytes: Option<u64>,
-        tags: Option<BTreeMap<String, String>>,
-    ) -> Result<StreamRow> {
-        let name = name.to_string();
-        self.exec(move |w| {
-            let tx = w.conn.transaction()?;
-            let found = queries::stream_by_name(&tx, &name)?
-                .ok_or_else(|| Error::not_found(format!("stream '{name}' does not exist")))?;
-            if let Some(h) = retention_hours {
-                tx.execute(
-                    "UPDATE streams SET retention_hours = ? WHERE id = ?",
-                    params![saturating_i64(h), found.id],
-                )?;
-            }
-            if let Some(b) = retention_bytes {
-                // 0 removes the quota.
-                let b = (b > 0).then_some(saturating_i64(b));
-                tx.execute(
-                    "UPDATE streams SET retention_bytes = ? WHERE id = ?",
-                    params![b, found.id],
-                )?;
-            }
-            if let Some(t) = tags {
-                let t = serde_json::to_string(&t).unwrap_or_else(|_| "{}".into());
-                tx.execute(
-                    "UPDATE streams SET tags = ? WHERE id = ?",
-                    params![t, found.id],
-                )?;
-            }
-            let row = queries::stream_by_name(&tx, &name)?
-                .ok_or_else(|| Error::internal("updated stream vanished"))?;
-            tx.commit()?;
-            Ok(row)
-        })
-        .await
-    }
-
-    /// Makes the stream unreachable at once (its name is free again), then frees its rows and
-    /// files in bounded batches.
-    pub async fn delete_stream(&self, name: &str) -> Result<()> {
-        let name = name.to_string();
-        let stream_id = self
-            .exec(move |w| {
-                let found = queries::stream_by_name(&w.conn, &name)?
-                    .ok_or_else(|| Error::not_found(format!("stream '{name}' does not exist")))?;
-                let now = w.now_us();
-                w.conn.execute(
-                    "UPDATE streams SET deleted_us = ? WHERE id = ?",
-                    params![now, found.id],
-                )?;
-                w.forget_stream(found.id);
-                w.media_removed();
-                w.emit(StoreEvent::StreamDeleted {
-                    stream_id: found.id,
-                });
-                Ok(found.id)
-            })
-            .await?;
-        let store = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.purge_deleted().await {
-                tracing::warn!(stream_id, error = %e, "purging deleted stream failed; retried at next start");
-            }
-        });
-        Ok(())
-    }
-
-    /// Removes rows and files of deleted streams, a batch per writer turn.
-    pub async fn purge_deleted(&self) -> Result<()> {
-        loop {
-            let done = self.exec(|w| purge_batch(w, PURGE_BATCH_ROWS)).await?;
-            if done {
-                return Ok(());
-            }
-        }
-    }
-
-    // ---- inits and sessions ----
-
-    /// Stores an init once per distinct content per stream; returns its id.
-    pub async fn put_init(
-        &self,
-        stream_id: i64,
-        bytes: bytes::Bytes,
-        codecs: String,
-        tracks: Vec<TrackSummary>,
-    ) -> Result<i64> {
-        use sha2::Digest;
-        let sha = sha2::Sha256::digest(&bytes).to_vec();
-        self.exec(move |w| {
-            let existing: Option<i64> = w
-                .conn
-                .query_row(
-                    "SELECT id FROM inits WHERE stream_id = ? AND sha256 = ?",
-                    params![stream_id, sha],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(id) = existing {
-                return Ok(id);
-            }
-            let now = w.now_us();
-            let tracks = serde_json::to_string(&tracks).unwrap_or_else(|_| "[]".into());
-            w.conn.execute(
-                "INSERT INTO inits (stream_id, sha256, bytes, codecs, tracks, created_us) \
-                 VALUES (?,?,?,?,?,?)",
-                params![stream_id, sha, &bytes[..], codecs, tracks, now],
-            )?;
-            Ok(w.conn.last_insert_rowid())
-        })
-        .await
-    }
-
-    /// Records a session of `stream_id` that began at `started_us` (when its producer
-    /// connected, which is earlier than this call: a session opens at its first fragment).
-    pub async fn start_session(
-        &self,
-        stream_id: i64,
-        kind: &'static str,
-        remote: Option<String>,
-        started_us: i64,
-    ) -> Result<i64> {
-        self.exec(move |w| {
-            let now = started_us;
-            w.conn.execute(
-                "INSERT INTO sessions (stream_id, kind, remote, started_us) VALUES (?,?,?,?)",
-                params![stream_id, kind, remote, now],
-            )?;
-            let session_id = w.conn.last_insert_rowid();
-            w.emit(StoreEvent::SessionStarted {
-                stream_id,
-                session_id,
-                kind,
-                remote,
-                started_us: now,
-            });
-            Ok(session_id)
-        })
-        .await
-    }
-
-    pub async fn end_session(&self, session_id: i64, reason: String) -> Result<()> {
-        self.exec(move |w| {
-            let now = w.now_us();
-            let stream_id: Option<i64> = w
-                .conn
-                .query_row(
-                    "UPDATE sessions SET ended_us = ?, end_reason = ? \
-                     WHERE id = ? AND ended_us IS NULL RETURNING stream_id",
-                    params![now, reason, session_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(stream_id) = stream_id {
-                w.emit(StoreEvent::SessionEnded {
-                    stream_id,
-                    session_id,
-                    reason,
-                    ended_us: now,
-                });
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// The name of a live stream by id (events carry ids).
-    pub async fn stream_name(&self, stream_id: i64) -> Result<Option<String>> {
-        self.read(move |c| {
-            Ok(c.query_row(
-                "SELECT name FROM streams WHERE id = ? AND deleted_us IS NULL",
-                [stream_id],
-                |r| r.get(0),
-            )
-            .optional()?)
-        })
-        .await
-    }
-
-    // ---- reads ----
-
-    pub async fn fragments(&self, stream_id: i64, q: FragmentQuery) -> Result<Vec<FragmentRow>> {
-        self.read(move |c| queries::fragments(c, stream_id, &q))
-            .await
-    }
-
-    pub async fn fragment(&self, stream_id: i64, number: i64) -> Result<Option<FragmentRow>> {
-        self.read(move |c| queries::fragment(c, stream_id, number))
-            .await
-    }
-
-    /// Recorded spans overlapping `[start_us, end_us)`, oldest first, at most `limit`.
-    pub async fn spans(
-        &self,
-        stream_id: i64,
-        start_us: i64,
-        end_us: i64,
-        limit: u32,
-    ) -> Result<Vec<SpanRow>> {
-        self.read(move |c| queries::spans(c, stream_id, start_us, end_us, limit))
-            .await
-    }
-
-    pub async fn latest_fragment(&self, stream_id: i64) -> Result<Option<FragmentRow>> {
-        self.read(move |c| queries::latest_fragment(c, stream_id))
-            .await
-    }
-
-    pub async fn fragments_from_segment(
-        &self,
-        stream_id: i64,
-        from_seq: i64,
-        limit: u32,
-    ) -> Result<Vec<FragmentRow>> {
-        self.read(move |c| queries::fragments_from_segment(c, stream_id, from_seq, limit))
-            .await
-    }
-
-    pub async fn fragments_from_number(
-        &self,
-        stream_id: i64,
-        from_number: i64,
-        end_us: i64,
-        limit: u32,
-    ) -> Result<Vec<FragmentRow>> {
-        self.read(move |c| queries::fragments_from_number(c, stream_id, from_number, end_us, limit))
-            .await
-    }
-
-    pub async fn segment_start_at_or_after(
-        &self,
-        stream_id: i64,
-        t_us: i64,
-    ) -> Result<Option<i64>> {
-        self.read(move |c| queries::segment_start_at_or_after(c, stream_id, t_us))
-            .await
-    }
-
-    pub async fn fragments_between(
-        &self,
-        stream_id: i64,
-        from: i64,
-        below: i64,
-        limit: u32,
-    ) -> Result<Vec<FragmentRow>> {
-        self.read(move |c| queries::fragments_between(c, stream_id, from, below, limit))
-            .await
-    }
-
-    pub async fn segment_start_near(
-        &self,
-        stream_id: i64,
-        t_us: i64,
-    ) -> Result<Option<FragmentRow>> {
-        self.read(move |c| queries::segment_start_near(c, stream_id, t_us))
-            .await
-    }
-
-    pub async fn segment_fragments(
-        &self,
-        stream_id: i64,
-        first_number: i64,
-    ) -> Result<Vec<FragmentRow>> {
-        self.read(move |c| queries::segment_fragments(c, stream_id, first_number))
-            .await
-    }
-
-    pub async fn init(&self, stream_id: i64, init_id: i64) -> Result<Option<InitRow>> {
-        self.read(move |c| queries::init(c, stream_id, init_id))
-            .await
-    }
-
-    pub async fn sessions(&self, stream_id: i64, limit: u32) -> Result<Vec<SessionRow>> {
-        self.read(move |c| queries::sessions(c, stream_id, limit))
-            .await
-    }
-
-    pub async fn init_bytes(&self, stream_id: i64, init_id: i64) -> Result<Option<bytes::Bytes>> {
-        self.read(move |c| queries::init_bytes(c, stream_id, init_id))
-            .await
-    }
-
-    /// The stored bytes of one fragment.
-    pub async fn fragment_bytes(&self, row: &FragmentRow) -> Result<bytes::Bytes> {
-        if let Some(hit) = self
-            .inner
-            .recent
-            .get(row.stream_id, row.file_id, row.file_offset)
-        {
-            return Ok(hit);
-        }
-        let path = files::file_path(&self.inner.data_dir, row.stream_id, row.file_id);
-        let (offset, len) = (row.file_offset as u64, row.size_bytes as usize);
-        tokio::task::spawn_blocking(move || files::read_at(&path, offset, len))
-            .await
-            .map_err(|e| Error::internal(format!("read task failed: {e}")))?
-            .map(bytes::Bytes::from)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Error::not_found("the fragment was deleted")
-                } else {
-                    e.into()
-                }
-            })
-    }
-}
-
-impl Store {
-    /// The fragments of a clip of `[start_us, end_us)`: see [`queries::clip_fragments`].
-    pub async fn clip_fragments(
-        &self,
-        stream_id: i64,
-        start_us: i64,
-        end_us: i64,
-        limit: u32,
-    ) -> Result<Vec<FragmentRow>> {
-        self.read(move |c| queries::clip_fragments(c, stream_id, start_us, end_us, limit))
-            .await
-    }
-
-    /// `len` bytes at `offset` within a stored fragment (clamped to the fragment). Blocking: for
-    /// code already on a blocking thread (e.g. reading many moofs in one task).
-    pub fn fragment_range_blocking(
-        &self,
-        row: &FragmentRow,
-        offset: u64,
-        len: u64,
-    ) -> Result<Vec<u8>> {
-        let size = row.size_bytes as u64;
-        let offset = offset.min(size);
-        let len = len.min(size - offset) as usize;
-        let path = files::file_path(&self.inner.data_dir, row.stream_id, row.file_id);
-        files::read_at(&path, row.file_offset as u64 + offset, len).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::not_found("the fragment was deleted")
-            } else {
-                e.into()
-            }
-        })
-    }
-
-    /// Opens the file holding a fragment. A reader that holds it open keeps reading even if
-    /// retention unlinks the file meanwhile (blocking: call off the async threads).
-    pub fn open_fragment_file_blocking(&self, row: &FragmentRow) -> Result<std::fs::File> {
-        let path = files::file_path(&self.inner.data_dir, row.stream_id, row.file_id);
-        std::fs::File::open(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::not_found("the fragment was deleted")
-            } else {
-                e.into()
-            }
-        })
-    }
-
-    /// [`Store::fragment_range_blocking`] off the async threads.
-    pub async fn fragment_range(
-        &self,
-        row: &FragmentRow,
-        offset: u64,
-        len: u64,
-    ) -> Result<bytes::Bytes> {
-        let (store, row) = (self.clone(), row.clone());
-        tokio::task::spawn_blocking(move || store.fragment_range_blocking(&row, offset, len))
-            .await
-            .map_err(|e| Error::internal(format!("read task failed: {e}")))?
-            .map(bytes::Bytes::from)
-    }
-}
-
-/// One purge step: deletes up to `limit` fragment rows of deleted streams; when a stream has none
-/// left, its other rows and then its folder. Returns true when nothing is left to purge.
-fn purge_batch(w: &mut WriterState, limit: i64) -> Result<bool> {
-    let stream: Option<i64> = w
-        .conn
-        .query_row(
-            "SELECT id FROM streams WHERE deleted_us IS NOT NULL LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let Some(stream_id) = stream else {
-        return Ok(true);
-    };
-    let removed = w.conn.execute(
-        "DELETE FROM fragments WHERE stream_id = ?1 AND number IN \
-         (SELECT number FROM fragments WHERE stream_id = ?1 ORDER BY number LIMIT ?2)",
-        params![stream_id, limit],
-    )?;
-    if removed as i64 == limit {
-        return Ok(false);
-    }
-    let tx = w.conn.transaction()?;
-    for sql in [
-        "DELETE FROM files WHERE stream_id = ?",
-        "DELETE FROM spans WHERE stream_id = ?",
-        "DELETE FROM inits WHERE stream_id = ?",
-        "DELETE FROM sessions WHERE stream_id = ?",
-        // Holds protect media from retention, not from deleting the stream they belong to.
-        "DELETE FROM holds WHERE stream_id = ?",
-        "DELETE FROM streams WHERE id = ?",
-    ] {
-        tx.execute(sql, [stream_id])?;
-    }
-    tx.commit()?;
-    let dir = files::stream_dir(&w.data_dir, stream_id);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)?;
-    }
-    tracing::info!(stream_id, "deleted stream purged");
-    Ok(false)
 }
 
 /// How often the WAL is checkpointed into the database file.
@@ -880,4 +372,149 @@ fn lock_data_dir(data_dir: &Path) -> Result<File> {
 /// retention, the largest quota) instead of wrapping to a negative number.
 fn saturating_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The durability protocol above, checked through the handle: acks, commit groups, failures.
+#[cfg(test)]
+mod tests {
+    use super::testing::{fragment_bytes, TestStore};
+    use super::*;
+    use std::time::Duration;
+
+    /// Whether a fresh connection (what a restart would see) has the fragment's row.
+    fn committed(ts: &TestStore, stream_id: i64, number: i64) -> bool {
+        let c = open_db(ts.data_dir()).unwrap();
+        queries::fragment(&c, stream_id, number).unwrap().is_some()
+    }
+
+    /// An ack never precedes its commit: while another connection holds SQLite's write lock the
+    /// fragment's bytes are written but its group cannot commit, and no ack arrives; once the
+    /// lock goes, the ack arrives and the row is visible to any new connection.
+    #[tokio::test]
+    async fn ack_waits_for_the_commit() {
+        let ts = TestStore::new();
+        let cam = ts.add_stream("cam").await;
+        let blocker = open_db(ts.data_dir()).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+        let mut ack = ts.queue(&cam, 0, 1000, 100);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            matches!(ack.try_recv(), Err(oneshot::error::TryRecvError::Empty)),
+            "no ack while the commit is blocked"
+        );
+        assert!(!committed(&ts, cam.row.id, 1), "no row while blocked");
+        let stream_dir = files::stream_dir(ts.data_dir(), cam.row.id);
+        let written: u64 = std::fs::read_dir(&stream_dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert_eq!(written, 116, "the bytes are written before the commit");
+
+        blocker.execute_batch("ROLLBACK").unwrap();
+        let row = ack.await.unwrap().unwrap();
+        assert_eq!(row.number, 1);
+        assert!(committed(&ts, cam.row.id, 1), "acked, so committed");
+        assert_eq!(
+            ts.store.fragment_bytes(&row).await.unwrap(),
+            fragment_bytes(100)
+        );
+    }
+
+    /// A group whose commit fails acknowledges none of its fragments, leaves none of their
+    /// bytes in the files and burns no fragment numbers.
+    #[tokio::test]
+    async fn failed_commit_acks_nothing_and_leaves_no_bytes() {
+        let ts = TestStore::new();
+        let cam = ts.add_stream("cam").await;
+        let first = ts.append(&cam, 0, 1000, 50).await;
+        ts.store
+            .exec(|w| {
+                Ok(w.conn.execute_batch(
+                    "CREATE TEMP TRIGGER fail_commit BEFORE INSERT ON main.fragments \
+                     BEGIN SELECT RAISE(ABORT, 'injected commit failure'); END",
+                )?)
+            })
+            .await
+            .unwrap();
+        let pause = ts.pause_writer();
+        let acks: Vec<_> = (1..4).map(|i| ts.queue(&cam, i * 1000, 1000, 50)).collect();
+        pause.release();
+        for ack in acks {
+            let err = ack.await.unwrap().unwrap_err();
+            assert!(err.message.contains("injected commit failure"), "{err:?}");
+        }
+        let file_len = std::fs::metadata(ts.file_of(&first)).unwrap().len();
+        assert_eq!(file_len, 66, "only the committed fragment's bytes are left");
+
+        ts.store
+            .exec(|w| Ok(w.conn.execute_batch("DROP TRIGGER fail_commit")?))
+            .await
+            .unwrap();
+        let next = ts.append(&cam, 1000, 1000, 50).await;
+        assert_eq!(next.number, 2, "the failed group used no numbers");
+    }
+
+    /// Fragments of several streams queued while the writer is busy are made durable and
+    /// committed as one group: one sync pass, one transaction, one server time, and every ack
+    /// after it.
+    #[tokio::test]
+    async fn group_commit_spans_streams() {
+        let ts = TestStore::new();
+        let streams = [
+            ts.add_stream("a").await,
+            ts.add_stream("b").await,
+            ts.add_stream("c").await,
+        ];
+        let before = ts.store.group_stats();
+        let pause = ts.pause_writer();
+        let mut acks = Vec::new();
+        for i in 0..3 {
+            for s in &streams {
+                acks.push(ts.queue(s, i * 1000, 1000, 10 + i as usize));
+            }
+        }
+        ts.clock.advance_us(5_000);
+        pause.release();
+        let mut rows = Vec::new();
+        for ack in acks {
+            rows.push(ack.await.unwrap().unwrap());
+        }
+        let after = ts.store.group_stats();
+        assert_eq!(after.groups - before.groups, 1, "one commit group");
+        assert_eq!(after.fragments - before.fragments, 9);
+        assert!(rows
+            .iter()
+            .all(|r| r.server_time_us == testing::T0_US + 5_000));
+        for s in &streams {
+            let numbers: Vec<i64> = rows
+                .iter()
+                .filter(|r| r.stream_id == s.row.id)
+                .map(|r| r.number)
+                .collect();
+            assert_eq!(numbers, [1, 2, 3], "numbered in queue order per stream");
+            let stored = ts.store.stream(&s.row.name).await.unwrap().unwrap();
+            assert_eq!(stored.fragment_count, 3);
+            assert_eq!(stored.total_bytes, (26 + 27 + 28) as i64);
+        }
+        for r in &rows {
+            let payload = r.size_bytes as usize - 16;
+            assert_eq!(
+                ts.store.fragment_bytes(r).await.unwrap(),
+                fragment_bytes(payload)
+            );
+        }
+    }
+
+    /// Shutdown commits what was queued before it; appends after it are refused.
+    #[tokio::test]
+    async fn shutdown_commits_queued_then_refuses() {
+        let ts = TestStore::new();
+        let cam = ts.add_stream("cam").await;
+        let ack = ts.queue(&cam, 0, 1000, 10);
+        ts.store.shutdown().await;
+        assert_eq!(ack.await.unwrap().unwrap().number, 1);
+        let err = ts.store.append(testing::new_fragment(&cam, 1000, 1000, 10));
+        assert_eq!(err.unwrap_err().kind, crate::error::Kind::Unavailable);
+    }
 }

@@ -378,3 +378,12 @@ pub fn fragments_between(
         params![stream_id, from, below, limit],
     )
 }
+
+/// The name of a live stream by id.
+pub fn stream_name(c: &Connection, stream_id: i64) -> Result<Option<String>> {
+    Ok(
+        c.prepare_cached("SELECT name FROM streams WHERE id = ? AND deleted_us IS NULL")?
+            .query_row([stream_id], |r| r.get(0))
+            .optional()?,
+    )
+}

@@ -535,3 +535,150 @@ impl Store {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorageConfig;
+    use crate::store::testing::{TestStore, TestStream, T0_US};
+
+    /// Five 1 s fragments of `s` (116 bytes each), each made durable 1 s after the one before.
+    async fn five_fragments(ts: &TestStore, s: &TestStream) -> Vec<crate::store::FragmentRow> {
+        let mut rows = Vec::new();
+        for i in 0..5 {
+            rows.push(ts.append(s, i * 1000, 1000, 100).await);
+            ts.clock.advance_us(1_000_000);
+        }
+        rows
+    }
+
+    async fn numbers(ts: &TestStore, s: &TestStream) -> Vec<i64> {
+        let rows = ts
+            .store
+            .fragments_between(s.row.id, 0, i64::MAX, 100)
+            .await
+            .unwrap();
+        rows.iter().map(|r| r.number).collect()
+    }
+
+    /// Expiry removes the oldest first and spares a held fragment; totals, spans and files
+    /// follow: a removed fragment in the middle splits the span, emptied files are unlinked.
+    #[tokio::test]
+    async fn expiry_is_oldest_first_and_spares_holds() {
+        // One file per fragment, so emptied files show.
+        let ts = TestStore::with_config(StorageConfig {
+            file_roll_bytes: 1,
+            min_free_bytes: Some(0),
+            ..StorageConfig::default()
+        });
+        let cam = ts.add_stream("cam").await;
+        let rows = five_fragments(&ts, &cam).await;
+        ts.store
+            .add_hold(
+                cam.row.id,
+                T0_US + 1_200_000,
+                T0_US + 1_800_000,
+                "evidence".into(),
+            )
+            .await
+            .unwrap();
+
+        let cutoff_server_us = rows[3].server_time_us;
+        let b = ts
+            .store
+            .expire_stream_batch(
+                cam.row.id,
+                StreamExpiry::OlderThan { cutoff_server_us },
+                0,
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            b.expired,
+            Expired {
+                fragments: 2,
+                bytes: 232,
+                files: 2
+            }
+        );
+        assert_eq!(b.held, 1);
+        assert!(!b.more);
+        assert_eq!(numbers(&ts, &cam).await, [2, 4, 5]);
+        assert!(!ts.file_of(&rows[0]).exists() && !ts.file_of(&rows[2]).exists());
+        assert!(ts.file_of(&rows[1]).exists());
+
+        let s = ts.store.stream("cam").await.unwrap().unwrap();
+        assert_eq!((s.fragment_count, s.total_bytes), (3, 348));
+        assert_eq!(s.first_producer_us, Some(T0_US + 1_000_000));
+        let spans = ts
+            .store
+            .spans(cam.row.id, i64::MIN, i64::MAX, 10)
+            .await
+            .unwrap();
+        let spans: Vec<_> = spans
+            .iter()
+            .map(|s| (s.first_number, s.last_number, s.fragments, s.bytes))
+            .collect();
+        assert_eq!(spans, [(2, 2, 1, 116), (4, 5, 2, 232)]);
+        assert!(crate::store::check(ts.data_dir(), false)
+            .unwrap()
+            .is_clean());
+    }
+
+    /// Freeing bytes takes just enough of the oldest, unheld, in batches that resume from the
+    /// cursor.
+    #[tokio::test]
+    async fn free_bytes_resumes_in_batches() {
+        let ts = TestStore::new();
+        let cam = ts.add_stream("cam").await;
+        five_fragments(&ts, &cam).await;
+        let what = StreamExpiry::FreeBytes { bytes: 300 };
+        let first = ts
+            .store
+            .expire_stream_batch(cam.row.id, what, 0, 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            (first.expired.fragments, first.cursor, first.more),
+            (2, 2, true)
+        );
+        let what = StreamExpiry::FreeBytes { bytes: 300 - 232 };
+        let second = ts
+            .store
+            .expire_stream_batch(cam.row.id, what, first.cursor, 2)
+            .await
+            .unwrap();
+        assert_eq!((second.expired.fragments, second.more), (1, false));
+        assert_eq!(numbers(&ts, &cam).await, [4, 5]);
+    }
+
+    /// The global order is server time across streams; holds are spared there too.
+    #[tokio::test]
+    async fn global_expiry_takes_the_oldest_across_streams() {
+        let ts = TestStore::new();
+        let a = ts.add_stream("a").await;
+        let b = ts.add_stream("b").await;
+        for i in 0..3 {
+            ts.append(&a, i * 1000, 1000, 100).await;
+            ts.clock.advance_us(1_000_000);
+            ts.append(&b, i * 1000, 1000, 100).await;
+            ts.clock.advance_us(1_000_000);
+        }
+        // a1 is held: the three oldest unheld are b1, a2, b2.
+        ts.store
+            .add_hold(a.row.id, T0_US, T0_US + 1_000_000, "keep".into())
+            .await
+            .unwrap();
+        let start = (i64::MIN, i64::MIN, i64::MIN);
+        let batch = ts.store.expire_global_batch(348, start, 100).await.unwrap();
+        assert_eq!((batch.expired.fragments, batch.held), (3, 1));
+        assert_eq!(numbers(&ts, &a).await, [1, 3]);
+        assert_eq!(numbers(&ts, &b).await, [3]);
+        assert_eq!(ts.store.used_bytes().await.unwrap(), 348);
+        assert_eq!(
+            ts.store.oldest_unheld_server_time(a.row.id).await.unwrap(),
+            Some(T0_US + 4_000_000)
+        );
+    }
+}

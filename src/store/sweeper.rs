@@ -240,3 +240,123 @@ impl Sweeper {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{TestStore, T0_US};
+
+    fn sweeper(ts: &TestStore, storage: StorageConfig) -> Sweeper {
+        Sweeper {
+            store: ts.store.clone(),
+            retention: RetentionConfig::default(),
+            storage,
+            wake: Notify::new(),
+            running: tokio::sync::Mutex::new(()),
+            status: Mutex::new(SweepStatus::default()),
+        }
+    }
+
+    async fn numbers(ts: &TestStore, stream_id: i64) -> Vec<i64> {
+        let rows = ts
+            .store
+            .fragments_between(stream_id, 0, i64::MAX, 100)
+            .await
+            .unwrap();
+        rows.iter().map(|r| r.number).collect()
+    }
+
+    /// `retention_hours` counts in server time, on the injected clock.
+    #[tokio::test]
+    async fn retention_hours_expire_by_server_time() {
+        let ts = TestStore::new();
+        let row = ts
+            .store
+            .create_stream("cam", 1, None, Default::default())
+            .await
+            .unwrap();
+        let cam = ts.with_session(row).await;
+        ts.append(&cam, 0, 1000, 100).await;
+        ts.clock.advance_us(30 * 60 * 1_000_000);
+        ts.append(&cam, 1000, 1000, 100).await;
+        ts.clock.advance_us(45 * 60 * 1_000_000);
+        let report = sweeper(&ts, ts.config.clone()).sweep().await.unwrap();
+        assert_eq!(report.by_retention.fragments, 1);
+        assert_eq!(numbers(&ts, cam.row.id).await, [2]);
+    }
+
+    /// A stream over its byte quota loses its oldest unheld fragments until it fits.
+    #[tokio::test]
+    async fn quota_frees_the_oldest_and_spares_holds() {
+        let ts = TestStore::new();
+        let row = ts
+            .store
+            .create_stream("cam", 72, Some(232), Default::default())
+            .await
+            .unwrap();
+        let cam = ts.with_session(row).await;
+        for i in 0..5 {
+            ts.append(&cam, i * 1000, 1000, 100).await;
+        }
+        ts.store
+            .add_hold(cam.row.id, T0_US + 1_000_000, T0_US + 2_000_000, "x".into())
+            .await
+            .unwrap();
+        let report = sweeper(&ts, ts.config.clone()).sweep().await.unwrap();
+        assert_eq!(report.by_stream_quota.fragments, 3);
+        assert_eq!(report.held_kept, 1);
+        assert_eq!(numbers(&ts, cam.row.id).await, [2, 5]);
+        let s = ts.store.stream("cam").await.unwrap().unwrap();
+        assert_eq!(s.total_bytes, 232);
+    }
+
+    /// Over the global byte budget, the oldest media across streams goes first.
+    #[tokio::test]
+    async fn global_budget_takes_the_oldest_across_streams() {
+        let ts = TestStore::new();
+        let a = ts.add_stream("a").await;
+        let b = ts.add_stream("b").await;
+        for i in 0..2 {
+            ts.append(&a, i * 1000, 1000, 100).await;
+            ts.clock.advance_us(1_000_000);
+            ts.append(&b, i * 1000, 1000, 100).await;
+            ts.clock.advance_us(1_000_000);
+        }
+        let storage = StorageConfig {
+            max_bytes: Some(232),
+            ..ts.config.clone()
+        };
+        let report = sweeper(&ts, storage).sweep().await.unwrap();
+        assert!(report.over_budget);
+        assert_eq!(report.by_disk_budget.fragments, 2);
+        assert_eq!(report.budget_shortfall_bytes, 0);
+        assert_eq!(numbers(&ts, a.row.id).await, [2]);
+        assert_eq!(numbers(&ts, b.row.id).await, [2]);
+    }
+
+    /// When only held media is left over the budget, nothing held is deleted and the report
+    /// says how far over it still is.
+    #[tokio::test]
+    async fn held_media_is_kept_over_budget_and_reported() {
+        let ts = TestStore::new();
+        let cam = ts.add_stream("cam").await;
+        for i in 0..3 {
+            ts.append(&cam, i * 1000, 1000, 100).await;
+        }
+        ts.store
+            .add_hold(cam.row.id, T0_US, T0_US + 3_000_000, "all".into())
+            .await
+            .unwrap();
+        let storage = StorageConfig {
+            max_bytes: Some(100),
+            ..ts.config.clone()
+        };
+        let s = sweeper(&ts, storage);
+        let report = s.sweep().await.unwrap();
+        assert_eq!(report.by_disk_budget.fragments, 0);
+        assert_eq!(report.budget_shortfall_bytes, 348 - 100);
+        assert!(report.held_only_over_budget);
+        assert_eq!(numbers(&ts, cam.row.id).await, [1, 2, 3]);
+        assert_eq!(s.status().sweeps, 1);
+    }
+}
