@@ -3,7 +3,8 @@
 //! plays it live, clicks a past point on the timeline, drags a range and downloads the clip, and
 //! checks the timeline of a stream with two sessions and a gap at every zoom level. This test
 //! starts the server, uploads that gap stream, judges ui.mjs's result, probes the clip with
-//! ffprobe, and copies the overview and stream-view screenshots to docs/ for the README.
+//! ffprobe, and (with TAPEDECK_UPDATE_DOCS=1) copies the overview and stream-view screenshots to
+//! docs/ for the README.
 //!
 //! Needs node (>= 20), /usr/bin/chromium, ffmpeg/ffprobe and `npm ci` in tests/browser; skips with
 //! the reason when one is missing, unless TAPEDECK_REQUIRE_CLIENTS=1 (then it fails).
@@ -227,16 +228,19 @@ fn web_ui_end_to_end() {
     );
     assert!(frames > 0, "the clip has no video frames");
 
-    // The README's screenshots.
+    // The README's screenshots: always taken, copied into the checkout only when asked
+    // (TAPEDECK_UPDATE_DOCS=1), so `cargo test` leaves the work tree as it found it.
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
-    std::fs::create_dir_all(&docs).expect("create docs/");
     for (from, to) in [
         ("overview.png", "overview.png"),
         ("stream-view.png", "stream.png"),
     ] {
         let src = artifacts.join(from);
         assert!(src.exists(), "no {} screenshot", src.display());
-        std::fs::copy(&src, docs.join(to)).expect("copy screenshot to docs/");
+        if std::env::var_os("TAPEDECK_UPDATE_DOCS").is_some_and(|v| v == "1") {
+            std::fs::create_dir_all(&docs).expect("create docs/");
+            std::fs::copy(&src, docs.join(to)).expect("copy screenshot to docs/");
+        }
     }
 }
 

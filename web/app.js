@@ -835,6 +835,8 @@ class StreamView {
   /// An idle (or empty) stream: its last frame as the poster, and an offer to play the end.
   showIdle() {
     this.setMode(null);
+    // Nothing is loaded: native controls would show a 0:00 that means nothing.
+    this.video.controls = false;
     const s = this.stream;
     if (s.fragment_count > 0) {
       this.video.poster = withToken(this.name, `${streamUrl(this.name, '/latest.jpg')}?width=960&v=${s.last_fragment}`);
@@ -949,6 +951,7 @@ class StreamView {
     if (!this.player || !this.stream || this.stream.status !== 'live') return;
     this.message('');
     this.video.removeAttribute('poster');
+    this.video.controls = true;
     this.setMode('live');
     if (this.player === 'feed') {
       if (!(await this.startFeed(`${streamUrl(this.name, '/media')}?start=now`, { live: true }))) this.setMode(null);
@@ -1019,6 +1022,7 @@ class StreamView {
     // Until the new source plays, nothing on screen is at a known time.
     this.stopPlayer();
     this.video.removeAttribute('poster');
+    this.video.controls = true;
     this.setMode(null);
     delete this.position.dataset.ms;
     this.position.dataset.requestedMs = String(Math.round(ms));
