@@ -24,18 +24,21 @@ mod layout;
 mod nal;
 mod prft;
 mod rewrite;
+mod sample;
 mod splitter;
+mod time;
 
 pub use clip::{
     fragment_head_len, same_track_layout, ClipFragment, ClipPlan, FragmentedBuilder, Piece,
     ProgressiveBuilder, Pushed,
 };
 pub use error::Fmp4Error;
-pub use fragment::{fragment_facts, fragment_facts_at, ticks_to_us, FragmentFacts, TrackRun};
+pub use fragment::{fragment_facts, fragment_facts_at, FragmentFacts, TrackRun};
 pub use init::{InitFacts, TrackInfo, TrackKind};
 pub use prft::ProducerReference;
 pub use rewrite::{rewrite_fragment, rewrite_fragment_head};
 pub use splitter::{Event, RawFragment, Splitter};
+pub use time::ticks_to_us;
 
 #[cfg(test)]
 mod testutil;
