@@ -34,7 +34,9 @@ pub use clip::{
 };
 pub use error::Fmp4Error;
 pub use fragment::{fragment_facts, fragment_facts_at, FragmentFacts, TrackRun};
+pub(crate) use init::decode_moov;
 pub use init::{InitFacts, TrackInfo, TrackKind};
+pub(crate) use layout::FragmentLayout;
 pub use prft::ProducerReference;
 pub use rewrite::{rewrite_fragment, rewrite_fragment_head};
 pub use splitter::{Event, RawFragment, Splitter};
