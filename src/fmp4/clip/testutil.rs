@@ -10,11 +10,11 @@ use crate::fmp4::testutil::{sample, split, synth_fragment, SynthTraf};
 use crate::fmp4::time::us_to_ticks;
 use crate::fmp4::{fragment_facts, rewrite_fragment, Event, InitFacts};
 
-/// An init and its fragments as the store holds them, with their producer times (µs) when
-/// moved by `shift_us` onto a stream timeline.
 /// Stored bytes, producer start and end (µs).
 pub(super) type StoredFragment = (Vec<u8>, i64, i64);
 
+/// An init and its fragments as the store holds them, with their producer times (µs) when
+/// moved by `shift_us` onto a stream timeline (see [`stored`]).
 pub(super) struct Stored {
     pub init: Vec<u8>,
     pub facts: InitFacts,
