@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+use tapedeck::fmp4::{read_header, HeaderProblem};
+
 type Res<T> = Result<T, super::common::BoxError>;
 
 /// Top-level MP4 boxes of a byte stream that arrives in pieces.
@@ -29,31 +31,26 @@ impl BoxWalker {
     ) -> Res<()> {
         while !data.is_empty() {
             if !self.in_box {
-                let need = if self.head.len() >= 8 && self.head[..4] == [0, 0, 0, 1] {
-                    16
-                } else {
-                    8
-                };
+                // 8 header bytes, then 8 more when the reader asks for a 64-bit size.
+                let need = if self.head.len() < 8 { 8 } else { 16 };
                 let take = (need - self.head.len()).min(data.len());
                 self.head.extend_from_slice(&data[..take]);
                 data = &data[take..];
-                if self.head.len() < need {
-                    continue;
-                }
-                let size32 = u32::from_be_bytes(self.head[..4].try_into().expect("4 bytes"));
-                if size32 == 1 && need == 8 {
-                    continue; // read the 64-bit size next
-                }
-                let size = if size32 == 1 {
-                    u64::from_be_bytes(self.head[8..16].try_into().expect("8 bytes"))
-                } else {
-                    u64::from(size32)
+                let header = match read_header(&self.head) {
+                    Ok(header) => header,
+                    Err(HeaderProblem::Incomplete) => continue,
+                    Err(HeaderProblem::BadSize(size)) => {
+                        return Err(format!("box size {size}").into())
+                    }
+                    Err(HeaderProblem::BadType) => {
+                        return Err("a box type that is not ASCII".into())
+                    }
                 };
-                if size < need as u64 {
-                    return Err(format!("box size {size} (size 0 boxes are not expected)").into());
-                }
-                self.kind.copy_from_slice(&self.head[4..8]);
-                self.left = size - need as u64;
+                let size = header
+                    .size
+                    .ok_or("box size 0 (size 0 boxes are not expected)")?;
+                self.kind = header.box_type;
+                self.left = size - header.header_len as u64;
                 self.head.clear();
                 self.in_box = true;
                 self.payload.clear();

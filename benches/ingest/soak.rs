@@ -258,14 +258,18 @@ fn check_boxes(data: &[u8], want_first: &[&[u8; 4]]) -> Result<(), String> {
     let mut at = 0;
     let mut kinds = Vec::new();
     while at < data.len() {
-        let head = data.get(at..at + 8).ok_or("truncated box header")?;
-        let size = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as usize;
-        if size < 8 || at + size > data.len() {
+        let header = match fmp4::read_header(&data[at..]) {
+            Ok(header) => header,
+            Err(fmp4::HeaderProblem::Incomplete) => return Err("truncated box header".into()),
+            Err(p) => return Err(format!("no box header at offset {at}: {p:?}")),
+        };
+        let size = header.size.unwrap_or(0) as usize;
+        if size < header.header_len || at + size > data.len() {
             return Err(format!(
                 "box size {size} at offset {at} does not fit the body"
             ));
         }
-        kinds.push(<[u8; 4]>::try_from(&head[4..8]).expect("4 bytes"));
+        kinds.push(header.box_type);
         at += size;
     }
     if !kinds.first().is_some_and(|k| want_first.contains(&k)) {

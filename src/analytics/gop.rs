@@ -18,14 +18,11 @@
 //! keyframe is followed in decode order by *leading* pictures shown before it, which reference
 //! the previous GOP: [`Gop::leading`] names them so the caller can decode them with that GOP.
 
-use mp4_atom::{Codec, Decode, Moov, Tfdt, Tfhd, Trun};
+use mp4_atom::Codec;
 use std::ops::Range;
 
 use crate::error::{Error, Kind, Result};
-use crate::fmp4::InitFacts;
-
-/// Sample flags bit: `sample_is_non_sync_sample` (ISO/IEC 14496-12 8.8.3.1).
-const NON_SYNC_SAMPLE: u32 = 0x0001_0000;
+use crate::fmp4::{decode_moov, ticks_to_us, FragmentLayout, InitFacts};
 
 /// How the video track is coded, as far as choosing a decoder goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,17 +64,16 @@ pub struct VideoTrack {
     /// RFC 6381 codec string (for messages).
     pub codec_string: String,
     pub codec: VideoCodec,
-    /// `trex` defaults, for samples whose `trun` and `tfhd` say nothing.
-    default_sample_duration: u32,
-    default_sample_size: u32,
-    default_sample_flags: u32,
+    /// The init's tracks, which the fragment reader resolves sample defaults (`trex`) from.
+    init: InitFacts,
 }
 
 impl VideoTrack {
     /// The video track of an init segment. A stream without one is unsupported media (there is
     /// nothing to take a picture of); the message names the codecs it does have.
     pub fn from_init(init: &[u8]) -> Result<VideoTrack> {
-        let facts = InitFacts::parse(init)?;
+        let moov = decode_moov(init)?;
+        let facts = InitFacts::from_moov(&moov)?;
         let Some(track) = facts.video_track() else {
             return Err(Error::new(
                 Kind::UnsupportedMedia,
@@ -87,10 +83,6 @@ impl VideoTrack {
                 ),
             ));
         };
-        let moov = find_box(init, b"moov")
-            .ok_or_else(|| Error::invalid("the stream's init segment has no moov box"))?;
-        let moov = Moov::decode(&mut &init[moov.clone()])
-            .map_err(|e| Error::invalid(format!("the stream's init segment is malformed: {e}")))?;
         let entry = moov
             .trak
             .iter()
@@ -107,9 +99,7 @@ impl VideoTrack {
             timescale: track.timescale,
             codec_string: track.codec.clone(),
             codec,
-            default_sample_duration: track.default_sample_duration,
-            default_sample_size: track.default_sample_size,
-            default_sample_flags: track.default_sample_flags,
+            init: facts,
         })
     }
 }
@@ -224,13 +214,6 @@ impl Gop {
     }
 }
 
-fn ticks_to_us(ticks: i128, timescale: u32) -> i64 {
-    let ts = i128::from(timescale.max(1));
-    let us = (ticks * 1_000_000).div_euclid(ts)
-        + i128::from((ticks * 1_000_000).rem_euclid(ts) * 2 >= ts);
-    i64::try_from(us).unwrap_or(if us < 0 { i64::MIN } else { i64::MAX })
-}
-
 fn malformed(what: impl std::fmt::Display) -> Error {
     Error::internal(format!("a stored fragment cannot be read: {what}"))
 }
@@ -241,160 +224,55 @@ fn parse_fragment(
     fragment: &[u8],
     out: &mut Vec<Sample>,
 ) -> Result<()> {
-    let top = boxes(fragment, 0..fragment.len())?;
-    let moof = top
+    let layout = FragmentLayout::parse(&track.init, fragment, None).map_err(malformed)?;
+    let payload = layout.payload_start as u64..fragment.len() as u64;
+    for traf in layout
+        .trafs
         .iter()
-        .find(|b| &b.kind == b"moof")
-        .ok_or_else(|| malformed("no moof box"))?;
-    let mdat = top
-        .iter()
-        .find(|b| &b.kind == b"mdat")
-        .ok_or_else(|| malformed("no mdat box"))?;
-    let mdat_payload = mdat.body.clone();
-    let mut prev_traf_end = moof.range.start as u64;
-    for traf in boxes(fragment, moof.body.clone())?
-        .iter()
-        .filter(|b| &b.kind == b"traf")
+        .filter(|t| t.tfhd.track_id == track.track_id)
     {
-        let kids = boxes(fragment, traf.body.clone())?;
-        let tfhd = kids
-            .iter()
-            .find(|b| &b.kind == b"tfhd")
-            .ok_or_else(|| malformed("a traf without tfhd"))?;
-        let tfhd = Tfhd::decode(&mut &fragment[tfhd.range.clone()]).map_err(malformed)?;
-        let base = if let Some(abs) = tfhd.base_data_offset {
-            // Ingest stores fragments as sent; an absolute offset counted from the producer's
-            // stream start cannot be resolved here.
-            if tfhd.track_id == track.track_id {
-                return Err(Error::new(
-                    Kind::UnsupportedMedia,
-                    format!("a stored fragment uses an absolute base_data_offset ({abs})"),
-                ));
-            }
-            continue;
-        } else if tfhd.default_base_is_moof {
-            moof.range.start as u64
-        } else {
-            prev_traf_end
+        // Ingest stores fragments as sent; an absolute offset counted from the producer's
+        // stream start cannot be resolved here.
+        let absolute = |abs: Option<u64>| {
+            let at = abs.map(|a| format!(" ({a})")).unwrap_or_default();
+            Error::new(
+                Kind::UnsupportedMedia,
+                format!("a stored fragment uses an absolute base_data_offset{at}"),
+            )
         };
-        let mut next_start = base;
-        let mut decode_ticks: Option<i64> = None;
-        for kid in &kids {
-            match &kid.kind {
-                b"tfdt" => {
-                    let t = Tfdt::decode(&mut &fragment[kid.range.clone()]).map_err(malformed)?;
-                    decode_ticks = Some(
-                        i64::try_from(t.base_media_decode_time)
-                            .map_err(|_| malformed("tfdt out of range"))?,
-                    );
+        if let Some(abs) = traf.tfhd.base_data_offset {
+            return Err(absolute(Some(abs)));
+        }
+        let mut decode_ticks = traf
+            .tfdt
+            .map(|t| i64::try_from(t).map_err(|_| malformed("tfdt out of range")))
+            .transpose()?;
+        for run in &traf.runs {
+            // Only a run after a traf with an absolute offset has no known start.
+            let mut pos = run.data_start.ok_or_else(|| absolute(None))?;
+            for s in run.samples() {
+                let end = pos + u64::from(s.size);
+                if pos < payload.start || end > payload.end {
+                    return Err(malformed(format!(
+                        "a sample at bytes {pos}..{end} lies outside the mdat payload"
+                    )));
                 }
-                b"trun" => {
-                    let trun =
-                        Trun::decode(&mut &fragment[kid.range.clone()]).map_err(malformed)?;
-                    let start = match trun.data_offset {
-                        Some(off) => u64::try_from(i128::from(base) + i128::from(off))
-                            .map_err(|_| malformed("a trun data_offset points before the moof"))?,
-                        None => next_start,
-                    };
-                    let mut pos = start;
-                    for e in trun.samples.iter() {
-                        let size = e
-                            .size
-                            .or(tfhd.default_sample_size)
-                            .unwrap_or(track.default_sample_size);
-                        let end = pos + u64::from(size);
-                        if tfhd.track_id == track.track_id {
-                            if pos < mdat_payload.start as u64 || end > mdat_payload.end as u64 {
-                                return Err(malformed(format!(
-                                    "a sample at bytes {pos}..{end} lies outside the mdat payload"
-                                )));
-                            }
-                            let ticks = decode_ticks
-                                .ok_or_else(|| malformed("a video traf without tfdt"))?;
-                            let duration = e
-                                .duration
-                                .or(tfhd.default_sample_duration)
-                                .unwrap_or(track.default_sample_duration);
-                            let flags = e
-                                .flags
-                                .or(tfhd.default_sample_flags)
-                                .unwrap_or(track.default_sample_flags);
-                            out.push(Sample {
-                                fragment: index,
-                                range: pos as usize..end as usize,
-                                decode_ticks: ticks,
-                                cts: e.cts.unwrap_or(0),
-                                duration,
-                                sync: flags & NON_SYNC_SAMPLE == 0,
-                                display_us: 0,
-                            });
-                            decode_ticks = Some(ticks + i64::from(duration));
-                        }
-                        pos = end;
-                    }
-                    next_start = pos;
-                }
-                _ => {}
+                let ticks = decode_ticks.ok_or_else(|| malformed("a video traf without tfdt"))?;
+                out.push(Sample {
+                    fragment: index,
+                    range: pos as usize..end as usize,
+                    decode_ticks: ticks,
+                    cts: s.cts,
+                    duration: s.duration,
+                    sync: s.is_sync(),
+                    display_us: 0,
+                });
+                decode_ticks = Some(ticks + i64::from(s.duration));
+                pos = end;
             }
         }
-        prev_traf_end = next_start;
     }
     Ok(())
-}
-
-/// A box inside a buffer: its whole byte range and its body's.
-#[derive(Debug, Clone)]
-struct BoxAt {
-    kind: [u8; 4],
-    range: Range<usize>,
-    body: Range<usize>,
-}
-
-/// The boxes that tile `within` of `buf`.
-fn boxes(buf: &[u8], within: Range<usize>) -> Result<Vec<BoxAt>> {
-    let mut out = Vec::new();
-    let mut pos = within.start;
-    while pos < within.end {
-        let header = buf
-            .get(pos..pos + 8)
-            .filter(|_| pos + 8 <= within.end)
-            .ok_or_else(|| malformed(format!("a box header at byte {pos} is cut short")))?;
-        let size32 = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
-        let kind = [header[4], header[5], header[6], header[7]];
-        let (size, header_len) = match size32 {
-            0 => ((within.end - pos) as u64, 8),
-            1 => {
-                let large = buf
-                    .get(pos + 8..pos + 16)
-                    .ok_or_else(|| malformed(format!("a box header at byte {pos} is cut short")))?;
-                let mut b = [0u8; 8];
-                b.copy_from_slice(large);
-                (u64::from_be_bytes(b), 16)
-            }
-            s => (u64::from(s), 8),
-        };
-        let end = usize::try_from(size)
-            .ok()
-            .and_then(|s| pos.checked_add(s))
-            .filter(|&e| size >= header_len as u64 && e <= within.end)
-            .ok_or_else(|| malformed(format!("a box at byte {pos} has a bad size {size}")))?;
-        out.push(BoxAt {
-            kind,
-            range: pos..end,
-            body: pos + header_len..end,
-        });
-        pos = end;
-    }
-    Ok(out)
-}
-
-/// The byte range of the first top-level box of this type.
-fn find_box(buf: &[u8], kind: &[u8; 4]) -> Option<Range<usize>> {
-    boxes(buf, 0..buf.len())
-        .ok()?
-        .into_iter()
-        .find(|b| &b.kind == kind)
-        .map(|b| b.range)
 }
 
 #[cfg(test)]
@@ -557,14 +435,6 @@ pub(crate) mod tests {
         let mut shown: Vec<i64> = gop.samples.iter().map(|s| s.display_us).collect();
         shown.sort();
         assert_eq!(shown[38], 7_000_013 + 38 * 40_000);
-    }
-
-    #[test]
-    fn rounding_of_negative_and_positive_ticks() {
-        assert_eq!(ticks_to_us(1, 3), 333_333);
-        assert_eq!(ticks_to_us(2, 3), 666_667);
-        assert_eq!(ticks_to_us(-1, 3), -333_333);
-        assert_eq!(ticks_to_us(-512, 12800), -40_000);
     }
 
     #[test]

@@ -1,13 +1,16 @@
-//! Box headers and walking: the byte-level layer under the splitter, the facts and the rewriter.
+//! Box headers and walking: the byte-level layer under the splitter, the fragment reader and the
+//! rewriter.
 //!
 //! Headers are read by hand (not with `mp4-atom`) because the splitter must judge a box from its first
 //! 8 or 16 bytes, before its body has arrived, and because the rewriter must copy boxes verbatim.
+//! [`read_header`] is public so that tools reading boxes as they arrive (the benches' follow-feed
+//! reader) judge headers by the same rules as ingest.
 
 use super::Fmp4Error;
 
 /// A box header: type, header length (8, or 16 with a 64-bit largesize) and total size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct BoxHeader {
+pub struct BoxHeader {
     pub box_type: [u8; 4],
     pub header_len: usize,
     /// Total size including the header; `None` for size 0 ("extends to the end of the file").
@@ -16,7 +19,7 @@ pub(crate) struct BoxHeader {
 
 /// Why a header could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HeaderProblem {
+pub enum HeaderProblem {
     /// Fewer bytes than the header needs; more input may fix it.
     Incomplete,
     /// The 4 type bytes are not printable ASCII: this is not a box.
@@ -26,7 +29,7 @@ pub(crate) enum HeaderProblem {
 }
 
 /// Reads a box header from the start of `buf`.
-pub(crate) fn read_header(buf: &[u8]) -> Result<BoxHeader, HeaderProblem> {
+pub fn read_header(buf: &[u8]) -> Result<BoxHeader, HeaderProblem> {
     let (Some(size_bytes), Some(type_bytes)) = (buf.get(0..4), buf.get(4..8)) else {
         return Err(HeaderProblem::Incomplete);
     };

@@ -1,9 +1,10 @@
 //! Facts about one `moof`+`mdat`: sequence number, per-track decode time and duration, sample
 //! counts, and whether it starts with a keyframe (so playback can cut segments and parts there).
 
-use super::layout::{FlagSource, FragmentLayout, NON_SYNC_SAMPLE};
+use super::layout::FragmentLayout;
 use super::nal::{is_random_access, NalSyntax};
-use super::{Fmp4Error, InitFacts};
+use super::sample::{FlagSource, NON_SYNC_SAMPLE};
+use super::{ticks_to_us, Fmp4Error, InitFacts};
 
 /// One track's share of a fragment (all of its trafs in the moof, merged).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,17 +80,6 @@ impl FragmentFacts {
         let r = self.reference_run();
         ticks_to_us(r.duration, r.timescale)
     }
-}
-
-/// Ticks to microseconds, rounded to the nearest (so 2.65 s at 90 kHz is not 2.649999 s), without
-/// overflow (i128), saturating at i64::MAX.
-pub fn ticks_to_us(ticks: u64, timescale: u32) -> i64 {
-    if timescale == 0 {
-        return 0;
-    }
-    let ts = i128::from(timescale);
-    let us = (i128::from(ticks) * 1_000_000 + ts / 2) / ts;
-    i64::try_from(us).unwrap_or(i64::MAX)
 }
 
 /// Facts of a fragment (exactly one moof followed by its mdat). An absolute `base_data_offset` cannot

@@ -42,20 +42,29 @@ pub struct InitFacts {
     pub tracks: Vec<TrackInfo>,
 }
 
+/// The decoded `moov` of `ftyp`+`moov` or a lone `moov` (other top-level boxes are ignored), for
+/// readers that need more of it than [`InitFacts`] keeps (the frame service's codec setup).
+pub(crate) fn decode_moov(init_bytes: &[u8]) -> Result<Moov, Fmp4Error> {
+    let top = children(init_bytes, 0, "init segment")?;
+    let moov_box = top.iter().find(|b| &b.box_type == b"moov").ok_or_else(|| {
+        let types: Vec<String> = top.iter().map(|b| type_name(&b.box_type)).collect();
+        Fmp4Error::Malformed(format!(
+            "init segment has no moov box (found: {})",
+            types.join(", ")
+        ))
+    })?;
+    let at = moov_box.offset as u64;
+    Moov::decode(&mut &moov_box.bytes[..]).map_err(|e| Fmp4Error::decode("moov box", at, e))
+}
+
 impl InitFacts {
     /// Parses `ftyp`+`moov` or a lone `moov` (other top-level boxes are ignored).
     pub fn parse(init_bytes: &[u8]) -> Result<InitFacts, Fmp4Error> {
-        let top = children(init_bytes, 0, "init segment")?;
-        let moov_box = top.iter().find(|b| &b.box_type == b"moov").ok_or_else(|| {
-            let types: Vec<String> = top.iter().map(|b| type_name(&b.box_type)).collect();
-            Fmp4Error::Malformed(format!(
-                "init segment has no moov box (found: {})",
-                types.join(", ")
-            ))
-        })?;
-        let at = moov_box.offset as u64;
-        let moov = Moov::decode(&mut &moov_box.bytes[..])
-            .map_err(|e| Fmp4Error::decode("moov box", at, e))?;
+        Self::from_moov(&decode_moov(init_bytes)?)
+    }
+
+    /// The facts of a decoded `moov` (see [`decode_moov`]).
+    pub(crate) fn from_moov(moov: &Moov) -> Result<InitFacts, Fmp4Error> {
         let Some(mvex) = &moov.mvex else {
             return Err(Fmp4Error::NotFmp4(
                 "this is a progressive (non-fragmented) MP4: its moov has no mvex box. Send \

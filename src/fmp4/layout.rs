@@ -1,24 +1,18 @@
-//! Where everything is inside one `moof`+`mdat`: the boxes of the moof, each traf's decoded
-//! headers, and for each `trun` its sample totals and the byte range of its sample data.
+//! The one reader of fragments: where everything is inside one `moof`+`mdat`. The boxes of the
+//! moof, each traf's decoded headers, and for each `trun` its sample totals, the byte range of its
+//! sample data and its samples with every field resolved.
 //!
-//! Shared by [`super::fragment_facts`] (which reads times and keyframes) and
-//! [`super::rewrite_fragment`] (which must keep every run pointing at the same bytes).
+//! Every reader of fragment boxes goes through here, so that base data offsets, default sample
+//! fields and bounds are resolved one way: [`super::fragment_facts`] (times and keyframes),
+//! [`super::rewrite_fragment`] (which must keep every run pointing at the same bytes), the clip
+//! builders (which read only a stored fragment's head, [`FragmentLayout::parse_head`]) and the
+//! frame service's GOP reader (every video sample and its bytes).
 
 use mp4_atom::{Decode, Mfhd, Tfdt, Tfhd, Trun};
 
-use super::boxes::{children, BoxRef};
+use super::boxes::{children, read_header, type_name, BoxRef};
+use super::sample::{FlagSource, RunSample, SampleDefaults};
 use super::{Fmp4Error, InitFacts, TrackInfo};
-
-/// Sample flags bit: `sample_is_non_sync_sample` (ISO/IEC 14496-12 8.8.3.1).
-pub(crate) const NON_SYNC_SAMPLE: u32 = 0x0001_0000;
-
-/// Where the flags of a sample came from; only `trex` defaults are weak enough to double-check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FlagSource {
-    Trun,
-    Tfhd,
-    Trex,
-}
 
 #[derive(Debug)]
 pub(crate) struct RunLayout {
@@ -33,6 +27,15 @@ pub(crate) struct RunLayout {
     pub duration: u64,
     /// Size, flags and flag source of the run's first sample, if it has one.
     pub first_sample: Option<(u32, u32, FlagSource)>,
+    trun: Trun,
+    defaults: SampleDefaults,
+}
+
+impl RunLayout {
+    /// The run's samples in order, each field resolved (trun, then tfhd, then trex).
+    pub fn samples(&self) -> impl Iterator<Item = RunSample> + '_ {
+        self.trun.samples.iter().map(|e| self.defaults.resolve(e))
+    }
 }
 
 #[derive(Debug)]
@@ -41,7 +44,11 @@ pub(crate) struct TrafLayout<'a> {
     pub child_index: usize,
     pub children: Vec<BoxRef<'a>>,
     pub tfhd: Tfhd,
+    /// Ticks per second of the traf's track (from the init).
+    pub timescale: u32,
     pub tfdt: Option<u64>,
+    /// Index of the (last) tfdt box within `children`.
+    pub tfdt_child: Option<usize>,
     pub runs: Vec<RunLayout>,
 }
 
@@ -51,6 +58,8 @@ pub(crate) struct FragmentLayout<'a> {
     pub moof_children: Vec<BoxRef<'a>>,
     /// Offset of the mdat box (= moof size).
     pub mdat_start: usize,
+    /// Offset of the mdat payload: the first byte sample data may occupy.
+    pub payload_start: usize,
     pub sequence_number: u32,
     pub trafs: Vec<TrafLayout<'a>>,
 }
@@ -67,19 +76,81 @@ impl<'a> FragmentLayout<'a> {
         let (moof, mdat) = match top.as_slice() {
             [m, d] if &m.box_type == b"moof" && &d.box_type == b"mdat" => (*m, *d),
             _ => {
-                let types: Vec<String> = top
-                    .iter()
-                    .map(|b| super::boxes::type_name(&b.box_type))
-                    .collect();
+                let types: Vec<String> = top.iter().map(|b| type_name(&b.box_type)).collect();
                 return Err(Fmp4Error::Malformed(format!(
                     "a fragment must be exactly one moof box followed by one mdat box, found [{}]",
                     types.join(", ")
                 )));
             }
         };
-        let mdat_start = mdat.offset;
-        let mdat_body_start = mdat.offset + mdat.header_len;
-        let end = fragment.len() as u64;
+        Self::from_moof(
+            init,
+            moof,
+            mdat.offset + mdat.header_len,
+            fragment.len() as u64,
+            moof_stream_offset,
+        )
+    }
+
+    /// Parses the head of a stored fragment of `fragment_len` bytes: its moof and the header of
+    /// the mdat right after it, which is all a reader of sample tables needs (a clip reads no
+    /// more of each fragment before it sends the media). Runs are checked against
+    /// `fragment_len`; an absolute `base_data_offset` gives `data_start: None`.
+    pub fn parse_head(
+        init: &InitFacts,
+        head: &'a [u8],
+        fragment_len: u64,
+    ) -> Result<Self, Fmp4Error> {
+        let malformed = |m: String| Fmp4Error::Malformed(m);
+        let too_short = || malformed("a stored fragment's head is shorter than its moof".into());
+        let h = read_header(head).map_err(|_| too_short())?;
+        if &h.box_type != b"moof" {
+            return Err(malformed(
+                "a stored fragment does not start with a moof box".into(),
+            ));
+        }
+        let moof_len = h
+            .size
+            .ok_or_else(|| malformed("a stored moof has no size".into()))?;
+        let moof_bytes = head
+            .get(..usize::try_from(moof_len).map_err(|_| too_short())?)
+            .ok_or_else(too_short)?;
+        let m = read_header(&head[moof_bytes.len()..]).map_err(|_| {
+            malformed("a stored fragment's head does not reach its mdat header".into())
+        })?;
+        if &m.box_type != b"mdat" {
+            return Err(malformed(format!(
+                "a stored moof is followed by '{}' instead of mdat",
+                type_name(&m.box_type)
+            )));
+        }
+        let payload_start = moof_len + m.header_len as u64;
+        if m.size.is_some_and(|s| moof_len + s != fragment_len) || payload_start > fragment_len {
+            return Err(malformed(format!(
+                "a stored fragment of {fragment_len} bytes is not exactly one moof ({moof_len} \
+                 bytes) and one mdat"
+            )));
+        }
+        let moof = BoxRef {
+            box_type: h.box_type,
+            offset: 0,
+            header_len: h.header_len,
+            bytes: moof_bytes,
+        };
+        Self::from_moof(init, moof, payload_start as usize, fragment_len, None)
+    }
+
+    /// The moof's boxes, with every run checked to lie in the mdat payload
+    /// (`payload_start..fragment_len`). The moof starts the fragment.
+    fn from_moof(
+        init: &InitFacts,
+        moof: BoxRef<'a>,
+        payload_start: usize,
+        fragment_len: u64,
+        moof_stream_offset: Option<u64>,
+    ) -> Result<Self, Fmp4Error> {
+        let mdat_start = moof.bytes.len();
+        let end = fragment_len;
         let moof_children = children(moof.body(), moof.header_len as u64, "moof")?;
 
         let mut sequence_number = None;
@@ -112,11 +183,11 @@ impl<'a> FragmentLayout<'a> {
                             continue;
                         };
                         let run_end = start.saturating_add(run.data_len);
-                        if run.data_len > 0 && (start < mdat_body_start as u64 || run_end > end) {
+                        if run.data_len > 0 && (start < payload_start as u64 || run_end > end) {
                             return Err(Fmp4Error::Malformed(format!(
                                 "a trun of track {} (traf at byte offset {at}) points at sample data \
                                  bytes {start}..{run_end} of the fragment, outside the mdat payload \
-                                 (bytes {mdat_body_start}..{end})",
+                                 (bytes {payload_start}..{end})",
                                 traf.tfhd.track_id
                             )));
                         }
@@ -137,9 +208,18 @@ impl<'a> FragmentLayout<'a> {
             moof,
             moof_children,
             mdat_start,
+            payload_start,
             sequence_number,
             trafs,
         })
+    }
+
+    /// Where `traf`'s tfdt box starts within the moof's bytes, and its version.
+    pub fn tfdt_in_moof(&self, traf: &TrafLayout) -> Option<(usize, u8)> {
+        let tfdt = traf.children.get(traf.tfdt_child?)?;
+        let traf_box = self.moof_children.get(traf.child_index)?;
+        let at = self.moof.header_len + traf_box.offset + traf_box.header_len + tfdt.offset;
+        Some((at, tfdt.body().first().copied().unwrap_or(0)))
     }
 }
 
@@ -194,6 +274,7 @@ fn parse_traf<'a>(
         ))
     })?;
     let mut tfdt = None;
+    let mut tfdt_child = None;
     let base = traf_base(&tfhd, moof_stream_offset, prev_traf_end, at)?;
     let mut next_start = base;
     let mut runs = Vec::new();
@@ -203,13 +284,15 @@ fn parse_traf<'a>(
                 let t = Tfdt::decode(&mut &c.bytes[..])
                     .map_err(|e| Fmp4Error::decode("tfdt box", child_at(c), e))?;
                 tfdt = Some(t.base_media_decode_time);
+                tfdt_child = Some(i);
             }
             b"trun" => {
                 let trun = Trun::decode(&mut &c.bytes[..])
                     .map_err(|e| Fmp4Error::decode("trun box", child_at(c), e))?;
-                let mut run = run_totals(&trun, &tfhd, track, i, child_at(c))?;
+                let data_offset = trun.data_offset;
+                let mut run = run_totals(trun, &tfhd, track, i, child_at(c))?;
                 // A run without data_offset continues right after the previous run's data.
-                run.data_start = match (trun.data_offset, base) {
+                run.data_start = match (data_offset, base) {
                     (Some(off), Some(b)) => {
                         let s = i128::from(b) + i128::from(off);
                         Some(u64::try_from(s).map_err(|_| {
@@ -233,7 +316,9 @@ fn parse_traf<'a>(
         child_index,
         children: kids,
         tfhd,
+        timescale: track.timescale,
         tfdt,
+        tfdt_child,
         runs,
     })
 }
@@ -241,21 +326,25 @@ fn parse_traf<'a>(
 /// Sample count, total duration, total size and first-sample facts of one trun, resolving every
 /// absent field: trun, then tfhd default, then trex default.
 fn run_totals(
-    trun: &Trun,
+    trun: Trun,
     tfhd: &Tfhd,
     track: &TrackInfo,
     child_index: usize,
     at: u64,
 ) -> Result<RunLayout, Fmp4Error> {
-    let default_duration = tfhd
-        .default_sample_duration
-        .unwrap_or(track.default_sample_duration);
-    let default_size = tfhd
-        .default_sample_size
-        .unwrap_or(track.default_sample_size);
-    let (default_flags, default_source) = match tfhd.default_sample_flags {
-        Some(f) => (f, FlagSource::Tfhd),
+    let defaults = match tfhd.default_sample_flags {
+        Some(flags) => (flags, FlagSource::Tfhd),
         None => (track.default_sample_flags, FlagSource::Trex),
+    };
+    let defaults = SampleDefaults {
+        duration: tfhd
+            .default_sample_duration
+            .unwrap_or(track.default_sample_duration),
+        size: tfhd
+            .default_sample_size
+            .unwrap_or(track.default_sample_size),
+        flags: defaults.0,
+        flags_source: defaults.1,
     };
     let sample_count = u32::try_from(trun.samples.len()).map_err(|_| {
         Fmp4Error::Malformed(format!("trun at byte offset {at} has too many samples"))
@@ -264,23 +353,20 @@ fn run_totals(
     let mut data_len = 0u64;
     match &trun.samples {
         mp4_atom::TrunSamples::Inherited { count, .. } => {
-            duration = u64::from(*count) * u64::from(default_duration);
-            data_len = u64::from(*count) * u64::from(default_size);
+            duration = u64::from(*count) * u64::from(defaults.duration);
+            data_len = u64::from(*count) * u64::from(defaults.size);
         }
         mp4_atom::TrunSamples::Explicit(entries) => {
             for e in entries {
-                duration =
-                    duration.saturating_add(u64::from(e.duration.unwrap_or(default_duration)));
-                data_len = data_len.saturating_add(u64::from(e.size.unwrap_or(default_size)));
+                let s = defaults.resolve(*e);
+                duration = duration.saturating_add(u64::from(s.duration));
+                data_len = data_len.saturating_add(u64::from(s.size));
             }
         }
     }
     let first_sample = trun.samples.get(0).map(|e| {
-        let (flags, source) = match e.flags {
-            Some(f) => (f, FlagSource::Trun),
-            None => (default_flags, default_source),
-        };
-        (e.size.unwrap_or(default_size), flags, source)
+        let s = defaults.resolve(e);
+        (s.size, s.flags, s.flags_source)
     });
     Ok(RunLayout {
         child_index,
@@ -289,5 +375,7 @@ fn run_totals(
         sample_count,
         duration,
         first_sample,
+        trun,
+        defaults,
     })
 }

@@ -11,6 +11,11 @@
 //!   fixing the data offsets that the rewrite disturbs.
 //! - [`clip`] plans downloadable clips (progressive or fragmented) from stored fragments' moofs.
 //!
+//! Underneath, one reader of fragments (`layout.rs`, [`FragmentLayout`]) resolves base data offsets,
+//! sample defaults and bounds for all of them and for the frame service's sample reader; box
+//! headers are read by [`read_header`] alone, and [`ticks_to_us`] is the one conversion from media
+//! time.
+//!
 //! Boxes are decoded with `mp4-atom`; walking and rebuilding is done at the byte level so that boxes
 //! the crate does not model are kept verbatim.
 
@@ -24,18 +29,24 @@ mod layout;
 mod nal;
 mod prft;
 mod rewrite;
+mod sample;
 mod splitter;
+mod time;
 
+pub use boxes::{read_header, BoxHeader, HeaderProblem};
 pub use clip::{
     fragment_head_len, same_track_layout, ClipFragment, ClipPlan, FragmentedBuilder, Piece,
     ProgressiveBuilder, Pushed,
 };
 pub use error::Fmp4Error;
-pub use fragment::{fragment_facts, fragment_facts_at, ticks_to_us, FragmentFacts, TrackRun};
+pub use fragment::{fragment_facts, fragment_facts_at, FragmentFacts, TrackRun};
+pub(crate) use init::decode_moov;
 pub use init::{InitFacts, TrackInfo, TrackKind};
+pub(crate) use layout::FragmentLayout;
 pub use prft::ProducerReference;
 pub use rewrite::{rewrite_fragment, rewrite_fragment_head};
 pub use splitter::{Event, RawFragment, Splitter};
+pub use time::ticks_to_us;
 
 #[cfg(test)]
 mod testutil;
