@@ -99,7 +99,8 @@ impl Server {
             // Up means the store has opened: 200, or a 503 for a reason other than starting
             // (a test's nearly full disk makes a working server "not ready" for good).
             let up = quick.get(self.url("/readyz")).send().is_ok_and(|r| {
-                r.status() == 200 || (r.status() == 503 && !r.text().unwrap_or_default().contains("starting"))
+                r.status() == 200
+                    || (r.status() == 503 && !r.text().unwrap_or_default().contains("starting"))
             });
             if up {
                 return;
