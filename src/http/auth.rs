@@ -341,8 +341,8 @@ impl Need {
 }
 
 /// What a request needs, from its method and the route it matched. A path under `/api/v1` that
-/// no route takes is for admins (everyone else learns nothing from it); every route kind is
-/// placed here by an exhaustive match, so a new route does not compile until it has a place.
+/// no route takes is for admins (everyone else learns nothing from it), and so is any route
+/// or method not placed here: a new route is closed until it is given a place.
 /// A stream route whose `{name}` does not decode is for admins too (no handler takes it).
 pub fn classify(method: &Method, route: &Matched) -> Need {
     use RouteKind as K;
@@ -357,6 +357,7 @@ pub fn classify(method: &Method, route: &Matched) -> Need {
         K::Stream if read => of_stream(Need::Describe),
         K::Ingest | K::IngestFile => of_stream(Need::Ingest),
         K::PlaybackTokens => of_stream(Need::MintToken),
+        // Reads of the stream's media and index.
         K::Sessions
         | K::Fragments
         | K::Fragment
@@ -381,27 +382,8 @@ pub fn classify(method: &Method, route: &Matched) -> Need {
         {
             of_stream(Need::Read)
         }
-        K::Stream
-        | K::Sessions
-        | K::Fragments
-        | K::Fragment
-        | K::Init
-        | K::Timeline
-        | K::Holds
-        | K::Hold
-        | K::Follow
-        | K::StreamEvents
-        | K::Clip
-        | K::FrameJpg
-        | K::FramePng
-        | K::LatestJpg
-        | K::Frames
-        | K::HlsInit
-        | K::HlsSegment
-        | K::HlsPart
-        | K::MasterPlaylist
-        | K::LivePlaylist
-        | K::ArchivePlaylist => Need::Admin,
+        // Changes to a stream (update, delete, holds): admins.
+        _ => Need::Admin,
     }
 }
 

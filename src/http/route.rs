@@ -2,8 +2,8 @@
 //! adds the route (`Routes::route` in mod.rs); [`attach`] puts the matched route on the
 //! request, so auth (`auth::classify`) and metrics (`metrics::playback_kind`) decide from the
 //! kind and the router's own path parameters instead of parsing URL paths a second and third
-//! time. Both decide with exhaustive matches, so a new kind of route does not compile until
-//! each has given it a place.
+//! time. Metrics places every kind (an exhaustive match); auth gives anything it does not
+//! place to admins, so a new route is closed until it is given a place.
 //!
 //! Why a table from the matched template rather than an extension set inside each route:
 //! axum runs a router's layers around each route's handler, after routing, but inside-out, so an
