@@ -3,27 +3,21 @@
 
 mod common;
 
+use common::raw_http::RawUpload;
 use common::{
-    all_fragments, assert_error, client, get_bytes, get_json, json_of, put_segment_file, sample,
-    split_sample_raw, Server,
+    all_fragments, assert_error, client, get_bytes, get_json, json_of, now_us, put_segment_file,
+    sample, split_sample_raw, Server,
 };
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tapedeck::fmp4::{fragment_facts, InitFacts};
 
 const GOP2S: &str = "h264_aac_gop2s.mp4";
+/// The content-type header line of the raw uploads here.
+const VIDEO_MP4: &str = "Content-Type: video/mp4\r\n";
 
 // ---------------------------------------------------------------------------------------------
 // Local helpers
-
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64
-}
 
 /// Status and JSON body of a response; the body must be JSON.
 fn create(server: &Server, body: Value) -> reqwest::blocking::Response {
@@ -54,134 +48,6 @@ fn upload_file(server: &Server, stream: &str, query: &str, name: &str) -> (u16, 
 
 fn describe(server: &Server, stream: &str) -> Value {
     get_json(&server.api(&format!("/streams/{stream}")))
-}
-
-/// A hand-written HTTP/1.1 request with a chunked body, for uploads that stay open.
-struct RawUpload {
-    conn: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl RawUpload {
-    fn open(server: &Server, path: &str, extra_headers: &str) -> RawUpload {
-        let addr = server.base.trim_start_matches("http://").to_string();
-        let mut conn = TcpStream::connect(&addr).expect("connect");
-        conn.set_nodelay(true).unwrap();
-        let head = format!(
-            "PUT /api/v1{path} HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\
-             Content-Type: video/mp4\r\n{extra_headers}\r\n"
-        );
-        conn.write_all(head.as_bytes()).expect("send head");
-        RawUpload {
-            conn,
-            buf: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, data: &[u8]) {
-        let mut chunk = format!("{:x}\r\n", data.len()).into_bytes();
-        chunk.extend_from_slice(data);
-        chunk.extend_from_slice(b"\r\n");
-        self.conn.write_all(&chunk).expect("send chunk");
-    }
-
-    fn finish(&mut self) {
-        self.conn.write_all(b"0\r\n\r\n").expect("send last chunk");
-    }
-
-    /// Reads until `done(buffer)`, end of connection or `timeout`; true if `done`.
-    fn try_read_until(&mut self, timeout: Duration, done: impl Fn(&[u8]) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut tmp = [0u8; 16 * 1024];
-        while !done(&self.buf) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            self.conn.set_read_timeout(Some(left)).unwrap();
-            match self.conn.read(&mut tmp) {
-                Ok(0) => return false,
-                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => return false,
-            }
-        }
-        true
-    }
-
-    /// Reads until `done(buffer)` or end of connection; panics after `timeout`. True at EOF.
-    fn read_until(&mut self, timeout: Duration, done: impl Fn(&[u8]) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut tmp = [0u8; 16 * 1024];
-        while !done(&self.buf) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "timed out after {timeout:?}; received so far: {}",
-                String::from_utf8_lossy(&self.buf)
-            );
-            self.conn.set_read_timeout(Some(left)).unwrap();
-            match self.conn.read(&mut tmp) {
-                Ok(0) => return true,
-                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                // A reset after the response is as good as the end.
-                Err(_) => return true,
-            }
-        }
-        false
-    }
-
-    /// Waits for the complete response; returns (status, decoded body).
-    fn response(&mut self, timeout: Duration) -> (u16, Vec<u8>) {
-        self.read_until(timeout, |b| parse_response(b).is_some());
-        parse_response(&self.buf).unwrap_or_else(|| {
-            panic!(
-                "incomplete response: {}",
-                String::from_utf8_lossy(&self.buf)
-            )
-        })
-    }
-}
-
-/// A complete HTTP/1.1 response (Content-Length or chunked) as (status, body).
-fn parse_response(raw: &[u8]) -> Option<(u16, Vec<u8>)> {
-    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
-    let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
-    let body = &raw[head_end..];
-    if head.contains("transfer-encoding: chunked") {
-        let mut out = Vec::new();
-        let mut pos = 0;
-        loop {
-            let line_end = body[pos..].windows(2).position(|w| w == b"\r\n")? + pos;
-            let size_text = String::from_utf8_lossy(&body[pos..line_end]).to_string();
-            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-            pos = line_end + 2;
-            if size == 0 {
-                return Some((status, out));
-            }
-            if body.len() < pos + size + 2 {
-                return None;
-            }
-            out.extend_from_slice(&body[pos..pos + size]);
-            pos += size + 2;
-        }
-    }
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    (body.len() >= len).then(|| (status, body[..len].to_vec()))
 }
 
 fn ndjson_lines(body: &[u8]) -> Vec<Value> {
@@ -1127,7 +993,7 @@ fn second_producer_takes_over() {
     let mut first = RawUpload::open(
         &server,
         "/streams/tk/ingest",
-        "Accept: application/x-ndjson\r\n",
+        &format!("{VIDEO_MP4}Accept: application/x-ndjson\r\n"),
     );
     first.send(&init);
     first.send(&raws[0].bytes);
@@ -1196,7 +1062,7 @@ fn acks_arrive_while_the_producer_pauses() {
     let mut up = RawUpload::open(
         &server,
         "/streams/ack/ingest",
-        "Accept: application/x-ndjson\r\n",
+        &format!("{VIDEO_MP4}Accept: application/x-ndjson\r\n"),
     );
     up.send(&init);
     up.send(&raws[0].bytes);
@@ -1228,7 +1094,7 @@ fn acks_arrive_while_the_producer_pauses() {
 fn idle_producer_is_disconnected() {
     let server = Server::start_with_config("[ingest]\nidle_timeout_secs = 1\n");
     let (init, raws) = split_sample_raw(GOP2S);
-    let mut up = RawUpload::open(&server, "/streams/idle/ingest", "");
+    let mut up = RawUpload::open(&server, "/streams/idle/ingest", VIDEO_MP4);
     up.send(&init);
     // One fragment, so the session opens (an upload that never sends one leaves no session).
     up.send(&raws[0].bytes);

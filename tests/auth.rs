@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_alive, client, get_json, sample, Server, BIN};
+use common::{assert_alive, client, get_json, now_ms, sample, Server, BIN};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -670,13 +670,6 @@ fn playback_tokens() {
         (12 * 3600 * 1000 - 60_000..=12 * 3600 * 1000).contains(&left),
         "{v}"
     );
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 fn get_json_admin(server: &Server, path: &str) -> Value {

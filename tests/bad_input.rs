@@ -3,14 +3,13 @@
 
 mod common;
 
+use common::raw_http::RawUpload;
 use common::{
     all_fragments, assert_alive, assert_error, client, get_bytes, get_json, json_of, sample,
     split_sample_raw, Server,
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 const GOP2S: &str = "h264_aac_gop2s.mp4";
@@ -112,108 +111,6 @@ fn large_header(box_type: &[u8; 4], size: u64) -> Vec<u8> {
     h.extend_from_slice(box_type);
     h.extend_from_slice(&size.to_be_bytes());
     h
-}
-
-/// A hand-written HTTP/1.1 request with a chunked body that can stay open.
-struct RawUpload {
-    conn: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl RawUpload {
-    fn open(server: &Server, path: &str) -> RawUpload {
-        let addr = server.base.trim_start_matches("http://").to_string();
-        let mut conn = TcpStream::connect(&addr).expect("connect");
-        conn.set_nodelay(true).unwrap();
-        let head = format!(
-            "PUT /api/v1{path} HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\r\n"
-        );
-        conn.write_all(head.as_bytes()).expect("send head");
-        RawUpload {
-            conn,
-            buf: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, data: &[u8]) {
-        let mut chunk = format!("{:x}\r\n", data.len()).into_bytes();
-        chunk.extend_from_slice(data);
-        chunk.extend_from_slice(b"\r\n");
-        self.conn.write_all(&chunk).expect("send chunk");
-    }
-
-    fn finish(&mut self) {
-        self.conn.write_all(b"0\r\n\r\n").expect("send last chunk");
-    }
-
-    /// Waits for the complete response (panics after `timeout`): (status, body).
-    fn response(&mut self, timeout: Duration) -> (u16, Vec<u8>) {
-        let deadline = Instant::now() + timeout;
-        let mut tmp = [0u8; 16 * 1024];
-        loop {
-            if let Some(r) = parse_response(&self.buf) {
-                return r;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "no complete response within {timeout:?}: {}",
-                String::from_utf8_lossy(&self.buf)
-            );
-            self.conn.set_read_timeout(Some(left)).unwrap();
-            match self.conn.read(&mut tmp) {
-                Ok(0) => {
-                    return parse_response(&self.buf).unwrap_or_else(|| {
-                        panic!(
-                            "connection closed mid-response: {}",
-                            String::from_utf8_lossy(&self.buf)
-                        )
-                    })
-                }
-                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => panic!(
-                    "read failed ({e}) after: {}",
-                    String::from_utf8_lossy(&self.buf)
-                ),
-            }
-        }
-    }
-}
-
-fn parse_response(raw: &[u8]) -> Option<(u16, Vec<u8>)> {
-    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
-    let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
-    let body = &raw[head_end..];
-    if head.contains("transfer-encoding: chunked") {
-        let mut out = Vec::new();
-        let mut pos = 0;
-        loop {
-            let line_end = body[pos..].windows(2).position(|w| w == b"\r\n")? + pos;
-            let size_text = String::from_utf8_lossy(&body[pos..line_end]).to_string();
-            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-            pos = line_end + 2;
-            if size == 0 {
-                return Some((status, out));
-            }
-            if body.len() < pos + size + 2 {
-                return None;
-            }
-            out.extend_from_slice(&body[pos..pos + size]);
-            pos += size + 2;
-        }
-    }
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    (body.len() >= len).then(|| (status, body[..len].to_vec()))
 }
 
 fn stream_exists(server: &Server, stream: &str) -> bool {
@@ -336,7 +233,7 @@ fn huge_box_header_is_413_without_allocating() {
         // Only the header is sent and the body stays open: the server must answer from the
         // header alone.
         let t = Instant::now();
-        let mut up = RawUpload::open(&server, "/streams/huge/ingest");
+        let mut up = RawUpload::open(&server, "/streams/huge/ingest", "");
         up.send(&bytes);
         let (status, body) = up.response(Duration::from_secs(5));
         assert!(
@@ -743,7 +640,7 @@ fn bad_upload_does_not_disturb_a_concurrent_good_one() {
     let base = Baseline::new(&server);
     let (init, raws) = split_sample_raw(GOP2S);
     // The good producer is mid-upload (its connection open) while bad ones come and go.
-    let mut good = RawUpload::open(&server, "/streams/live/ingest");
+    let mut good = RawUpload::open(&server, "/streams/live/ingest", "");
     good.send(&init);
     good.send(&raws[0].bytes);
     good.send(&raws[1].bytes);
@@ -800,7 +697,7 @@ fn bad_upload_does_not_disturb_a_concurrent_good_one() {
             }
             statuses
         });
-        let mut up = RawUpload::open(&server, "/streams/live2/ingest");
+        let mut up = RawUpload::open(&server, "/streams/live2/ingest", "");
         up.send(&init);
         for f in &raws {
             up.send(&f.bytes);
@@ -921,7 +818,7 @@ fn fragments_before_a_fatal_error_are_kept_whatever_the_chunking() {
     {
         let stream = format!("chunks{i}");
         let all = [good.clone(), bad.clone()].concat();
-        let mut up = RawUpload::open(&server, &format!("/streams/{stream}/ingest"));
+        let mut up = RawUpload::open(&server, &format!("/streams/{stream}/ingest"), "");
         up.send(&all[..split_at]);
         if split_at < all.len() {
             up.send(&all[split_at..]);

@@ -17,7 +17,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 fn main() -> std::process::ExitCode {
     run_tests(vec![
@@ -64,13 +64,6 @@ const PLAY_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 /// What to play and how; becomes play.mjs arguments.
@@ -322,19 +315,6 @@ fn wait_live_segments(server: &Server, stream: &str, n: usize) -> String {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// PUTs a sample file as one upload whose first fragment is at `producer_start_ms`.
-fn upload_at(server: &Server, stream: &str, sample_name: &str, producer_start_ms: i64) -> Value {
-    let body = std::fs::read(sample(sample_name)).expect("read sample");
-    let url = server.api(&format!(
-        "/streams/{stream}/ingest?producer_start={producer_start_ms}"
-    ));
-    let r = client().put(&url).body(body).send().expect("PUT ingest");
-    let status = r.status();
-    let text = r.text().unwrap_or_default();
-    assert!(status.is_success(), "upload {url}: {status} {text}");
-    serde_json::from_str(&text).expect("upload summary JSON")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -11,15 +11,15 @@ mod common;
 
 use common::harness::{run_tests, test, Need};
 use common::{
-    assert_error, client, ffprobe_frames, get_json, json_of, run_ok, sample, spawn_live_upload,
-    Server, BIN,
+    assert_error, client, ffprobe_frames, get_json, json_of, now_us, run_ok, sample,
+    spawn_live_upload, Server, BIN,
 };
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 fn main() -> std::process::ExitCode {
     run_tests(vec![
@@ -87,13 +87,6 @@ fn keyed_config() -> String {
          {{ key = \"{PRODUCER}\", role = \"producer\", streams = [\"cam*\"] }},\n\
          {{ key = \"{VIEWER}\", role = \"viewer\", streams = [\"cam*\"] }},\n]\n"
     )
-}
-
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64
 }
 
 /// The server log without terminal colour codes.

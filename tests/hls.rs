@@ -18,7 +18,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 fn main() -> std::process::ExitCode {
     run_tests(vec![
@@ -162,13 +162,6 @@ fn assert_pending(rx: &mpsc::Receiver<Resp>, ms: u64, what: &str) {
 
 fn hls(server: &Server, stream: &str, rest: &str) -> String {
     server.api(&format!("/streams/{stream}/hls/{rest}"))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 fn rfc3339(ms: i64) -> String {

@@ -20,7 +20,7 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 fn main() -> std::process::ExitCode {
     run_tests(vec![
@@ -63,26 +63,6 @@ fn main() -> std::process::ExitCode {
 const UI_TIMEOUT: Duration = Duration::from_secs(150);
 /// The live upload's GOP: what "±1 GOP" means below.
 const GOP_SECS: f64 = 2.0;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// PUTs a sample file as one upload whose first fragment is at `producer_start_ms`.
-fn upload_at(server: &Server, stream: &str, sample_name: &str, producer_start_ms: i64) -> Value {
-    let body = std::fs::read(sample(sample_name)).expect("read sample");
-    let url = server.api(&format!(
-        "/streams/{stream}/ingest?producer_start={producer_start_ms}"
-    ));
-    let r = client().put(&url).body(body).send().expect("PUT ingest");
-    let status = r.status();
-    let text = r.text().unwrap_or_default();
-    assert!(status.is_success(), "upload {url}: {status} {text}");
-    serde_json::from_str(&text).expect("upload summary JSON")
-}
 
 fn ffprobe_duration(path: &Path) -> f64 {
     let out = Command::new("ffprobe")

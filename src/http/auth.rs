@@ -2,8 +2,8 @@
 //! tokens (HMAC-signed, expiring, for one stream) that let a plain `<video src>` or VLC play
 //! with a single URL.
 //!
-//! One middleware decides every request before its handler runs, from the method and path
-//! alone ([`classify`]): `/healthz`, the UI and the OpenAPI document are open; `/metrics`,
+//! One middleware decides every request before its handler runs, from the method and the route
+//! the router matched ([`classify`]): `/healthz`, the UI and the OpenAPI document are open; `/metrics`,
 //! stream create/update/delete, holds changes, retention and the all-streams event feed are for
 //! admins; ingest is for producers of the stream; reads and playback are for viewers of the
 //! stream, or for anyone with a valid playback token for it (`?token=`). Stream lists are
@@ -12,10 +12,14 @@
 //!
 //! Keys arrive as `Authorization: Bearer <key>` or HTTP Basic (the password is the key; the
 //! user name is ignored, or is the key when the password is empty). Keys are held only as
-//! SHA-256 digests and compared in constant time.
+//! SHA-256 digests and compared in constant time (`subtle`); tokens are HMAC-SHA256 (`hmac`)
+//! under a secret from the config or, without one, from the OS (`getrandom`). Expiry is read
+//! from the server's injectable clock.
 
 use super::params;
+use super::route::{Matched, RouteKind};
 use super::AppState;
+use crate::clock::SharedClock;
 use crate::config::{AuthConfig, Config, Role};
 use crate::error::{Error, Kind, Result};
 use crate::stream_name::validate_stream_name;
@@ -27,9 +31,12 @@ use axum::{Extension, Json};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use bytes::Bytes;
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use subtle::ConstantTimeEq;
+
+type HmacSha256 = Hmac<Sha256>;
 
 /// Domain separation for token signatures (a token can never be mistaken for another MAC).
 const TOKEN_CONTEXT: &[u8] = b"tapedeck playback token v1|";
@@ -73,9 +80,11 @@ pub struct Auth {
     secret: Vec<u8>,
     default_secs: u64,
     max_secs: u64,
+    /// Token expiry is judged, and set, by this clock (the store's).
+    clock: SharedClock,
 }
 
-/// What a request needs, decided from its method and path.
+/// What a request needs, decided from its method and route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Need {
     Open,
@@ -115,7 +124,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PlaybackQuery {
 }
 
 impl Auth {
-    pub fn new(config: &AuthConfig) -> Auth {
+    pub fn new(config: &AuthConfig, clock: SharedClock) -> Auth {
         let keys = config
             .keys
             .iter()
@@ -154,7 +163,13 @@ impl Auth {
             secret,
             default_secs: config.token_default_secs.min(config.token_max_secs),
             max_secs: config.token_max_secs,
+            clock,
         }
+    }
+
+    /// Now, in Unix milliseconds (0 before the epoch).
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.now_us() / 1000).unwrap_or(0)
     }
 
     /// Whether requests are checked at all (keys are configured).
@@ -193,7 +208,7 @@ impl Auth {
         // Every key is compared (no early exit), each comparison in constant time.
         let mut found = None;
         for k in &self.keys {
-            if ct_eq(&k.digest, &digest) && found.is_none() {
+            if bool::from(k.digest.ct_eq(&digest)) && found.is_none() {
                 found = Some(k);
             }
         }
@@ -203,7 +218,7 @@ impl Auth {
     /// Signs a token for `stream` valid until `expires_ms` (Unix milliseconds).
     pub fn sign(&self, stream: &str, expires_ms: u64) -> String {
         let payload = format!("{stream}|{expires_ms}");
-        let mac = self.mac(payload.as_bytes());
+        let mac = self.mac(payload.as_bytes()).finalize().into_bytes();
         format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(payload),
@@ -211,10 +226,13 @@ impl Auth {
         )
     }
 
-    fn mac(&self, payload: &[u8]) -> [u8; 32] {
-        let mut msg = TOKEN_CONTEXT.to_vec();
-        msg.extend_from_slice(payload);
-        hmac_sha256(&self.secret, &msg)
+    /// The MAC of `TOKEN_CONTEXT` followed by the payload.
+    fn mac(&self, payload: &[u8]) -> HmacSha256 {
+        let mut mac =
+            HmacSha256::new_from_slice(&self.secret).expect("HMAC takes keys of any size");
+        mac.update(TOKEN_CONTEXT);
+        mac.update(payload);
+        mac
     }
 
     /// Checks a token against the stream it is used on; 403 naming why when it is no good.
@@ -224,7 +242,8 @@ impl Auth {
         let (payload, mac) = token.split_once('.').ok_or_else(forged)?;
         let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| forged())?;
         let mac = URL_SAFE_NO_PAD.decode(mac).map_err(|_| forged())?;
-        if !ct_eq(&self.mac(&payload), &mac) {
+        // `verify_slice` compares in constant time.
+        if self.mac(&payload).verify_slice(&mac).is_err() {
             return Err(forged());
         }
         let payload = String::from_utf8(payload).map_err(|_| forged())?;
@@ -258,7 +277,7 @@ impl Auth {
         // A token applies to reads of its own stream only.
         let token_check = match (need, token) {
             (Need::Read(s) | Need::Describe(s), Some(t)) => Some(
-                self.verify(t, s, now_ms())
+                self.verify(t, s, self.now_ms())
                     .map(|()| PlaybackToken(t.to_string())),
             ),
             _ => None,
@@ -321,35 +340,49 @@ impl Need {
     }
 }
 
-/// What a request needs, from its method and path (the full path, `/api/v1/...`). Anything
-/// under `/api/v1` not recognised here is for admins, so a new route is closed until it is
-/// given a place.
-pub fn classify(method: &Method, path: &str) -> Need {
-    let Some(rest) = path.strip_prefix("/api/v1/") else {
-        return if path == "/metrics" {
-            Need::Admin
-        } else {
-            Need::Open
-        };
-    };
+/// What a request needs, from its method and the route it matched. A path under `/api/v1` that
+/// no route takes is for admins (everyone else learns nothing from it), and so is any route
+/// or method not placed here: a new route is closed until it is given a place.
+/// A stream route whose `{name}` does not decode is for admins too (no handler takes it).
+pub fn classify(method: &Method, route: &Matched) -> Need {
+    use RouteKind as K;
     let read = method == Method::GET || method == Method::HEAD;
-    let segs: Vec<&str> = rest.split('/').collect();
-    let stream = |raw: &str| percent_decode(raw);
-    match segs.as_slice() {
-        ["openapi.json"] if read => Need::Open,
-        ["streams"] if read => Need::List,
-        ["streams", name, tail @ ..] => {
-            let Some(name) = stream(name) else {
-                return Need::Admin;
-            };
-            match tail {
-                [] if read => Need::Describe(name),
-                ["ingest"] | ["ingest", _] => Need::Ingest(name),
-                ["playback-tokens"] => Need::MintToken(name),
-                [_, ..] if read => Need::Read(name),
-                _ => Need::Admin,
-            }
+    let of_stream = |need: fn(String) -> Need| route.stream.clone().map_or(Need::Admin, need);
+    match route.kind {
+        K::Health | K::Ready | K::UiPage | K::UiAsset | K::Unknown => Need::Open,
+        K::Metrics | K::AllEvents | K::Retention | K::RetentionSweep | K::UnknownApi => Need::Admin,
+        K::OpenApi if read => Need::Open,
+        K::Streams if read => Need::List,
+        K::OpenApi | K::Streams => Need::Admin,
+        K::Stream if read => of_stream(Need::Describe),
+        K::Ingest | K::IngestFile => of_stream(Need::Ingest),
+        K::PlaybackTokens => of_stream(Need::MintToken),
+        // Reads of the stream's media and index.
+        K::Sessions
+        | K::Fragments
+        | K::Fragment
+        | K::Init
+        | K::Timeline
+        | K::Holds
+        | K::Hold
+        | K::Follow
+        | K::StreamEvents
+        | K::Clip
+        | K::FrameJpg
+        | K::FramePng
+        | K::LatestJpg
+        | K::Frames
+        | K::HlsInit
+        | K::HlsSegment
+        | K::HlsPart
+        | K::MasterPlaylist
+        | K::LivePlaylist
+        | K::ArchivePlaylist
+            if read =>
+        {
+            of_stream(Need::Read)
         }
+        // Changes to a stream (update, delete, holds): admins.
         _ => Need::Admin,
     }
 }
@@ -362,9 +395,12 @@ const REQUESTED_WITH: &str = "x-requested-with";
 
 /// The middleware: decides, then runs the handler (filtering stream lists for non-admins).
 pub async fn middleware(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> Response {
-    // The full path: this layer sits on the outer router, before `/api/v1` is stripped.
     let path = req.uri().path().to_string();
-    let need = classify(req.method(), &path);
+    let need = match req.extensions().get::<Matched>() {
+        Some(route) => classify(req.method(), route),
+        // Not attached: a router built without route::attach; closed rather than open.
+        None => Need::Admin,
+    };
     let token = req.uri().query().and_then(|q| query_param(q, "token"));
     let from_script = req.headers().contains_key(REQUESTED_WITH);
     let (token, filter) = match auth.decide(&need, req.headers(), token.as_deref()) {
@@ -470,7 +506,7 @@ pub async fn create_token(
         )));
     }
     state.store.require_stream(&name).await?;
-    let expires_ms = now_ms() + secs * 1000;
+    let expires_ms = auth.now_ms() + secs * 1000;
     let token = auth.sign(&name, expires_ms);
     Ok((
         axum::http::StatusCode::CREATED,
@@ -510,62 +546,16 @@ pub fn check_exposure(config: &Config) -> Result<()> {
     )))
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+/// Bytes of the token secret drawn when the config sets none: HMAC-SHA256's block-sized key
+/// is longer than needed; 32 bytes is the hash's own strength.
+const RANDOM_SECRET_BYTES: usize = 32;
 
-/// 32 bytes from the OS.
+/// A token secret from the OS. Without the OS's random source there is no safe secret, and
+/// tokens signed without one could be forged: the server does not start.
 fn random_secret() -> Vec<u8> {
-    use std::io::Read;
-    let mut buf = vec![0u8; 32];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .is_ok();
-    if !ok {
-        // Without /dev/urandom: std's randomly keyed hasher (seeded from the OS) and the time.
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = Sha256::new();
-        for i in 0..8u64 {
-            let mut s = std::collections::hash_map::RandomState::new().build_hasher();
-            s.write_u64(i);
-            h.update(s.finish().to_le_bytes());
-        }
-        h.update(format!("{:?}{}", SystemTime::now(), std::process::id()));
-        buf = h.finalize().to_vec();
-    }
+    let mut buf = vec![0u8; RANDOM_SECRET_BYTES];
+    getrandom::fill(&mut buf).expect("the OS random source is unavailable");
     buf
-}
-
-/// HMAC-SHA256 (RFC 2104).
-pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let ipad = block.map(|b| b ^ 0x36);
-    let opad = block.map(|b| b ^ 0x5c);
-    let inner = Sha256::new()
-        .chain_update(ipad)
-        .chain_update(msg)
-        .finalize();
-    Sha256::new()
-        .chain_update(opad)
-        .chain_update(inner)
-        .finalize()
-        .into()
-}
-
-/// Equality whose time depends only on the lengths.
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y));
-    std::hint::black_box(diff) == 0
 }
 
 /// `*` matches any run of characters (including none); everything else matches itself.
@@ -602,40 +592,34 @@ fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Percent-decoding as the router does for path segments; `None` when not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
-/// One parameter of a query string (form-decoded).
+/// One parameter of a query string, form-decoded (`+` is a space); empty when its value does
+/// not decode to UTF-8.
 fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then(|| percent_decode(&v.replace('+', " ")).unwrap_or_default())
+        (k == name).then(|| {
+            percent_encoding::percent_decode_str(&v.replace('+', " "))
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .unwrap_or_default()
+        })
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SimulatedClock;
+    use crate::http::route::matched_for_test;
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+        let mut mac = HmacSha256::new_from_slice(key).unwrap();
+        mac.update(msg);
+        mac.finalize().into_bytes().to_vec()
     }
 
     #[test]
@@ -657,6 +641,59 @@ mod tests {
         );
     }
 
+    /// Tokens signed before the move to the `hmac` crate still verify: the same bytes are
+    /// signed the same way (this value is from an independent HMAC implementation).
+    #[test]
+    fn token_text_is_stable() {
+        let auth = Auth::new(
+            &AuthConfig {
+                token_secret: Some("0123456789abcdef".into()),
+                ..AuthConfig::default()
+            },
+            Arc::new(SimulatedClock::new(0)),
+        );
+        assert_eq!(
+            auth.sign("cam1", 10_000),
+            "Y2FtMXwxMDAwMA.izOoDwoGVt9Jzs62BoMMbKc_PpxKqXdyeMbJtSwrAPk"
+        );
+    }
+
+    /// Expiry is judged by the server's clock, not the system's.
+    #[test]
+    fn expiry_reads_the_injected_clock() {
+        let clock = Arc::new(SimulatedClock::new(9_000_000));
+        let auth = Auth::new(
+            &AuthConfig {
+                token_secret: Some("0123456789abcdef".into()),
+                ..AuthConfig::default()
+            },
+            clock.clone(),
+        );
+        let t = auth.sign("cam1", 10_000);
+        let need = Need::Read("cam1".into());
+        assert!(auth
+            .decide(&need, &HeaderMap::new(), Some(&t))
+            .unwrap()
+            .0
+            .is_some());
+        clock.advance_us(1_000_000);
+        assert!(auth
+            .decide(&need, &HeaderMap::new(), Some(&t))
+            .unwrap()
+            .0
+            .is_none());
+    }
+
+    #[test]
+    fn query_params_are_form_decoded() {
+        assert_eq!(
+            query_param("a=1&token=x%2Fy+z", "token").as_deref(),
+            Some("x/y z")
+        );
+        assert_eq!(query_param("token=%ff", "token").as_deref(), Some(""));
+        assert_eq!(query_param("tokens=1", "token"), None);
+    }
+
     #[test]
     fn globs() {
         assert!(glob_match("cam*", "cam1"));
@@ -674,6 +711,7 @@ mod tests {
     fn classifies() {
         let g = Method::GET;
         let s = |n: &str| n.to_string();
+        let classify = |m: &Method, path: &str| classify(m, &matched_for_test(path));
         assert_eq!(classify(&g, "/healthz"), Need::Open);
         assert_eq!(classify(&g, "/"), Need::Open);
         assert_eq!(classify(&g, "/metrics"), Need::Admin);
@@ -701,12 +739,38 @@ mod tests {
         );
     }
 
+    /// Methods a route does not take, paths no route takes, and names that do not decode.
+    #[test]
+    fn classifies_what_no_handler_takes() {
+        let classify = |m: &Method, path: &str| classify(m, &matched_for_test(path));
+        let s = |n: &str| n.to_string();
+        assert_eq!(
+            classify(&Method::DELETE, "/api/v1/streams/a/hls/live.m3u8"),
+            Need::Admin
+        );
+        assert_eq!(
+            classify(&Method::GET, "/api/v1/streams/a/ingest"),
+            Need::Ingest(s("a"))
+        );
+        assert_eq!(
+            classify(&Method::HEAD, "/api/v1/streams/a/holds"),
+            Need::Read(s("a"))
+        );
+        assert_eq!(classify(&Method::GET, "/api/v1/streams/%ff"), Need::Admin);
+        assert_eq!(classify(&Method::GET, "/api/v1/nope"), Need::Admin);
+        assert_eq!(classify(&Method::POST, "/metrics"), Need::Admin);
+        assert_eq!(classify(&Method::GET, "/favicon.ico"), Need::Open);
+    }
+
     #[test]
     fn tokens_verify() {
-        let auth = Auth::new(&AuthConfig {
-            token_secret: Some("0123456789abcdef".into()),
-            ..AuthConfig::default()
-        });
+        let auth = Auth::new(
+            &AuthConfig {
+                token_secret: Some("0123456789abcdef".into()),
+                ..AuthConfig::default()
+            },
+            Arc::new(SimulatedClock::new(0)),
+        );
         let t = auth.sign("cam1", 10_000);
         auth.verify(&t, "cam1", 9_999).unwrap();
         assert_eq!(

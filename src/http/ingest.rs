@@ -141,7 +141,7 @@ pub async fn segment_file(
 ) -> Result<Response> {
     validate_stream_name(&name)?;
     let _slot = state.limits.ingest_slot()?;
-    // Queued before any await: files are processed in arrival order (see ingest/segments.rs).
+    // Queued before any await: files are processed in arrival order (see ingest/segment_files.rs).
     let task = state.ingest.segment_file(
         &name,
         &file,

@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus text exposition of what the server is doing, and the middleware
 //! that counts playback requests and the bytes they are sent.
 
+use super::route::{Matched, RouteKind};
 use super::AppState;
 use crate::error::{Error, Result};
 use crate::metrics::{Exposition, IngestSnapshot, Metrics, PlaybackKind, Type};
@@ -16,24 +17,44 @@ use std::task::{Context, Poll};
 /// Streams listed per scrape (every stream, in practice).
 const MAX_STREAMS: u32 = 100_000;
 
-/// The playback kind of a request, from its method and path; `None` for everything else.
-fn playback_kind(method: &Method, path: &str) -> Option<PlaybackKind> {
+/// The playback kind of a request, from its method and the route it matched; `None` for
+/// everything else. Exhaustive, so a new route does not compile until it is placed here.
+fn playback_kind(method: &Method, route: RouteKind) -> Option<PlaybackKind> {
+    use RouteKind as K;
     if method != Method::GET && method != Method::HEAD {
         return None;
     }
-    let rest = path.strip_prefix("/api/v1/streams/")?;
-    let (_name, tail) = rest.split_once('/')?;
-    let segs: Vec<&str> = tail.split('/').collect();
-    Some(match segs.as_slice() {
-        ["hls", "master.m3u8" | "live.m3u8" | "archive.m3u8"] => PlaybackKind::Playlist,
-        ["hls", "init", _] | ["inits", _] => PlaybackKind::Init,
-        ["hls", "segments", _] => PlaybackKind::Segment,
-        ["hls", "parts", _] => PlaybackKind::Part,
-        ["fragments", _] => PlaybackKind::Fragment,
-        ["clip.mp4"] => PlaybackKind::Clip,
-        ["media"] => PlaybackKind::Follow,
-        ["frame.jpg" | "frame.png" | "latest.jpg" | "frames"] => PlaybackKind::Frame,
-        _ => return None,
+    Some(match route {
+        K::MasterPlaylist | K::LivePlaylist | K::ArchivePlaylist => PlaybackKind::Playlist,
+        K::HlsInit | K::Init => PlaybackKind::Init,
+        K::HlsSegment => PlaybackKind::Segment,
+        K::HlsPart => PlaybackKind::Part,
+        K::Fragment => PlaybackKind::Fragment,
+        K::Clip => PlaybackKind::Clip,
+        K::Follow => PlaybackKind::Follow,
+        K::FrameJpg | K::FramePng | K::LatestJpg | K::Frames => PlaybackKind::Frame,
+        K::Health
+        | K::Ready
+        | K::Metrics
+        | K::UiPage
+        | K::UiAsset
+        | K::OpenApi
+        | K::Streams
+        | K::Stream
+        | K::Sessions
+        | K::Ingest
+        | K::IngestFile
+        | K::Fragments
+        | K::Timeline
+        | K::Holds
+        | K::Hold
+        | K::StreamEvents
+        | K::AllEvents
+        | K::Retention
+        | K::RetentionSweep
+        | K::PlaybackTokens
+        | K::UnknownApi
+        | K::Unknown => return None,
     })
 }
 
@@ -45,7 +66,8 @@ pub async fn count_playback(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let Some(kind) = playback_kind(req.method(), req.uri().path()) else {
+    let route = req.extensions().get::<Matched>().map(|m| m.kind);
+    let Some(kind) = route.and_then(|route| playback_kind(req.method(), route)) else {
         return next.run(req).await;
     };
     let resp = next.run(req).await;
@@ -316,11 +338,12 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::route::matched_for_test;
 
     #[test]
     fn classifies_playback_paths() {
         let g = Method::GET;
-        let k = |p: &str| playback_kind(&g, p);
+        let k = |p: &str| playback_kind(&g, matched_for_test(p).kind);
         assert_eq!(
             k("/api/v1/streams/a/hls/live.m3u8"),
             Some(PlaybackKind::Playlist)
@@ -355,7 +378,10 @@ mod tests {
         assert_eq!(k("/api/v1/streams/a/timeline"), None);
         assert_eq!(k("/metrics"), None);
         assert_eq!(
-            playback_kind(&Method::PUT, "/api/v1/streams/a/ingest"),
+            playback_kind(
+                &Method::PUT,
+                matched_for_test("/api/v1/streams/a/ingest").kind
+            ),
             None
         );
     }

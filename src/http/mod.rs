@@ -21,6 +21,7 @@ mod peer;
 pub mod range;
 mod read_ahead;
 mod refusal_log;
+mod route;
 mod startup;
 mod streams;
 mod timeline;
@@ -28,6 +29,7 @@ mod ui;
 
 pub use error::status_of;
 pub use peer::PeerInfo;
+pub use route::{Matched, RouteKind};
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -57,95 +59,212 @@ pub struct AppState {
     pub limits: Arc<limits::Limits>,
     pub config: Config,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The clock the store was opened with, for code that needs the time without the store
+    /// (playback-token expiry).
+    pub clock: SharedClock,
 }
 
-/// A router that also keeps the paths of its routes: axum cannot list a router's routes, and
-/// the 404 hint (not_found.rs) must only ever name real ones.
+/// Where the API is nested; the routes outside it are probes, metrics and the web UI.
+const API_PREFIX: &str = "/api/v1";
+
+/// A router that also keeps the template and [`RouteKind`] of each of its routes: axum cannot
+/// list a router's routes, the 404 hint (not_found.rs) must only ever name real ones, and auth
+/// and metrics decide from the kind (route.rs).
 struct Routes {
     router: Router<AppState>,
-    paths: Vec<String>,
+    templates: Vec<(String, RouteKind)>,
 }
 
 impl Routes {
     fn new() -> Routes {
         Routes {
             router: Router::new(),
-            paths: Vec::new(),
+            templates: Vec::new(),
         }
     }
 
-    fn route(mut self, path: &str, method_router: MethodRouter<AppState>) -> Routes {
-        self.paths.push(path.to_string());
+    fn route(
+        mut self,
+        path: &str,
+        kind: RouteKind,
+        method_router: MethodRouter<AppState>,
+    ) -> Routes {
+        self.templates.push((path.to_string(), kind));
         self.router = self.router.route(path, method_router);
         self
     }
 
     fn merge(mut self, other: Routes) -> Routes {
-        self.paths.extend(other.paths);
+        self.templates.extend(other.templates);
         self.router = self.router.merge(other.router);
+        self
+    }
+
+    fn nest(mut self, prefix: &str, other: Routes) -> Routes {
+        self.templates.extend(
+            other
+                .templates
+                .into_iter()
+                .map(|(path, kind)| (format!("{prefix}{path}"), kind)),
+        );
+        self.router = self.router.nest(prefix, other.router);
         self
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// Every route, its handlers and its kind; [`router`] adds the middleware and the state.
+fn routes() -> Routes {
+    use RouteKind as K;
     let api = Routes::new()
-        .route("/openapi.json", get(openapi::document))
-        .route("/streams", get(streams::list).post(streams::create))
+        .route("/openapi.json", K::OpenApi, get(openapi::document))
+        .route(
+            "/streams",
+            K::Streams,
+            get(streams::list).post(streams::create),
+        )
         .route(
             "/streams/{name}",
+            K::Stream,
             get(streams::describe)
                 .patch(streams::update)
                 .delete(streams::delete),
         )
-        .route("/streams/{name}/sessions", get(streams::sessions))
+        .route(
+            "/streams/{name}/sessions",
+            K::Sessions,
+            get(streams::sessions),
+        )
         .route(
             "/streams/{name}/ingest",
+            K::Ingest,
             put(ingest::upload).post(ingest::upload),
         )
         .route(
             "/streams/{name}/ingest/{file}",
+            K::IngestFile,
             put(ingest::segment_file)
                 .post(ingest::segment_file)
                 .delete(ingest::delete_file),
         )
-        .route("/streams/{name}/fragments", get(fragments::list))
-        .route("/streams/{name}/fragments/{number}", get(fragments::bytes))
-        .route("/streams/{name}/inits/{id}", get(fragments::init))
-        .route("/streams/{name}/timeline", get(timeline::timeline))
+        .route(
+            "/streams/{name}/fragments",
+            K::Fragments,
+            get(fragments::list),
+        )
+        .route(
+            "/streams/{name}/fragments/{number}",
+            K::Fragment,
+            get(fragments::bytes),
+        )
+        .route("/streams/{name}/inits/{id}", K::Init, get(fragments::init))
+        .route(
+            "/streams/{name}/timeline",
+            K::Timeline,
+            get(timeline::timeline),
+        )
         .route(
             "/streams/{name}/holds",
+            K::Holds,
             get(holds::list).post(holds::create),
         )
         .route(
             "/streams/{name}/holds/{id}",
+            K::Hold,
             axum::routing::delete(holds::delete),
         )
-        .route("/streams/{name}/media", get(analytics::media))
-        .route("/streams/{name}/events", get(analytics::stream_events))
-        .route("/events", get(analytics::all_events))
-        .route("/retention", get(holds::status))
-        .route("/retention/sweep", axum::routing::post(holds::sweep_now))
-        .route("/streams/{name}/clip.mp4", get(clip::clip))
-        .route("/streams/{name}/frame.jpg", get(frames::frame_jpg))
-        .route("/streams/{name}/frame.png", get(frames::frame_png))
-        .route("/streams/{name}/latest.jpg", get(frames::latest_jpg))
-        .route("/streams/{name}/frames", get(frames::frames))
-        .route("/streams/{name}/hls/init/{file}", get(hls::init))
-        .route("/streams/{name}/hls/segments/{file}", get(hls::segment))
-        .route("/streams/{name}/hls/parts/{file}", get(hls::part))
+        .route("/streams/{name}/media", K::Follow, get(analytics::media))
+        .route(
+            "/streams/{name}/events",
+            K::StreamEvents,
+            get(analytics::stream_events),
+        )
+        .route("/events", K::AllEvents, get(analytics::all_events))
+        .route("/retention", K::Retention, get(holds::status))
+        .route(
+            "/retention/sweep",
+            K::RetentionSweep,
+            axum::routing::post(holds::sweep_now),
+        )
+        .route("/streams/{name}/clip.mp4", K::Clip, get(clip::clip))
+        .route(
+            "/streams/{name}/frame.jpg",
+            K::FrameJpg,
+            get(frames::frame_jpg),
+        )
+        .route(
+            "/streams/{name}/frame.png",
+            K::FramePng,
+            get(frames::frame_png),
+        )
+        .route(
+            "/streams/{name}/latest.jpg",
+            K::LatestJpg,
+            get(frames::latest_jpg),
+        )
+        .route("/streams/{name}/frames", K::Frames, get(frames::frames))
+        .route(
+            "/streams/{name}/hls/init/{file}",
+            K::HlsInit,
+            get(hls::init),
+        )
+        .route(
+            "/streams/{name}/hls/segments/{file}",
+            K::HlsSegment,
+            get(hls::segment),
+        )
+        .route(
+            "/streams/{name}/hls/parts/{file}",
+            K::HlsPart,
+            get(hls::part),
+        )
         .route(
             "/streams/{name}/playback-tokens",
+            K::PlaybackTokens,
             axum::routing::post(auth::create_token),
         );
     let mut playlists = Routes::new()
-        .route("/streams/{name}/hls/master.m3u8", get(hls::master))
-        .route("/streams/{name}/hls/live.m3u8", get(hls::live))
-        .route("/streams/{name}/hls/archive.m3u8", get(hls::archive));
+        .route(
+            "/streams/{name}/hls/master.m3u8",
+            K::MasterPlaylist,
+            get(hls::master),
+        )
+        .route(
+            "/streams/{name}/hls/live.m3u8",
+            K::LivePlaylist,
+            get(hls::live),
+        )
+        .route(
+            "/streams/{name}/hls/archive.m3u8",
+            K::ArchivePlaylist,
+            get(hls::archive),
+        );
     // Playlists are text that compresses well (Apple requires gzip for them).
     playlists.router = playlists
         .router
         .layer(tower_http::compression::CompressionLayer::new());
     let api = api.merge(playlists);
+    let top = Routes::new()
+        .route("/healthz", K::Health, get(|| async { "ok\n" }))
+        .route("/readyz", K::Ready, get(health::readyz))
+        .route("/metrics", K::Metrics, get(metrics::metrics))
+        .route("/", K::UiPage, get(ui::index))
+        .route("/ui/{*path}", K::UiAsset, get(ui::asset));
+    top.nest(API_PREFIX, api)
+}
+
+/// Every route template (full path) and its kind.
+#[cfg(test)]
+pub(crate) fn route_templates() -> Vec<(String, RouteKind)> {
+    routes().templates
+}
+
+pub fn router(state: AppState) -> Router {
+    let Routes { router, templates } = routes();
+    let mut known: Vec<String> = templates.iter().map(|(path, _)| path.clone()).collect();
+    // Shortest first: the listing in a 404 reads from the top of the tree down.
+    known.sort_by_key(|p| (p.matches('/').count(), p.clone()));
+    let known = Arc::new(known);
+    let table = Arc::new(route::RouteTable::new(&templates, API_PREFIX));
     // Reads may come from players on other origins (hls.js fetches with XHR).
     let cors = CorsLayer::new()
         .allow_origin(Any)
@@ -161,22 +280,9 @@ pub fn router(state: AppState) -> Router {
             header::HeaderName::from_static("x-tapedeck-fragment"),
             header::HeaderName::from_static("x-tapedeck-first-fragment"),
         ]);
-    let auth = Arc::new(auth::Auth::new(&state.config.auth));
+    let auth = Arc::new(auth::Auth::new(&state.config.auth, state.clock.clone()));
     let body_timeout = Duration::from_secs(state.config.limits.body_read_timeout_secs.max(1));
-    let top = Routes::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::metrics))
-        .route("/", get(ui::index))
-        .route("/ui/{*path}", get(ui::asset));
-    let mut known = top.paths;
-    known.extend(api.paths.iter().map(|p| format!("/api/v1{p}")));
-    // Shortest first: the listing in a 404 reads from the top of the tree down.
-    known.sort_by_key(|p| (p.matches('/').count(), p.clone()));
-    let known = Arc::new(known);
-    let api = api.router;
-    top.router
-        .nest("/api/v1", api)
+    router
         .fallback(move |uri: axum::http::Uri| {
             let known = known.clone();
             async move { not_found::error(&known, uri.path(), uri.query()) }
@@ -187,6 +293,8 @@ pub fn router(state: AppState) -> Router {
             state.metrics.clone(),
             metrics::count_playback,
         ))
+        // Outside auth and metrics, which read the route it attaches.
+        .layer(axum::middleware::from_fn_with_state(table, route::attach))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             body_timeout,
         ))
@@ -214,7 +322,7 @@ pub async fn serve_on(
     let addr = listener.local_addr()?;
     // Serves from now on: probes are answered while recovery runs, other requests wait for it.
     let (serving, store) =
-        startup::serve_while_opening(listener, &config, clock, &shutdown).await?;
+        startup::serve_while_opening(listener, &config, clock.clone(), &shutdown).await?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let ingest = Ingest::new(
         store.clone(),
@@ -240,6 +348,7 @@ pub async fn serve_on(
         limits: Arc::new(limits::Limits::new(&config.limits)),
         config: config.clone(),
         metrics,
+        clock,
     });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "tapedeck serving");
     // Tests and scripts read this line to learn the port when listening on port 0.

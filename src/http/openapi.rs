@@ -28,22 +28,23 @@ mod tests {
     use serde_json::Value;
     use std::collections::BTreeSet;
 
-    /// `METHOD /path` for every route in `router()`, read from the source of `mod.rs`.
+    /// `METHOD /path` for every route in `routes()`, read from the source of `mod.rs`.
     ///
-    /// Why parse source: axum cannot list a router's routes (and `Routes` keeps paths, not
-    /// methods). The routes before `let top = Routes::new()` in `router()` are nested under
+    /// Why parse source: axum cannot list a router's routes (and `Routes` keeps templates and kinds, not
+    /// methods). The routes before `let top = Routes::new()` in `routes()` are nested under
     /// `/api/v1` (asserted below); `{*rest}` wildcards are written `{rest}` in OpenAPI.
     fn router_routes() -> BTreeSet<String> {
         let src = include_str!("mod.rs");
-        let start = src.find("pub fn router(").expect("router() in mod.rs");
+        let start = src.find("fn routes(").expect("routes() in mod.rs");
         let body = &src[start..];
-        let body = &body[..body.find("\n}\n").expect("end of router()")];
+        let body = &body[..body.find("\n}\n").expect("end of routes()")];
         let outer = body
             .rfind("let top = Routes::new()")
             .expect("the outer routes: let top = Routes::new()");
         assert!(
-            body[outer..].contains(".nest(\"/api/v1\", api)"),
-            "router() no longer nests the inner routers at /api/v1; update this test"
+            body[outer..].contains(".nest(API_PREFIX, api)")
+                && src.contains("API_PREFIX: &str = \"/api/v1\""),
+            "routes() no longer nests the inner routers at /api/v1; update this test"
         );
         let mut out = BTreeSet::new();
         let mut rest = body;

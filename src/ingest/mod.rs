@@ -1,14 +1,15 @@
 //! Producer sessions: HTTP body -> fMP4 splitter -> store, with acks and limits.
 //! Two ways in: one long upload per session (`upload.rs`) and a series of segment files as
-//! ffmpeg's HLS and DASH muxers PUT them (`segments.rs`).
+//! ffmpeg's HLS and DASH muxers PUT them (`segment_files.rs`). Both feed a session
+//! (`session.rs`), which places each fragment on the stream's timeline (`placement.rs`, pure).
 
+pub mod placement;
 mod registry;
-mod segments;
+mod segment_files;
 mod session;
-pub mod timeline;
 mod upload;
 
-pub use segments::SegmentOutcome;
+pub use segment_files::SegmentOutcome;
 pub use session::{fragment_json, Summary};
 pub use upload::{UploadOutcome, UploadParams};
 
@@ -30,7 +31,7 @@ struct Inner {
     store: Store,
     config: Config,
     registry: Registry,
-    series: Mutex<HashMap<String, Arc<segments::SeriesSlot>>>,
+    series: Mutex<HashMap<String, Arc<segment_files::SeriesSlot>>>,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 }

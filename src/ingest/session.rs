@@ -7,7 +7,7 @@
 //! refused before it carried media (a progressive MP4, garbage, a bad init) leaves no stream
 //! and no session behind.
 
-use super::timeline::{Anchor, Placement, SessionTimeline, TrackSpan};
+use super::placement::{Anchor, Placement, SessionTimeline, TrackSpan};
 use super::Ingest;
 use crate::error::{Error, Kind, Result};
 use crate::fmp4::{self, Event, InitFacts, RawFragment};

@@ -1,9 +1,11 @@
 //! The HLS service: reads index rows from the store, groups them into segments and renders
-//! playlists (pure, `playlist.rs`); serves segment, part and init bytes; holds blocking playlist
-//! reloads and preload-hinted parts until the media exists.
+//! playlists (pure: `playlist.rs`, and `window.rs` for the live window); serves segment, part
+//! and init bytes; holds blocking playlist reloads and preload-hinted parts until the media
+//! exists.
 
-use super::playlist::{self, Kind, MediaPlaylist, Variant};
-use super::segments::{group_segments, Segment};
+use super::playlist::{self, Kind, Variant};
+use super::segments::{group_segments, one_fragment_per_segment, Segment};
+use super::window::{self, LiveTiming, LiveView};
 use crate::config::HlsConfig;
 use crate::error::{Error, Result};
 use crate::store::{FragmentRow, Store, StoreEvent, StreamRow};
@@ -18,28 +20,6 @@ const MEMORY_SEGMENTS: usize = 20_000;
 const ARCHIVE_PAGE_ROWS: u32 = 5000;
 /// Rows read for a live window; far more than any window needs.
 const LIVE_WINDOW_ROWS: u32 = 4000;
-/// Whether the producer's current session sends one fragment per GOP (every fragment starts
-/// with a keyframe), so each new fragment is a complete segment the moment it is durable.
-///
-/// While a producer is connected the newest segment may otherwise still grow (the next
-/// fragment, if it is not a keyframe, joins it), so it is published as LL-HLS parts only and
-/// listed (and served) as a segment once complete: an MSN never changes its URI or duration.
-/// The first fragment of a session is such an open segment until the second one shows which
-/// kind of producer this is.
-fn gop_fragments(segments: &[Segment]) -> bool {
-    let Some(last) = segments.last() else {
-        return false;
-    };
-    let session: Vec<&Segment> = segments
-        .iter()
-        .rev()
-        .take_while(|s| s.session_id == last.session_id && s.disc_seq == last.disc_seq)
-        .collect();
-    session.len() >= 2 && session.iter().all(|s| s.parts.len() == 1)
-}
-
-/// The smallest target duration announced before any segment of a stream is complete.
-const GUESSED_TARGET_DURATION_S: u64 = 2;
 /// How long a live playlist request waits for a new stream's first complete segment.
 const FIRST_SEGMENT_WAIT: Duration = Duration::from_secs(10);
 /// Recent segments measured for the master playlist's BANDWIDTH.
@@ -47,13 +27,6 @@ const BANDWIDTH_SEGMENTS: i64 = 30;
 
 /// Whether a producer is connected to the stream right now (asked again while a request waits).
 pub type Connected = Arc<dyn Fn() -> bool + Send + Sync>;
-
-/// Live playlist values that must not change for a playlist's life: they only ever grow.
-#[derive(Debug, Clone, Copy, Default)]
-struct LiveTiming {
-    target_duration_s: u64,
-    part_target_us: i64,
-}
 
 pub struct Hls {
     store: Store,
@@ -117,31 +90,6 @@ pub struct Blocking {
     pub part: Option<i64>,
 }
 
-struct LiveView {
-    segments: Vec<Segment>,
-    /// Complete segments in `segments`.
-    complete: usize,
-    last_open: bool,
-    timing: LiveTiming,
-    newest_seq: i64,
-    /// LL-HLS parts can be listed: no segment in the window interleaves one moof per track.
-    parts: bool,
-}
-
-impl LiveView {
-    /// Whether the playlist holds segment `msn` (complete), or part `part` of it, or later.
-    fn satisfies(&self, msn: i64, part: Option<i64>) -> bool {
-        let n = self.segments.len();
-        self.segments.iter().enumerate().any(|(i, s)| {
-            let complete = !(self.last_open && i + 1 == n);
-            match part.filter(|_| self.parts) {
-                None => complete && s.seq >= msn,
-                Some(p) => s.seq > msn || (s.seq == msn && (complete || s.parts.len() as i64 > p)),
-            }
-        })
-    }
-}
-
 impl Hls {
     pub fn new(store: Store, config: HlsConfig) -> Hls {
         Hls {
@@ -174,76 +122,20 @@ impl Hls {
             .store
             .fragments_from_segment(stream.id, from_seq, LIVE_WINDOW_ROWS)
             .await?;
-        let all = group_segments(&rows);
-        let last_open = connected && !all.is_empty() && !gop_fragments(&all);
-        let complete_count = all.len() - usize::from(last_open);
-        let timing = {
-            let mut map = self
-                .timing
-                .lock()
-                .map_err(|_| Error::internal("timing lock"))?;
-            let t = map.entry(stream.id).or_default();
-            let complete_td = playlist::target_duration_for(&all[..complete_count]);
-            t.target_duration_s = if complete_count > 0 {
-                t.target_duration_s.max(complete_td)
-            } else {
-                // Nothing complete yet: guess from the open segment, but never below the common
-                // 2 s GOP, so the value is unlikely to have to grow once segments complete.
-                t.target_duration_s.max(
-                    all.last()
-                        .map_or(1, |s| playlist::rounded_secs(s.duration_us))
-                        .max(GUESSED_TARGET_DURATION_S),
-                )
-            };
-            let longest_part = all
-                .iter()
-                .flat_map(|s| s.parts.iter().map(|p| p.duration_us))
-                .max()
-                .unwrap_or(0);
-            // Whole milliseconds, rounded up, so every part fits.
-            t.part_target_us = t.part_target_us.max((longest_part + 999) / 1000 * 1000);
-            *t
-        };
-        // The window: `window` complete segments, more if needed to reach three target
-        // durations (HLS 6.2.2), plus the open segment.
-        let min_us = 3 * timing.target_duration_s as i64 * 1_000_000;
-        let mut first = complete_count;
-        let mut dur = 0;
-        while first > 0 && ((complete_count - first) < window as usize || dur < min_us) {
-            first -= 1;
-            dur += all[first].duration_us;
-        }
-        let segments = all[first..].to_vec();
-        Ok(LiveView {
-            parts: !segments.iter().any(|s| s.per_track),
-            complete: segments.len() - usize::from(last_open),
-            segments,
-            last_open,
-            timing,
-            newest_seq: latest.segment_seq,
-        })
-    }
-
-    /// LL-HLS parts must tile the segment's time, and one moof per track makes fragments
-    /// overlap (an audio and a video fragment cover the same time): such a window is listed as
-    /// complete segments only, without parts, a preload hint or the open segment.
-    fn render_live(&self, view: &LiveView, query: &str) -> String {
-        let td = view.timing.target_duration_s.max(1);
-        let segments = if view.parts {
-            &view.segments[..]
-        } else {
-            &view.segments[..view.complete]
-        };
-        playlist::media_playlist(&MediaPlaylist {
-            kind: Kind::Live,
-            target_duration_s: td,
-            part_target_us: view.parts.then(|| view.timing.part_target_us.max(1000)),
-            segments,
-            last_open: view.last_open && view.parts,
-            parts_window_us: 3 * td as i64 * 1_000_000,
-            query,
-            ended: false,
-        })
+        let mut timing = self
+            .timing
+            .lock()
+            .map_err(|_| Error::internal("timing lock"))?;
+        let announced = timing.entry(stream.id).or_default();
+        let view = window::live_view(
+            group_segments(&rows),
+            connected,
+            self.config.live_window_segments,
+            *announced,
+            latest.segment_seq,
+        );
+        *announced = view.timing;
+        Ok(view)
     }
 
     /// The live playlist; with `_HLS_msn` it waits until that segment (or part) is in it.
@@ -273,10 +165,10 @@ impl Hls {
                 continue;
             }
             let Some(msn) = blocking.msn else {
-                return Ok(self.render_live(&view, query));
+                return Ok(view.render(query));
             };
             if view.satisfies(msn, blocking.part) {
-                return Ok(self.render_live(&view, query));
+                return Ok(view.render(query));
             }
             if msn > view.newest_seq + 2 {
                 return Err(Error::invalid(format!(
@@ -536,7 +428,7 @@ impl Hls {
             .store
             .fragments_from_segment(stream_id, latest.segment_seq - 2, LIVE_WINDOW_ROWS)
             .await?;
-        Ok(gop_fragments(&group_segments(&rows)))
+        Ok(one_fragment_per_segment(&group_segments(&rows)))
     }
 
     /// Part `i` of the segment starting at fragment `n`: fragment `n + i`. A part announced by

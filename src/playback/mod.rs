@@ -5,3 +5,4 @@ pub mod clip;
 pub mod hls;
 pub mod playlist;
 pub mod segments;
+pub mod window;

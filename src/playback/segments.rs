@@ -1,7 +1,14 @@
-//! HLS segments and parts from fragment rows. A segment is a run of fragments from a segment
-//! start (a video keyframe, or the first fragment after a discontinuity) to the next; each
-//! fragment of it is an LL-HLS part. The structure was decided at ingest (`segment_seq`,
-//! `disc_seq` in the index), so this is grouping only.
+//! What an HLS segment is, for playback: a run of fragments from a segment start to the next,
+//! each fragment of it an LL-HLS part; and when the newest one is complete.
+//!
+//! Where segments start (at a discontinuity or a video keyframe fragment, never at a fragment
+//! without video in a stream with video; DESIGN.md, "segment") is decided once, when the
+//! fragment is written, by the store's writer (`structure_after` in store/writer.rs), and kept
+//! in the index as `segment_start`, `segment_seq` and `disc_seq`: the store's queries find
+//! segments by those columns, and the rule needs the stream's previous fragment, which only the
+//! writer sees in order. Nothing in playback looks at keyframes to find a boundary again; this
+//! module groups rows by those columns ([`group_segments`]) and decides, for the live edge,
+//! whether the newest segment may still grow ([`newest_is_open`]).
 
 use crate::store::FragmentRow;
 
@@ -96,6 +103,29 @@ pub fn group_segments(rows: &[FragmentRow]) -> Vec<Segment> {
         }
     }
     out
+}
+
+/// Whether the producer's current session sends one fragment per GOP (every fragment starts
+/// a segment), so each new fragment is a complete segment the moment it is durable. The first
+/// fragment of a session does not tell yet: that takes a second one.
+pub fn one_fragment_per_segment(segments: &[Segment]) -> bool {
+    let Some(last) = segments.last() else {
+        return false;
+    };
+    let session: Vec<&Segment> = segments
+        .iter()
+        .rev()
+        .take_while(|s| s.session_id == last.session_id && s.disc_seq == last.disc_seq)
+        .collect();
+    session.len() >= 2 && session.iter().all(|s| s.parts.len() == 1)
+}
+
+/// Whether the newest of `segments` may still grow: while a producer is connected, the next
+/// fragment joins it unless it starts a segment, so it is published as LL-HLS parts only and
+/// listed (and served) as a segment once complete; a media sequence number never changes its
+/// URI or duration. With one fragment per GOP ([`one_fragment_per_segment`]) nothing is open.
+pub fn newest_is_open(segments: &[Segment], connected: bool) -> bool {
+    connected && !segments.is_empty() && !one_fragment_per_segment(segments)
 }
 
 #[cfg(test)]

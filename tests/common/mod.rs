@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod harness;
+pub mod raw_http;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -491,4 +492,36 @@ pub fn assert_error(r: reqwest::blocking::Response, status: u16, code: &str) -> 
     assert_eq!(s, status, "status; body {v}");
     error_message(&v, code);
     v
+}
+
+/// Now, in microseconds since the Unix epoch (the server's clock is the system's in these tests).
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    now_us() / 1000
+}
+
+/// PUTs a sample file as one upload whose first fragment is at `producer_start_ms`; returns the
+/// upload summary.
+pub fn upload_at(
+    server: &Server,
+    stream: &str,
+    sample_name: &str,
+    producer_start_ms: i64,
+) -> serde_json::Value {
+    let body = std::fs::read(sample(sample_name)).expect("read sample");
+    let url = server.api(&format!(
+        "/streams/{stream}/ingest?producer_start={producer_start_ms}"
+    ));
+    let r = client().put(&url).body(body).send().expect("PUT ingest");
+    let status = r.status();
+    let text = r.text().unwrap_or_default();
+    assert!(status.is_success(), "upload {url}: {status} {text}");
+    serde_json::from_str(&text).expect("upload summary JSON")
 }
