@@ -350,7 +350,10 @@ pub fn classify(method: &Method, route: &Matched) -> Need {
     let of_stream = |need: fn(String) -> Need| route.stream.clone().map_or(Need::Admin, need);
     match route.kind {
         K::Health | K::Ready | K::UiPage | K::UiAsset | K::Unknown => Need::Open,
-        K::Metrics | K::AllEvents | K::Retention | K::RetentionSweep | K::UnknownApi => Need::Admin,
+        K::Metrics | K::AllEvents | K::Retention | K::RetentionSweep => Need::Admin,
+        // A mistyped API path: any valid key gets the 404 that names the route meant (it tells
+        // only what the OpenAPI document already does), so a viewer's typo is not a 403.
+        K::UnknownApi => Need::List,
         K::OpenApi if read => Need::Open,
         K::Streams if read => Need::List,
         K::OpenApi | K::Streams => Need::Admin,
@@ -757,7 +760,7 @@ mod tests {
             Need::Read(s("a"))
         );
         assert_eq!(classify(&Method::GET, "/api/v1/streams/%ff"), Need::Admin);
-        assert_eq!(classify(&Method::GET, "/api/v1/nope"), Need::Admin);
+        assert_eq!(classify(&Method::GET, "/api/v1/nope"), Need::List);
         assert_eq!(classify(&Method::POST, "/metrics"), Need::Admin);
         assert_eq!(classify(&Method::GET, "/favicon.ico"), Need::Open);
     }
