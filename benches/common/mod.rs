@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Starts `tapedeck serve` on 127.0.0.1 (free port) with `data` (created if missing), stderr to
-/// `log`, an optional `--config`; waits up to `wait` for its "listening" line. Returns the child
+/// `log`, an optional `--config` (none: no free-space floor); waits up to `wait` for its "listening" line. Returns the child
 /// and its port. The child's stdout is drained for its whole life so it never blocks.
 pub fn spawn_server(
     data: &Path,
@@ -21,9 +21,18 @@ pub fn spawn_server(
     cmd.arg("serve")
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data);
-    if let Some(c) = config {
-        cmd.arg("--config").arg(c);
-    }
+    // Without a config of the bench's own: no free-space floor. The default (5 % of the disk)
+    // is the host's business; on a shared, nearly full disk the sweeper would delete the media a
+    // bench is about to read back and count as lost.
+    let default_config = log.with_extension("toml");
+    let config = match config {
+        Some(c) => c,
+        None => {
+            std::fs::write(&default_config, "[storage]\nmin_free_bytes = 0\n")?;
+            &default_config
+        }
+    };
+    cmd.arg("--config").arg(config);
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
