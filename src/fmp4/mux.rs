@@ -40,7 +40,9 @@ pub struct MuxTrack {
 /// `ftyp`+`moov` for `tracks` (ids must be distinct and non-zero).
 pub fn init_segment(tracks: &[MuxTrack]) -> Result<Vec<u8>, Fmp4Error> {
     if tracks.is_empty() {
-        return Err(Fmp4Error::Unsupported("an init needs at least one track".into()));
+        return Err(Fmp4Error::Unsupported(
+            "an init needs at least one track".into(),
+        ));
     }
     let ftyp = mp4_atom::Ftyp {
         major_brand: FourCC::new(b"iso6"),
@@ -335,6 +337,11 @@ pub fn unix_us_to_ntp(us: i64) -> u64 {
     ((secs.max(0) as u64) << 32) | frac
 }
 
+/// NTP 32.32 fixed point (as RTCP sender reports carry it) to µs since the Unix epoch.
+pub fn ntp_to_unix_us(ntp: u64) -> i64 {
+    super::prft::ntp_to_unix_us(ntp)
+}
+
 /// Cuts fragments from samples (see the module doc). Tracks are given by index into the
 /// `MuxTrack` list it was made with.
 #[derive(Debug)]
@@ -409,7 +416,10 @@ impl Fragmenter {
                 let start = *self
                     .fragment_start
                     .get_or_insert(t.ready.first().map_or(0, |s| s.decode_time));
-                let end = t.ready.last().map(|s| s.decode_time + u64::from(s.duration));
+                let end = t
+                    .ready
+                    .last()
+                    .map(|s| s.decode_time + u64::from(s.duration));
                 match end {
                     Some(end) if end.saturating_sub(start) >= self.audio_fragment_ticks => {
                         self.fragment_start = Some(end);
@@ -480,8 +490,7 @@ impl Fragmenter {
                     .ready
                     .iter()
                     .take_while(|s| {
-                        i128::from(s.decode_time) * 1_000_000 / i128::from(t.timescale.max(1))
-                            < cut
+                        i128::from(s.decode_time) * 1_000_000 / i128::from(t.timescale.max(1)) < cut
                     })
                     .count(),
                 _ => t.ready.len(),

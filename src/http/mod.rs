@@ -57,6 +57,8 @@ pub struct AppState {
     pub limits: Arc<limits::Limits>,
     pub config: Config,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Streams tapedeck pulls itself (RTSP cameras).
+    pub sources: crate::source::Sources,
 }
 
 /// A router that also keeps the paths of its routes: axum cannot list a router's routes, and
@@ -228,9 +230,14 @@ pub async fn serve_on(
         config.storage.clone(),
         shutdown.clone(),
     );
+    let sources = crate::source::Sources::new(ingest.clone(), config.clone(), shutdown.clone());
+    if let Err(e) = sources.start().await {
+        tracing::error!(error = %e, "sources could not all be started");
+    }
     let app = router(AppState {
         store: store.clone(),
         ingest,
+        sources,
         hls: Arc::new(Hls::new(store.clone(), config.hls.clone())),
         sweeper,
         frames: Arc::new(crate::analytics::frames::Frames::new(
