@@ -214,6 +214,10 @@ impl Connection<'_> {
                 break Err(e);
             }
         };
+        // What arrived before the stop or the failure is good media: stored too.
+        if let Some(f) = pipe.fragmenter.as_mut().and_then(|f| f.flush()) {
+            let _ = pipe.send(f).await;
+        }
         pipe.end_session().await;
         *stored_any = pipe.stored_any;
         result
@@ -411,6 +415,11 @@ impl<'a> Pipe<'a> {
             })?;
             let (w, h) = p.pixel_dimensions();
             let c = &mut self.chosen[index];
+            // Some cameras (and GStreamer's H.265 payloader) repeat the parameter sets in a
+            // way the client reports as new; only a real change makes a new init.
+            if c.codec.as_ref() == Some(&codec) {
+                return self.video_frame(index, f, now).await;
+            }
             let changed = c.codec.is_some();
             c.codec = Some(codec);
             c.kind = MuxKind::Video {
@@ -424,6 +433,15 @@ impl<'a> Pipe<'a> {
                 self.fragmenter = None;
             }
         }
+        self.video_frame(index, f, now).await
+    }
+
+    async fn video_frame(
+        &mut self,
+        index: usize,
+        f: retina::codec::VideoFrame,
+        now: i64,
+    ) -> Result<(), Failure> {
         if f.loss() > 0 && self.fragmenter.is_some() {
             tracing::info!(
                 stream = self.conn.stream,
@@ -448,6 +466,13 @@ impl<'a> Pipe<'a> {
             return Ok(());
         };
         let keyframe = f.is_random_access_point();
+        tracing::debug!(
+            stream = self.conn.stream,
+            decode_time,
+            keyframe,
+            new_params = f.has_new_parameters(),
+            "video frame"
+        );
         let sample = MuxSample {
             decode_time,
             duration: None,

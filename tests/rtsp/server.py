@@ -7,9 +7,9 @@ Mounts (all 25 fps test pictures with a keyframe every GOP frames):
   /secure    H.264 + AAC behind Basic auth (--user/--password); anonymous gets 401
   /video     H.264 only
 
---stats FILE is rewritten every 200 ms with {"<mount>": {"frames": N, "clients": K}}: the video
-frames handed to the network since the mount's media was made (what the tests compare the
-archive with). Prints "ready <port>" once listening. Runs until killed.
+--stats FILE is rewritten every 100 ms with {"clients": K, "mounts": {"<mount>": {"frames": N}}}:
+the RTSP connections open now, and per mount the video frames handed to the network since its
+media was made (what the tests compare the archive with). Prints "ready <port>" once listening. Runs until killed.
 """
 import argparse
 import json
@@ -30,7 +30,10 @@ def video(enc, gop, width, height):
     src = f"videotestsrc is-live=true pattern=ball ! {caps} ! timeoverlay ! "
     if enc == "h265":
         return src + (
+            # Closed GOPs (IDR keyframes), as cameras send: retina (and so tapedeck) takes only
+            # IDR pictures as keyframes, not x265's default open-GOP CRA pictures.
             f"x265enc tune=zerolatency speed-preset=ultrafast key-int-max={gop} bitrate=400 "
+            "option-string=open-gop=0 "
             "! video/x-h265,profile=main ! rtph265pay name=pay0 pt=96 config-interval=-1"
         )
     return src + (
@@ -49,13 +52,14 @@ class Stats:
     def __init__(self, path):
         self.path = path
         self.mounts = {}
+        self.clients = 0
         if path:
-            GLib.timeout_add(200, self.write)
+            GLib.timeout_add(100, self.write)
 
     def write(self):
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
-            json.dump(self.mounts, f)
+            json.dump({"clients": self.clients, "mounts": self.mounts}, f)
         os.replace(tmp, self.path)
         return True
 
@@ -64,7 +68,7 @@ def make_factory(launch, mount, stats, shared):
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(f"( {launch} )")
     factory.set_shared(shared)
-    entry = stats.mounts.setdefault(mount, {"frames": 0, "clients": 0})
+    entry = stats.mounts.setdefault(mount, {"frames": 0})
 
     def on_configure(_factory, media):
         entry["frames"] = 0
@@ -131,6 +135,15 @@ def main():
         factory = make_factory(launch, mount, stats, a.shared)
         factory.set_permissions(permissions(anonymous_plays))
         mounts.add_factory(mount, factory)
+    def on_client(_server, client):
+        stats.clients += 1
+
+        def on_closed(_client):
+            stats.clients -= 1
+
+        client.connect("closed", on_closed)
+
+    server.connect("client-connected", on_client)
     if server.attach(None) == 0:
         print(f"cannot listen on 127.0.0.1:{a.port}", file=sys.stderr)
         sys.exit(1)
