@@ -49,6 +49,14 @@ fn main() -> std::process::ExitCode {
         )
         .needs(&[rtsp]),
         test("bad_sources_are_refused", bad_sources_are_refused),
+        test(
+            "live_camera_plays_in_chromium_through_ll_hls",
+            live_camera_plays_in_chromium_through_ll_hls,
+        )
+        .needs(&[
+            rtsp,
+            Need::Browser(&["playwright-core/package.json", "hls.js/dist/hls.min.js"]),
+        ]),
     ])
 }
 
@@ -543,4 +551,68 @@ fn bad_sources_are_refused() {
     }
     let r = client().get(server.api("/streams/bad")).send().unwrap();
     assert_eq!(r.status(), 404, "a refused source created its stream");
+}
+
+/// The browser harness's play.mjs (tests/browser) on the live LL-HLS playlist of a camera
+/// recorded in 0.5 s CMAF chunks: hls.js in Chromium starts, and plays on.
+fn live_camera_plays_in_chromium_through_ll_hls() {
+    use std::os::unix::process::CommandExt;
+    let camera = Camera::start(&[]);
+    let server = Server::start_with_config("[source]\nchunk_ms = 500\n");
+    create_with_source(&server, "cam", rtsp_source(&camera.url("/h264"), "tcp"));
+    let live = server.api("/streams/cam/hls/live.m3u8");
+    wait_until(
+        "three live segments with parts",
+        Duration::from_secs(30),
+        || {
+            let text = client()
+                .get(&live)
+                .send()
+                .and_then(|r| r.text())
+                .unwrap_or_default();
+            text.contains("#EXT-X-PART:") && text.matches("#EXTINF").count() >= 3
+        },
+    );
+    let artifacts = browser_artifacts_dir("rtsp-live");
+    let mut cmd = Command::new("node");
+    cmd.current_dir(browser_dir())
+        .arg("play.mjs")
+        .args(["--url", &live, "--player", "hlsjs", "--name", "rtsp-live"])
+        .args(["--watch", "8", "--low-latency", "--catch-up", "1.5"])
+        .arg("--artifacts")
+        .arg(&artifacts)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let child = cmd.spawn().expect("spawn node play.mjs");
+    let out = child.wait_with_output().expect("wait for play.mjs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "play.mjs printed no result: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let result: Value = serde_json::from_str(line).expect("play.mjs result is JSON");
+    assert!(result.get("harnessError").is_none(), "{result}");
+    let run = &result["runs"][0];
+    eprintln!(
+        "hls.js: started={} startup_ms={} advanced={} s in {} ms, errors: {}",
+        run["started"], run["startupMs"], run["advanced"], run["watchedMs"], run["hlsErrors"]
+    );
+    assert_eq!(run["fatal"], false, "{run}");
+    assert_eq!(run["started"], true, "{run}");
+    assert!(run["advanced"].as_f64().unwrap_or(0.0) >= 5.0, "{run}");
+    for key in ["pageErrors", "httpErrors", "failedRequests"] {
+        assert!(
+            run[key].as_array().is_some_and(|a| a.is_empty()),
+            "{key}: {}",
+            run[key]
+        );
+    }
 }

@@ -333,7 +333,7 @@ impl Fragment {
 pub fn unix_us_to_ntp(us: i64) -> u64 {
     let secs = us.div_euclid(1_000_000) + NTP_TO_UNIX_SECS;
     // Rounded up, so that converting back (which rounds down) gives the same µs.
-    let frac = (((us.rem_euclid(1_000_000) as u64) << 32) + 999_999) / 1_000_000;
+    let frac = ((us.rem_euclid(1_000_000) as u64) << 32).div_ceil(1_000_000);
     ((secs.max(0) as u64) << 32) | frac
 }
 

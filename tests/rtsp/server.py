@@ -25,19 +25,19 @@ from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 FPS = 25
 
 
-def video(enc, gop, width, height):
+def video(enc, gop, width, height, kbit):
     caps = f"video/x-raw,width={width},height={height},framerate={FPS}/1"
     src = f"videotestsrc is-live=true pattern=ball ! {caps} ! timeoverlay ! "
     if enc == "h265":
         return src + (
             # Closed GOPs (IDR keyframes), as cameras send: retina (and so tapedeck) takes only
             # IDR pictures as keyframes, not x265's default open-GOP CRA pictures.
-            f"x265enc tune=zerolatency speed-preset=ultrafast key-int-max={gop} bitrate=400 "
+            f"x265enc tune=zerolatency speed-preset=ultrafast key-int-max={gop} bitrate={kbit} "
             "option-string=open-gop=0 "
             "! video/x-h265,profile=main ! rtph265pay name=pay0 pt=96 config-interval=-1"
         )
     return src + (
-        f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={gop} bitrate=400 "
+        f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={gop} bitrate={kbit} "
         "! video/x-h264,profile=baseline ! rtph264pay name=pay0 pt=96 config-interval=-1"
     )
 
@@ -101,6 +101,7 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--gop", type=int, default=50, help="keyframe interval in frames")
     p.add_argument("--size", default="320x240")
+    p.add_argument("--bitrate", type=int, default=400, help="video kbit/s")
     p.add_argument("--user", default="camera")
     p.add_argument("--password", default="secret")
     p.add_argument("--stats", default=None)
@@ -113,7 +114,7 @@ def main():
     server.set_service(str(a.port))
     stats = Stats(a.stats)
     mounts = server.get_mount_points()
-    h264 = video("h264", a.gop, width, height)
+    h264 = video("h264", a.gop, width, height, a.bitrate)
     # Basic auth on /secure: the user may see and play it; anonymous may see it but not play
     # it, which is what makes the server answer 401 with a challenge (not 404). With an auth
     # set, every mount needs permissions: the open ones let both roles play.
@@ -128,7 +129,7 @@ def main():
     factories = {
         "/h264": (h264 + AUDIO, True),
         "/video": (h264, True),
-        "/h265": (video("h265", a.gop, width, height), True),
+        "/h265": (video("h265", a.gop, width, height, a.bitrate), True),
         "/secure": (h264 + AUDIO, False),
     }
     for mount, (launch, anonymous_plays) in factories.items():
