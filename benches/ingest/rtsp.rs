@@ -35,12 +35,28 @@ pub fn rtsp(rt: &tokio::runtime::Runtime, work: &Path, sources: usize, seconds: 
         let _ = camera.kill();
         return Err(format!("the RTSP server did not start: {line:?}").into());
     }
-    let server = Server::start(work, "rtsp")?;
+    // This VM's disk is nearly full; the default free-space floor (5 %) would stop the recording.
+    let config = work.join("rtsp.toml");
+    std::fs::write(&config, "[storage]\nmin_free_bytes = 1000000000\n")?;
+    let server = Server::start_in(work, "rtsp", &work.join("data-rtsp"), Some(&config))?;
     println!(
         "\n== rtsp: {sources} sources ({SIZE}, {BITRATE_KBIT} kbit/s H.264 + AAC, TCP) from one \
          RTSP server process, {seconds} s =="
     );
-    let result = rt.block_on(measure(&server, port, sources, seconds));
+    let result = rt.block_on(measure(&server, server.port, port, sources, seconds));
+    if result.is_err() {
+        let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+        for l in log
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            println!("  server log: {l}");
+        }
+    }
     let warnings = server.stop();
     let _ = camera.kill();
     let _ = camera.wait();
@@ -59,12 +75,19 @@ async fn describe(port: u16, name: &str) -> Res<serde_json::Value> {
     Ok(serde_json::from_slice(&body)?)
 }
 
-async fn measure(server: &Server, port: u16, sources: usize, seconds: u64) -> Res<()> {
+/// `port`: tapedeck's; `camera_port`: the RTSP server's.
+async fn measure(
+    server: &Server,
+    port: u16,
+    camera_port: u16,
+    sources: usize,
+    seconds: u64,
+) -> Res<()> {
     let names: Vec<String> = (0..sources).map(|i| format!("rtsp{i:03}")).collect();
     let created = Instant::now();
     for n in &names {
         let body = serde_json::json!({"name": n, "source": {"rtsp": {
-            "url": format!("rtsp://127.0.0.1:{port}/h264"), "transport": "tcp"}}});
+            "url": format!("rtsp://127.0.0.1:{camera_port}/h264"), "transport": "tcp"}}});
         let (code, resp) = http_call(
             port,
             "POST",
@@ -72,7 +95,8 @@ async fn measure(server: &Server, port: u16, sources: usize, seconds: u64) -> Re
             Some("application/json"),
             body.to_string().as_bytes(),
         )
-        .await?;
+        .await
+        .map_err(|e| format!("create {n}: {e}"))?;
         if code != 201 {
             return Err(format!("create {n}: {code} {}", String::from_utf8_lossy(&resp)).into());
         }

@@ -46,6 +46,9 @@ use tower_http::cors::{Any, CorsLayer};
 
 /// How long shutdown waits for uploads to persist and connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// How long shutdown waits for pulled sources to store their last fragments (a flush and one
+/// commit group each: well under a second).
+const SOURCES_STOP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct AppState {
@@ -237,7 +240,7 @@ pub async fn serve_on(
     let app = router(AppState {
         store: store.clone(),
         ingest,
-        sources,
+        sources: sources.clone(),
         hls: Arc::new(Hls::new(store.clone(), config.hls.clone())),
         sweeper,
         frames: Arc::new(crate::analytics::frames::Frames::new(
@@ -256,6 +259,8 @@ pub async fn serve_on(
     if let Err(e) = serving.open(app).await {
         tracing::warn!(error = %e, "server task failed");
     }
+    // The pulls stopped with `shutdown`; what they held is stored before the store closes.
+    sources.stopped(SOURCES_STOP_GRACE).await;
     store.shutdown().await;
     tracing::info!("store closed; bye");
     Ok(())

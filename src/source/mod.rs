@@ -36,6 +36,8 @@ struct Inner {
     config: Config,
     shutdown: CancellationToken,
     running: Mutex<HashMap<String, Running>>,
+    /// Every supervisor task started, so shutdown can wait for their last fragments.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 struct Running {
@@ -65,6 +67,7 @@ impl Sources {
                 config,
                 shutdown,
                 running: Mutex::new(HashMap::new()),
+                tasks: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -167,7 +170,26 @@ impl Sources {
             chunk_us: Some(self.inner.config.source.chunk_ms * 1000).filter(|c| *c > 0),
             silence: Duration::from_secs(self.inner.config.source.silence_timeout_secs),
         };
-        tokio::spawn(async move { sup.supervise().await });
+        let task = tokio::spawn(async move { sup.supervise().await });
+        if let Ok(mut tasks) = self.inner.tasks.lock() {
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(task);
+        }
+    }
+
+    /// Waits (at most `limit`) for every pull to end after shutdown began, so the fragments
+    /// they were holding are stored before the store closes.
+    pub async fn stopped(&self, limit: Duration) {
+        let tasks: Vec<_> = self
+            .inner
+            .tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        let all = futures_util::future::join_all(tasks);
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!("sources did not all stop within {} s", limit.as_secs());
+        }
     }
 
     /// The `source` of a stream's describe document: the redacted spec and the status.
