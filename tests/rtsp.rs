@@ -48,6 +48,11 @@ fn main() -> std::process::ExitCode {
             removing_the_source_or_deleting_the_stream_stops_the_pull_within_1s,
         )
         .needs(&[rtsp]),
+        test(
+            "silent_camera_is_detected_and_called_again",
+            silent_camera_is_detected_and_called_again,
+        )
+        .needs(&[rtsp]),
         test("bad_sources_are_refused", bad_sources_are_refused),
         test(
             "live_camera_plays_in_chromium_through_ll_hls",
@@ -154,6 +159,16 @@ impl Camera {
 
     fn clients(&self) -> u64 {
         self.stats()["clients"].as_u64().unwrap_or(0)
+    }
+
+    /// SIGSTOP or SIGCONT: a camera that hangs without closing its connections, and recovers.
+    fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) only sends a signal to our own child process.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, sig);
+            }
+        }
     }
 
     fn kill(&mut self) {
@@ -615,4 +630,34 @@ fn live_camera_plays_in_chromium_through_ll_hls() {
             run[key]
         );
     }
+}
+
+/// A camera that stops sending without closing (SIGSTOP: the TCP connection stays open) is
+/// dropped after `silence_timeout_secs` and called again; once it answers, recording resumes.
+fn silent_camera_is_detected_and_called_again() {
+    let camera = Camera::start(&[]);
+    let server = Server::start_with_config("[source]\nsilence_timeout_secs = 2\n");
+    create_with_source(&server, "cam", rtsp_source(&camera.url("/video"), "tcp"));
+    wait_until("the first fragment", Duration::from_secs(10), || {
+        fragment_count(&server, "cam") > 0
+    });
+    camera.signal(libc::SIGSTOP);
+    let stopped = Instant::now();
+    wait_until("the silence to be noticed", Duration::from_secs(5), || {
+        source_state(&server, "cam") != "streaming"
+    });
+    let noticed = stopped.elapsed();
+    let d = describe(&server, "cam");
+    let error = d["source"]["status"]["last_error"].as_str().unwrap_or("");
+    eprintln!("silence noticed after {noticed:?}: {error}");
+    assert!(error.contains("no media"), "{d}");
+    assert!(
+        noticed >= Duration::from_millis(1500),
+        "noticed too early: {noticed:?}"
+    );
+    let before = fragment_count(&server, "cam");
+    camera.signal(libc::SIGCONT);
+    wait_until("streaming again", Duration::from_secs(40), || {
+        source_state(&server, "cam") == "streaming" && fragment_count(&server, "cam") > before
+    });
 }
