@@ -8,6 +8,7 @@
 //!     [--batch-rows 2000[,500...]]
 //! cargo bench --bench ingest -- soak [--seconds 600] [--producers 50] [--viewers 20] \
 //!     [--followers 5]
+//! cargo bench --bench ingest -- rtsp [--sources 50] [--seconds 60]
 //! ```
 //! Extra flag: `--sample` skips ffmpeg and loops `samples/h264_aac_gop2s.mp4`.
 //!
@@ -31,6 +32,8 @@
 mod box_walker;
 #[path = "common/mod.rs"]
 mod common;
+#[path = "ingest/rtsp.rs"]
+mod rtsp;
 #[path = "ingest/soak.rs"]
 mod soak;
 
@@ -72,6 +75,9 @@ struct Args {
     rows: u64,
     batch_rows: Vec<u32>,
     soak_mode: bool,
+    /// `rtsp`: RTSP cameras pulled by the server (benches/ingest/rtsp.rs).
+    rtsp_mode: bool,
+    sources: usize,
     producers: usize,
     viewers: usize,
     followers: usize,
@@ -91,6 +97,8 @@ fn parse_args() -> Res<Args> {
         rows: 1_000_000,
         batch_rows: vec![2000],
         soak_mode: false,
+        rtsp_mode: false,
+        sources: 50,
         producers: 50,
         viewers: 20,
         followers: 5,
@@ -108,6 +116,8 @@ fn parse_args() -> Res<Args> {
             "cameras" => a.cameras_mode = true,
             "sweep" => a.sweep_mode = true,
             "soak" => a.soak_mode = true,
+            "rtsp" => a.rtsp_mode = true,
+            "--sources" => a.sources = num(it.next(), "--sources")? as usize,
             "--producers" => a.producers = num(it.next(), "--producers")? as usize,
             "--viewers" => a.viewers = num(it.next(), "--viewers")? as usize,
             "--followers" => a.followers = num(it.next(), "--followers")? as usize,
@@ -132,15 +142,21 @@ fn parse_args() -> Res<Args> {
             "--sample" => a.force_sample = true,
             other => {
                 return Err(format!(
-                    "unknown argument '{other}'; usage: [single|cameras|sweep|soak] [--cameras N] \
+                    "unknown argument '{other}'; usage: [single|cameras|sweep|soak|rtsp] [--cameras N] \
                  [--seconds S] [--single-mb M] [--rows R] [--batch-rows B[,B...]] [--sample] \
-                 [--producers P] [--viewers V] [--followers F]"
+                 [--producers P] [--viewers V] [--followers F] [--sources N]"
                 )
                 .into())
             }
         }
     }
-    if !a.single && !a.cameras_mode && !a.sweep_mode && !a.soak_mode {
+    if a.rtsp_mode && !a.seconds_given {
+        a.seconds = 60;
+    }
+    if a.sources == 0 || a.sources > MAX_CAMERAS {
+        return Err(format!("--sources must be 1..={MAX_CAMERAS}").into());
+    }
+    if !a.single && !a.cameras_mode && !a.sweep_mode && !a.soak_mode && !a.rtsp_mode {
         a.single = true;
         a.cameras_mode = true;
     }
@@ -218,6 +234,9 @@ fn run(args: &Args) -> Res<()> {
         )?);
         media.print();
         soak::soak(&rt, &media, work.path(), args)?;
+    }
+    if args.rtsp_mode {
+        rtsp::rtsp(&rt, work.path(), args.sources, args.seconds)?;
     }
     if !args.single && !args.cameras_mode && !args.sweep_mode {
         return Ok(());

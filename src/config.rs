@@ -20,6 +20,53 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub frames: FramesConfig,
     pub auth: AuthConfig,
+    /// How pulled sources (RTSP cameras) are recorded.
+    pub source: SourceConfig,
+    /// Cameras to pull, one `[[sources]]` table each (see README, "Recording RTSP cameras").
+    pub sources: Vec<ConfiguredSource>,
+}
+
+/// `[source]`: settings shared by every pulled source.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourceConfig {
+    /// CMAF chunk length in ms, so LL-HLS gets parts; 0: one fragment per GOP.
+    pub chunk_ms: u64,
+    /// A camera that sends no media for this long is disconnected and called again.
+    pub silence_timeout_secs: u64,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            chunk_ms: 0,
+            silence_timeout_secs: 10,
+        }
+    }
+}
+
+/// One `[[sources]]` table: a stream (created if missing) and the camera it records. Applied at
+/// every start, replacing what the API set for that stream.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfiguredSource {
+    pub stream: String,
+    pub url: String,
+    #[serde(default)]
+    pub transport: crate::source::Transport,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for ConfiguredSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfiguredSource")
+            .field("stream", &self.stream)
+            .field("url", &"<see the config file>")
+            .finish()
+    }
 }
 
 /// API keys and playback tokens (`http::auth`). No keys: no auth, which is only allowed when
@@ -242,6 +289,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             frames: FramesConfig::default(),
             auth: AuthConfig::default(),
+            source: SourceConfig::default(),
+            sources: Vec::new(),
         }
     }
 }
@@ -336,10 +385,43 @@ impl Config {
                 *key = REDACTED.to_string();
             }
         }
+        for s in &mut shown.sources {
+            if let Some(p) = s.password.as_mut() {
+                *p = REDACTED.to_string();
+            }
+            // A password may also sit in the URL's userinfo.
+            if let Ok(mut u) = url::Url::parse(&s.url) {
+                if u.password().is_some() {
+                    let _ = u.set_password(Some(REDACTED));
+                    s.url = u.to_string();
+                }
+            }
+        }
         toml::to_string_pretty(&shown).unwrap_or_default()
     }
 
     pub fn validate(&self) -> Result<()> {
+        if self.source.silence_timeout_secs == 0 {
+            return Err(Error::invalid(
+                "source.silence_timeout_secs must be at least 1",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for s in &self.sources {
+            crate::stream_name::validate_stream_name(&s.stream)
+                .map_err(|e| Error::invalid(format!("[[sources]] stream: {}", e.message)))?;
+            if !seen.insert(s.stream.as_str()) {
+                return Err(Error::invalid(format!(
+                    "[[sources]]: stream '{}' has two sources; give each stream one",
+                    s.stream
+                )));
+            }
+            crate::source::SourceSpec::from(s)
+                .validated()
+                .map_err(|e| {
+                    Error::invalid(format!("[[sources]] '{}': {}", s.stream, e.message))
+                })?;
+        }
         if self.ingest.max_fragment_bytes < 1024 {
             return Err(Error::invalid(
                 "ingest.max_fragment_bytes must be at least 1024",

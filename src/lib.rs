@@ -37,6 +37,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod playback;
+pub mod source;
 pub mod store;
 pub mod stream_name;
 pub mod timefmt;

@@ -295,6 +295,23 @@ function badge(s) {
   return h('span', { class: `badge ${s.status}`, dataset: { status: s.status } }, live ? 'Live' : s.status === 'idle' ? 'Idle' : 'Empty');
 }
 
+// What a pulled source (RTSP camera) is doing: an empty span for pushed streams. The title says
+// the last error and the next attempt, so a failing camera explains itself on hover.
+const SOURCE_LABELS = {
+  connecting: 'Camera: connecting', streaming: 'Camera: streaming', retrying: 'Camera: retrying',
+  unauthorized: 'Camera: wrong password', unsupported_codec: 'Camera: unsupported codec',
+};
+function sourceBadge(s) {
+  const st = s.source && s.source.status;
+  if (!st) return h('span', { class: 'source-state', hidden: true });
+  const why = [];
+  if (st.last_error && st.state !== 'streaming') why.push(st.last_error);
+  if (st.next_attempt) why.push(`next attempt ${fmtDateTime(Date.parse(st.next_attempt))}`);
+  if (st.skipped_tracks && st.skipped_tracks.length) why.push(`skipped: ${st.skipped_tracks.join('; ')}`);
+  return h('span', { class: `badge source-state ${st.state}`, dataset: { sourceState: st.state }, title: why.join('\n') },
+    SOURCE_LABELS[st.state] || `Camera: ${st.state}`);
+}
+
 // Toggles an element's [hidden] by a condition.
 const show = (e, on) => (e.hidden = !on);
 
@@ -432,6 +449,7 @@ class Overview {
       show(p.placeholder, true);
     });
     p.badge = h('span');
+    p.source = h('span');
     p.codecs = h('dd', { class: 'codecs' });
     p.bitrate = h('dd', { class: 'bitrate' });
     p.bytes = h('dd', { class: 'bytes' });
@@ -443,7 +461,7 @@ class Overview {
     const node = h('article', { class: 'card', dataset: { stream: s.name } },
       h('a', { class: 'thumb', href: link, tabindex: '-1', 'aria-hidden': 'true' }, p.img, p.placeholder),
       h('div', { class: 'card-body' },
-        h('div', { class: 'card-title' }, h('a', { href: link, class: 'name' }, s.name), p.badge),
+        h('div', { class: 'card-title' }, h('a', { href: link, class: 'name' }, s.name), p.badge, p.source),
         h('dl', { class: 'facts' },
           h('dt', {}, 'Codecs'), p.codecs,
           h('dt', {}, 'Bitrate'), p.bitrate,
@@ -462,6 +480,7 @@ class Overview {
     const prev = c.stream;
     c.stream = s;
     p.badge.replaceWith((p.badge = badge(s)));
+    p.source.replaceWith((p.source = sourceBadge(s)));
     c.node.dataset.status = s.status;
     const codecs = s.codecs || '—';
     p.codecs.textContent = s.resolution ? `${codecs} · ${s.resolution}` : codecs;
@@ -520,6 +539,20 @@ class Overview {
     const name = h('input', { name: 'name', id: 'create-name', required: true, pattern: '[A-Za-z0-9_.\\-]{1,256}', autocomplete: 'off', placeholder: 'frontdoor' });
     const hours = h('input', { name: 'retention_hours', id: 'create-retention', type: 'number', min: '0', step: '1', placeholder: 'server default' });
     const tags = h('input', { name: 'tags', id: 'create-tags', placeholder: 'site=home, floor=1', autocomplete: 'off' });
+    // An RTSP camera tapedeck records itself (optional): URL, transport, credentials.
+    const rtspUrl = h('input', { name: 'rtsp_url', id: 'create-rtsp-url', type: 'url', autocomplete: 'off', placeholder: 'rtsp://192.168.1.20:554/stream1' });
+    const rtspTransport = h('select', { name: 'rtsp_transport', id: 'create-rtsp-transport' },
+      h('option', { value: 'tcp' }, 'TCP (default)'), h('option', { value: 'udp' }, 'UDP'));
+    const rtspUser = h('input', { name: 'rtsp_username', id: 'create-rtsp-username', autocomplete: 'off' });
+    const rtspPass = h('input', { name: 'rtsp_password', id: 'create-rtsp-password', type: 'password', autocomplete: 'new-password' });
+    const camera = h('details', { class: 'camera', id: 'create-camera' },
+      h('summary', {}, 'Record an RTSP camera'),
+      h('label', { for: 'create-rtsp-url' }, 'Camera URL'), rtspUrl,
+      h('p', { class: 'hint' }, 'tapedeck pulls the camera itself (H.264/H.265, AAC) and reconnects when it drops.'),
+      h('label', { for: 'create-rtsp-transport' }, 'Transport'), rtspTransport,
+      h('label', { for: 'create-rtsp-username' }, 'Username'), rtspUser,
+      h('label', { for: 'create-rtsp-password' }, 'Password'), rtspPass,
+      h('p', { class: 'hint' }, 'Kept on the server; never shown again.'));
     const dlg = h('dialog', { class: 'dialog', id: 'create-dialog', 'aria-labelledby': 'create-title' });
     const form = h('form', { method: 'dialog' },
       h('h2', { id: 'create-title' }, 'New stream'),
@@ -528,6 +561,7 @@ class Overview {
       h('label', { for: 'create-retention' }, 'Retention (hours)'), hours,
       h('p', { class: 'hint' }, '0 keeps only the last few minutes (live only).'),
       h('label', { for: 'create-tags' }, 'Tags'), tags,
+      camera,
       err,
       h('div', { class: 'dialog-actions' },
         h('button', { type: 'button', onclick: () => dlg.close() }, 'Cancel'),
@@ -540,6 +574,12 @@ class Overview {
         if (hours.value !== '') body.retention_hours = Number(hours.value);
         const t = parseTags(tags.value);
         if (Object.keys(t).length) body.tags = t;
+        if (rtspUrl.value.trim()) {
+          const rtsp = { url: rtspUrl.value.trim(), transport: rtspTransport.value };
+          if (rtspUser.value) rtsp.username = rtspUser.value;
+          if (rtspPass.value) rtsp.password = rtspPass.value;
+          body.source = { rtsp };
+        }
         await api('/streams', { method: 'POST', body });
       } catch (ex) {
         err.textContent = ex.message;
@@ -785,7 +825,7 @@ class StreamView {
   render() {
     const s = this.stream;
     const live = s.status === 'live';
-    this.badgeSlot.replaceChildren(badge(s));
+    this.badgeSlot.replaceChildren(badge(s), ' ', sourceBadge(s));
     this.liveBtn.disabled = !live || !this.player || this.mode === 'live';
     let label = '';
     let cls = '';

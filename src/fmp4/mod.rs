@@ -26,6 +26,7 @@ mod error;
 mod fragment;
 mod init;
 mod layout;
+pub mod mux;
 mod nal;
 mod prft;
 mod rewrite;

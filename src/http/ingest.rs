@@ -60,6 +60,7 @@ pub async fn upload(
         remote: Some(peer.addr.to_string()),
         connected_us: Some(connected_us),
         first_stored: Some(first_stored),
+        kind: None,
     };
     let body = state.limits.throttle(&name, body.into_data_stream());
     // On its own task: ffmpeg closes the connection without reading the response, which drops

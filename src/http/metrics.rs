@@ -326,6 +326,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse>
             d.total_bytes,
         );
     }
+    state.sources.metrics(&mut e);
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -48,6 +48,9 @@ use tower_http::cors::{Any, CorsLayer};
 
 /// How long shutdown waits for uploads to persist and connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// How long shutdown waits for pulled sources to store their last fragments (a flush and one
+/// commit group each: well under a second).
+const SOURCES_STOP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct AppState {
@@ -62,6 +65,8 @@ pub struct AppState {
     /// The clock the store was opened with, for code that needs the time without the store
     /// (playback-token expiry).
     pub clock: SharedClock,
+    /// Streams tapedeck pulls itself (RTSP cameras).
+    pub sources: crate::source::Sources,
 }
 
 /// Where the API is nested; the routes outside it are probes, metrics and the web UI.
@@ -336,9 +341,14 @@ pub async fn serve_on(
         config.storage.clone(),
         shutdown.clone(),
     );
+    let sources = crate::source::Sources::new(ingest.clone(), config.clone(), shutdown.clone());
+    if let Err(e) = sources.start().await {
+        tracing::error!(error = %e, "sources could not all be started");
+    }
     let app = router(AppState {
         store: store.clone(),
         ingest,
+        sources: sources.clone(),
         hls: Arc::new(Hls::new(store.clone(), config.hls.clone())),
         sweeper,
         frames: Arc::new(crate::analytics::frames::Frames::new(
@@ -358,6 +368,8 @@ pub async fn serve_on(
     if let Err(e) = serving.open(app).await {
         tracing::warn!(error = %e, "server task failed");
     }
+    // The pulls stopped with `shutdown`; what they held is stored before the store closes.
+    sources.stopped(SOURCES_STOP_GRACE).await;
     store.shutdown().await;
     tracing::info!("store closed; bye");
     Ok(())

@@ -3,6 +3,7 @@
 use super::params::{self, Params};
 use super::AppState;
 use crate::error::{Error, Result};
+use crate::source::SourceSpec;
 use crate::store::StreamRow;
 use crate::stream_name::validate_stream_name;
 use crate::timefmt::format_us;
@@ -32,6 +33,8 @@ struct CreateBody {
     retention_bytes: Option<u64>,
     #[serde(default)]
     tags: BTreeMap<String, String>,
+    /// Where tapedeck pulls the stream from (an RTSP camera); absent: producers push it.
+    source: Option<SourceSpec>,
 }
 
 #[derive(Deserialize)]
@@ -40,6 +43,18 @@ struct UpdateBody {
     retention_hours: Option<u64>,
     retention_bytes: Option<u64>,
     tags: Option<BTreeMap<String, String>>,
+    /// Absent: unchanged; `null`: removed (the pull stops); an object: set or replaced.
+    #[serde(default, deserialize_with = "present")]
+    source: Option<Option<SourceSpec>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`, via `default`).
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 fn validate_tags(tags: &BTreeMap<String, String>) -> Result<()> {
@@ -126,6 +141,8 @@ pub(super) async fn describe_json(state: &AppState, s: &StreamRow) -> Result<Val
         "resolution": video.and_then(|v| Some(format!("{}x{}", v.width?, v.height?))),
         "tracks": init.as_ref().map(|i| i.tracks.clone()).unwrap_or_default(),
         "init": init.as_ref().map(|i| i.id),
+        // Credentials redacted; with the pull's state (connecting, streaming, retrying, ...).
+        "source": state.sources.describe(&s.name),
     }))
 }
 
@@ -134,6 +151,8 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<impl I
     validate_stream_name(&b.name)?;
     validate_tags(&b.tags)?;
     validate_retention(b.retention_hours, b.retention_bytes)?;
+    // Checked before the stream exists, so a bad source creates nothing.
+    let source = b.source.map(SourceSpec::validated).transpose()?;
     let retention = b
         .retention_hours
         .unwrap_or(state.config.retention.default_hours);
@@ -141,6 +160,9 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<impl I
         .store
         .create_stream(&b.name, retention, b.retention_bytes, b.tags)
         .await?;
+    if source.is_some() {
+        state.sources.set(row.id, &row.name, source).await?;
+    }
     Ok((
         StatusCode::CREATED,
         Json(describe_json(&state, &row).await?),
@@ -189,7 +211,14 @@ pub async fn update(
         validate_tags(t)?;
     }
     validate_retention(b.retention_hours, b.retention_bytes)?;
+    let source = b
+        .source
+        .map(|s| s.map(SourceSpec::validated).transpose())
+        .transpose()?;
     let before = state.store.require_stream(&name).await?;
+    if let Some(source) = source {
+        state.sources.set(before.id, &name, source).await?;
+    }
     let row = state
         .store
         .update_stream(&name, b.retention_hours, b.retention_bytes, b.tags)
@@ -206,6 +235,7 @@ pub async fn update(
 pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode> {
     validate_stream_name(&name)?;
     state.store.delete_stream(&name).await?;
+    state.sources.stop(&name);
     state.ingest.stream_deleted(&name);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -16,6 +16,8 @@ pub struct UploadParams {
     pub remote: Option<String>,
     /// When the request arrived (server clock); `None`: when the upload begins.
     pub connected_us: Option<i64>,
+    /// The sessions table's `kind`; `None`: "upload". Pulled sources say "rtsp".
+    pub kind: Option<&'static str>,
     /// Told when the first fragment is durable (dropped unsent if none ever is).
     pub first_stored: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -80,7 +82,7 @@ impl Ingest {
             self,
             name,
             Opening {
-                kind: "upload",
+                kind: params.kind.unwrap_or("upload"),
                 remote: params.remote.clone(),
                 connected_us,
                 producer_start_us: params.producer_start_us,

@@ -66,6 +66,8 @@ impl Store {
                     "UPDATE streams SET deleted_us = ? WHERE id = ?",
                     params![now, found.id],
                 )?;
+                w.conn
+                    .execute("DELETE FROM sources WHERE stream_id = ?", [found.id])?;
                 w.forget_stream(found.id);
                 w.media_removed();
                 w.emit(StoreEvent::StreamDeleted {

@@ -39,6 +39,7 @@ mod recovery;
 pub mod retention;
 mod rows;
 mod schema;
+mod sources;
 pub mod sweeper;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -130,7 +130,18 @@ const V2: &str = r#"
 ALTER TABLE fragments ADD COLUMN has_video INTEGER NOT NULL DEFAULT 1;
 "#;
 
-const MIGRATIONS: &[&str] = &[V1, V2];
+/// Migration 3: sources, where tapedeck pulls a stream from (store/sources.rs). Keyed by stream
+/// id without a foreign key: a stream's delete removes its source in the same step (so the
+/// purge of the stream row is never blocked by it).
+const V3: &str = r#"
+CREATE TABLE sources (
+    stream_id   INTEGER PRIMARY KEY,
+    spec        TEXT NOT NULL,     -- JSON {"rtsp": {url, transport, username, password}}
+    updated_us  INTEGER NOT NULL
+);
+"#;
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Connection settings shared by the writer and the readers.
 pub fn configure(conn: &Connection) -> Result<()> {
