@@ -248,13 +248,7 @@ fn wall_us() -> i64 {
 }
 
 fn have(program: &str) -> bool {
-    Command::new(program)
-        .arg("-version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    tapedeck::codec::ffmpeg::usable(program)
 }
 
 /// xorshift64*: reproducible picks without a dependency.
