@@ -11,6 +11,11 @@
 //!
 //! Held fragments are skipped at every step; when only held media is left and the budget is
 //! still crossed, the sweeper says so (log warning, status, describe) instead of deleting it.
+//!
+//! With an object tier the budget counts the local disk only, and step 3 first deletes local
+//! copies of files already uploaded (oldest upload first); only what that cannot free is taken
+//! from the oldest media that has no object yet, which is logged as an error and counted
+//! (`unuploaded_deleted_bytes`): see the policy in `object/mod.rs`.
 
 use super::retention::{Expired, StreamExpiry};
 use super::Store;
@@ -39,6 +44,10 @@ pub struct SweepReport {
     pub budget_shortfall_bytes: u64,
     /// The budget is still crossed and only held media is left to delete.
     pub held_only_over_budget: bool,
+    /// Bytes of local copies of uploaded files deleted for the budget (object tier only).
+    pub local_copies_freed_bytes: u64,
+    /// Bytes of media the budget deleted before it was uploaded (object tier only).
+    pub unuploaded_deleted_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -183,12 +192,15 @@ impl Sweeper {
         report.disk_free_bytes = disk_free;
         if need > 0 {
             report.over_budget = true;
-            let mut left = need;
+            let freed = self.store.free_local_copies(need).await?;
+            report.local_copies_freed_bytes = freed;
+            let mut left = need.saturating_sub(freed);
             let mut cursor = (i64::MIN, i64::MIN, i64::MIN);
             let mut held = 0;
             while left > 0 {
                 let b = self.store.expire_global_batch(left, cursor, batch).await?;
                 report.by_disk_budget.add(b.expired);
+                report.unuploaded_deleted_bytes += b.unuploaded_bytes;
                 held += b.held;
                 left = left.saturating_sub(b.expired.bytes);
                 cursor = b.cursor;
@@ -197,6 +209,16 @@ impl Sweeper {
                 }
             }
             report.held_kept += held;
+            if report.unuploaded_deleted_bytes > 0 {
+                self.store
+                    .note_unuploaded_deleted(report.unuploaded_deleted_bytes);
+                tracing::error!(
+                    deleted_bytes = report.unuploaded_deleted_bytes,
+                    "disk budget crossed while the object store is behind: deleted the oldest \
+                     media before it was uploaded; check the object store (see /metrics \
+                     tapedeck_object_upload_queue_files) or add local space"
+                );
+            }
             tracing::warn!(
                 used_bytes = used,
                 disk_free_bytes = disk_free,
