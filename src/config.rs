@@ -625,9 +625,11 @@ mod tests {
         assert!(bad("[storage.object]\nurl = \"media\"\n")
             .message
             .contains("s3://bucket/prefix"));
-        assert!(bad("[storage.object]\nurl = \"s3://b\"\nendpoint = \"127.0.0.1:9\"\n")
-            .message
-            .contains("endpoint"));
+        assert!(
+            bad("[storage.object]\nurl = \"s3://b\"\nendpoint = \"127.0.0.1:9\"\n")
+                .message
+                .contains("endpoint")
+        );
     }
 
     #[test]

@@ -206,7 +206,13 @@ pub fn check_with(
         Some(o) => Some(super::object::ObjectTier::open(o)?),
         None => None,
     };
-    super::object::check::check_objects(&conn, tier.as_deref(), repair, &mut report, &mut bad_rows)?;
+    super::object::check::check_objects(
+        &conn,
+        tier.as_deref(),
+        repair,
+        &mut report,
+        &mut bad_rows,
+    )?;
     if repair && !bad_rows.is_empty() {
         let tx = conn.transaction()?;
         for (stream_id, number) in &bad_rows {

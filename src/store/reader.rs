@@ -197,12 +197,13 @@ impl OpenFragments {
         let number = row.number;
         tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; len as usize];
-            file.read_exact_at(&mut buf, at).map_err(|e| match carried(&e) {
-                Some(carried) => carried,
-                None => Error::internal(format!(
-                    "fragment {number} is shorter on disk than its index row says: {e}"
-                )),
-            })?;
+            file.read_exact_at(&mut buf, at)
+                .map_err(|e| match carried(&e) {
+                    Some(carried) => carried,
+                    None => Error::internal(format!(
+                        "fragment {number} is shorter on disk than its index row says: {e}"
+                    )),
+                })?;
             Ok(Bytes::from(buf))
         })
         .await

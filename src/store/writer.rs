@@ -279,8 +279,7 @@ impl WriterState {
             i64::try_from(self.config.file_roll_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
         let mut open = HashSet::new();
         for c in self.cursors.values_mut() {
-            if c
-                .file
+            if c.file
                 .as_ref()
                 .is_some_and(|f| now_us.saturating_sub(f.created_us) >= roll_us)
             {

@@ -76,15 +76,16 @@ pub(crate) fn check_objects(
         rows
     };
     let prefix = tier.streams_prefix();
-    let listed: Vec<object_store::ObjectMeta> = tier.block_on(async {
-        let mut out = Vec::new();
-        let mut list = tier.client.list(Some(&prefix));
-        while let Some(m) = list.next().await {
-            out.push(m);
-        }
-        out.into_iter().collect::<std::result::Result<Vec<_>, _>>()
-    })
-    .map_err(|e| super::map_error(e, &format!("listing {}", tier.url)))?;
+    let listed: Vec<object_store::ObjectMeta> = tier
+        .block_on(async {
+            let mut out = Vec::new();
+            let mut list = tier.client.list(Some(&prefix));
+            while let Some(m) = list.next().await {
+                out.push(m);
+            }
+            out.into_iter().collect::<std::result::Result<Vec<_>, _>>()
+        })
+        .map_err(|e| super::map_error(e, &format!("listing {}", tier.url)))?;
     let mut seen = HashSet::new();
     let mut delete = Vec::new();
     for meta in &listed {
@@ -93,7 +94,16 @@ pub(crate) fn check_objects(
         if let Some(r) = recorded.get(&key) {
             seen.insert(key.clone());
             if meta.size as i64 != r.bytes {
-                object_wrong(conn, tier, &key, r, Some(meta.size), repair, report, bad_rows)?;
+                object_wrong(
+                    conn,
+                    tier,
+                    &key,
+                    r,
+                    Some(meta.size),
+                    repair,
+                    report,
+                    bad_rows,
+                )?;
             }
         } else if garbage.contains(&key) {
             report.notes.push(format!(
@@ -156,7 +166,10 @@ fn object_wrong(
     bad_rows: &mut Vec<(i64, i64)>,
 ) -> Result<()> {
     let what = match size {
-        None => format!("object {key} (file {}) is missing from {}", r.file_id, tier.url),
+        None => format!(
+            "object {key} (file {}) is missing from {}",
+            r.file_id, tier.url
+        ),
         Some(s) => format!(
             "object {key} (file {}) has {s} bytes, the index recorded {}",
             r.file_id, r.bytes

@@ -228,7 +228,11 @@ impl super::super::Store {
         let (files, freed) = self.exec(move |w| delete_local_copies(w, ev)).await?;
         super::stats::Counters::add(&tier.stats.local_copies_deleted, files);
         if freed > 0 {
-            tracing::info!(files, freed_bytes = freed, "disk budget: deleted local copies of uploaded files");
+            tracing::info!(
+                files,
+                freed_bytes = freed,
+                "disk budget: deleted local copies of uploaded files"
+            );
         }
         Ok(freed)
     }

@@ -127,9 +127,7 @@ async fn pass(store: &Store, tier: &Arc<ObjectTier>) -> Result<()> {
 }
 
 async fn delete_garbage(store: &Store, tier: &ObjectTier) -> Result<()> {
-    let keys = store
-        .read(|c| protocol::garbage(c, GARBAGE_BATCH))
-        .await?;
+    let keys = store.read(|c| protocol::garbage(c, GARBAGE_BATCH)).await?;
     if keys.is_empty() {
         return Ok(());
     }
@@ -241,11 +239,7 @@ async fn put_file(
         let etag = hex(&md5);
         return Ok(Digests { md5, etag });
     }
-    let mut upload = tier
-        .client
-        .put_multipart(path)
-        .await
-        .map_err(put_error)?;
+    let mut upload = tier.client.put_multipart(path).await.map_err(put_error)?;
     let mut whole = Md5::new();
     let mut part_md5s = Vec::new();
     let mut offset = 0;
