@@ -381,4 +381,53 @@ mod tests {
         assert_eq!(numbers(&ts, cam.row.id).await, [1, 2, 3]);
         assert_eq!(s.status().sweeps, 1);
     }
+
+    /// With an object tier the budget counts the local disk: it first deletes local copies of
+    /// uploaded files (their media stays, read from the bucket), and only then the oldest media
+    /// not yet uploaded, which it counts as lost before upload.
+    #[tokio::test]
+    async fn budget_frees_uploaded_copies_before_unuploaded_media() {
+        let ts = TestStore::with_config(StorageConfig {
+            // 116-byte fragments: every fragment gets a file of its own.
+            file_roll_bytes: 100,
+            min_free_bytes: Some(0),
+            object: Some(crate::store::object::testing_config()),
+            ..StorageConfig::default()
+        });
+        let cam = ts.add_stream("cam").await;
+        let mut rows = Vec::new();
+        for i in 0..4 {
+            rows.push(ts.append(&cam, i * 1000, 1000, 100).await);
+        }
+        let uploaded = [rows[0].file_id, rows[1].file_id];
+        crate::store::object::mark_uploaded_for_test(&ts.store, &uploaded).await;
+        let storage = StorageConfig {
+            max_bytes: Some(116),
+            ..ts.config.clone()
+        };
+        let s = sweeper(&ts, storage);
+        let report = s.sweep().await.unwrap();
+        assert_eq!(report.local_copies_freed_bytes, 232);
+        assert_eq!(report.by_disk_budget.fragments, 1);
+        assert_eq!(report.unuploaded_deleted_bytes, 116);
+        assert_eq!(
+            numbers(&ts, cam.row.id).await,
+            [1, 2, 4],
+            "remote-only media stays"
+        );
+        assert!(!ts.file_of(&rows[0]).exists() && !ts.file_of(&rows[1]).exists());
+        let stream = ts.store.stream("cam").await.unwrap().unwrap();
+        assert_eq!((stream.local_bytes(), stream.remote_bytes), (116, 232));
+        assert_eq!(ts.store.used_bytes().await.unwrap(), 116);
+        assert_eq!(
+            ts.store
+                .object_stats()
+                .unwrap()
+                .unuploaded_deleted_bytes_total,
+            116
+        );
+        // Its only copy is in a bucket that cannot be reached: Unavailable (503), not lost.
+        let err = ts.store.fragment_bytes(&rows[0]).await.unwrap_err();
+        assert_eq!(err.kind, crate::error::Kind::Unavailable, "{err:?}");
+    }
 }

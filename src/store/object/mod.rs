@@ -227,3 +227,45 @@ pub(crate) fn map_error(e: object_store::Error, what: &str) -> Error {
         )),
     }
 }
+
+/// A tier whose bucket cannot be reached (nothing listens on port 9): for unit tests of the
+/// index side, which never needs the bucket.
+#[cfg(test)]
+pub(crate) fn testing_config() -> ObjectConfig {
+    ObjectConfig {
+        url: "s3://unit-test/prefix".into(),
+        endpoint: Some("http://127.0.0.1:9".into()),
+        path_style: true,
+        local_keep_hours: 0,
+        ..ObjectConfig::default()
+    }
+}
+
+/// Records files as uploaded (protocol step 3) without a bucket, then deletes their local
+/// copies (step 4) the way the uploader does.
+#[cfg(test)]
+pub(crate) async fn mark_uploaded_for_test(store: &super::Store, file_ids: &[i64]) {
+    let ids = file_ids.to_vec();
+    store
+        .exec(move |w| {
+            for id in ids {
+                let (stream_id, bytes): (i64, i64) = w.conn.query_row(
+                    "SELECT stream_id, (SELECT MAX(file_offset + size_bytes) FROM fragments \
+                     WHERE file_id = ?1) FROM files WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                let file = protocol::Sealed {
+                    stream_id,
+                    file_id: id,
+                    bytes: bytes as u64,
+                    created_us: 0,
+                };
+                let key = format!("prefix/streams/{stream_id}/{id:010}.frag");
+                assert!(protocol::record_upload(w, &file, &key, &[0u8; 16])?);
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+}

@@ -249,3 +249,74 @@ impl super::super::Store {
         self.inner.object_wake.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{mark_uploaded_for_test, testing_config};
+    use crate::config::StorageConfig;
+    use crate::store::testing::TestStore;
+    use crate::store::Store;
+
+    fn tiered() -> StorageConfig {
+        StorageConfig {
+            min_free_bytes: Some(0),
+            object: Some(testing_config()),
+            ..StorageConfig::default()
+        }
+    }
+
+    /// A crash after `local = 0` committed and before the unlink: the next start unlinks.
+    #[tokio::test]
+    async fn recovery_finishes_an_interrupted_local_delete() {
+        let ts = TestStore::with_config(tiered());
+        let cam = ts.add_stream("cam").await;
+        let row = ts.append(&cam, 0, 1000, 100).await;
+        let path = ts.file_of(&row);
+        mark_uploaded_for_test(&ts.store, &[row.file_id]).await;
+        let file_id = row.file_id;
+        ts.store
+            .exec(move |w| {
+                Ok(w.conn
+                    .execute("UPDATE files SET local = 0 WHERE id = ?", [file_id])?)
+            })
+            .await
+            .unwrap();
+        assert!(path.exists(), "the crash left the local copy");
+        let ts = ts.reopen_after(|_| {}).await;
+        assert!(!path.exists(), "recovery finished the delete");
+        assert_eq!(
+            ts.store
+                .fragments_between(cam.row.id, 0, i64::MAX, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    /// Objects in the index and no tier (or another bucket) configured: refused, saying why.
+    #[tokio::test]
+    async fn a_store_with_objects_needs_its_bucket() {
+        let ts = TestStore::with_config(tiered());
+        let cam = ts.add_stream("cam").await;
+        let row = ts.append(&cam, 0, 1000, 100).await;
+        ts.append(&cam, 1000, 1000, 100).await;
+        mark_uploaded_for_test(&ts.store, &[row.file_id]).await;
+        let clock = ts.clock.clone();
+        let dir = ts.close().await;
+        let err = Store::open(dir.path(), &StorageConfig::default(), clock.clone())
+            .err()
+            .unwrap();
+        assert!(
+            err.message.contains("[storage.object] is not configured"),
+            "{err}"
+        );
+        let mut other = tiered();
+        other.object.as_mut().unwrap().url = "s3://another/bucket".into();
+        let err = Store::open(dir.path(), &other, clock.clone())
+            .err()
+            .unwrap();
+        assert!(err.message.contains("s3://unit-test/prefix"), "{err}");
+        Store::open(dir.path(), &tiered(), clock).unwrap();
+    }
+}
