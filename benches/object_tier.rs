@@ -334,6 +334,7 @@ fn run(args: &Args) -> Res<()> {
         );
     }
     let gets = metric(&c, &base, "tapedeck_object_read_seconds_count")?;
+    let get_s = metric(&c, &base, "tapedeck_object_read_seconds_sum")?;
 
     // 5: the object server's own PUT rate for the same bytes.
     let objects = object_files(&root.join("s3").join(BUCKET), args.moto, &c, &endpoint)?;
