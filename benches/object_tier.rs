@@ -337,7 +337,7 @@ fn run(args: &Args) -> Res<()> {
     let get_s = metric(&c, &base, "tapedeck_object_read_seconds_sum")?;
 
     // 5: the object server's own PUT rate for the same bytes.
-    let objects = object_files(&root.join("s3").join(BUCKET), args.moto, &c, &endpoint)?;
+    let objects = object_files(&endpoint)?;
     let put_s = raw_put(&endpoint, &objects)?;
     let put_bytes: u64 = objects.iter().map(|o| o.1.len() as u64).sum();
 
@@ -360,7 +360,8 @@ fn run(args: &Args) -> Res<()> {
     row("segment, remote (cache miss, GET)", remote_cold);
     row("segment, remote (read cache hit)", remote_warm);
     println!(
-        "remote GETs made: {gets}; segment bytes read: {:.1} MB",
+        "remote GETs (2 MiB chunks) made: {gets}, mean {:.1} ms each; segment bytes read: {:.1} MB",
+        get_s * 1e3 / gets.max(1.0),
         segment_bytes as f64 / 1e6
     );
     println!(
@@ -393,56 +394,29 @@ fn walk_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Every object tapedeck uploaded: (key, bytes).
-fn object_files(
-    fs_root: &Path,
-    moto: bool,
-    c: &reqwest::blocking::Client,
-    endpoint: &str,
-) -> Res<Vec<(String, Vec<u8>)>> {
-    let mut out = Vec::new();
-    if moto {
-        let text = c
-            .get(format!("{endpoint}/{BUCKET}?list-type=2"))
-            .send()?
-            .text()?;
-        for item in text.split("<Key>").skip(1) {
-            let key = &item[..item.find("</Key>").unwrap_or(0)];
-            let bytes = c
-                .get(format!("{endpoint}/{BUCKET}/{key}"))
-                .send()?
-                .bytes()?;
-            out.push((key.to_string(), bytes.to_vec()));
+/// Every object tapedeck uploaded: (key, bytes), listed and read through the S3 API.
+fn object_files(endpoint: &str) -> Res<Vec<(String, Vec<u8>)>> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let store = client(endpoint)?;
+    rt.block_on(async {
+        use futures_util::StreamExt;
+        let mut out = Vec::new();
+        let prefix = ObjectPath::from("tapedeck");
+        let mut list = store.list(Some(&prefix));
+        while let Some(meta) = list.next().await {
+            let meta = meta?;
+            let bytes = store.get(&meta.location).await?.bytes().await?;
+            out.push((meta.location.to_string(), bytes.to_vec()));
         }
-    } else {
-        fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) -> Res<()> {
-            for e in std::fs::read_dir(dir)?.flatten() {
-                let p = e.path();
-                if e.file_name().to_string_lossy().starts_with('.') {
-                    continue;
-                }
-                if p.is_dir() {
-                    walk(root, &p, out)?;
-                } else {
-                    let key = p.strip_prefix(root)?.to_string_lossy().to_string();
-                    out.push((key, std::fs::read(&p)?));
-                }
-            }
-            Ok(())
+        if out.is_empty() {
+            return Err::<_, BoxError>("no objects in the bucket".into());
         }
-        walk(fs_root, fs_root, &mut out)?;
-    }
-    if out.is_empty() {
-        return Err("no objects in the bucket".into());
-    }
-    Ok(out)
+        Ok(out)
+    })
 }
 
-/// PUTs the objects again under `raw/`, `CONCURRENCY` at once (multipart above 16 MiB, as the
-/// uploader does); returns the seconds taken.
-fn raw_put(endpoint: &str, objects: &[(String, Vec<u8>)]) -> Res<f64> {
-    let rt = tokio::runtime::Runtime::new()?;
-    let store = AmazonS3Builder::new()
+fn client(endpoint: &str) -> Res<object_store::aws::AmazonS3> {
+    Ok(AmazonS3Builder::new()
         .with_bucket_name(BUCKET)
         .with_endpoint(endpoint)
         .with_region("us-east-1")
@@ -450,7 +424,14 @@ fn raw_put(endpoint: &str, objects: &[(String, Vec<u8>)]) -> Res<f64> {
         .with_secret_access_key(SECRET)
         .with_virtual_hosted_style_request(false)
         .with_client_options(ClientOptions::new().with_allow_http(true))
-        .build()?;
+        .build()?)
+}
+
+/// PUTs the objects again under `raw/`, `CONCURRENCY` at once (multipart above 16 MiB, as the
+/// uploader does); returns the seconds taken.
+fn raw_put(endpoint: &str, objects: &[(String, Vec<u8>)]) -> Res<f64> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let store = client(endpoint)?;
     let part = 16usize << 20;
     rt.block_on(async {
         use futures_util::StreamExt;
