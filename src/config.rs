@@ -251,7 +251,94 @@ pub struct StorageConfig {
     /// streams hold more than this (unset: no byte budget).
     pub max_bytes: Option<u64>,
     /// ...or while the data disk has less free space than this (unset: 5 % of the disk).
+    /// With `[storage.object]` both count the local disk only.
     pub min_free_bytes: Option<u64>,
+    /// Sealed fragment files tier to S3-compatible object storage (`store/object/`). Absent:
+    /// everything stays on the local disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectConfig>,
+}
+
+/// `[storage.object]`: where sealed fragment files go, and how long local copies stay.
+/// Credentials are not settings: they come from the standard AWS environment variables
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), so they stay out of
+/// config files and `--print-config`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObjectConfig {
+    /// Bucket and key prefix: `s3://bucket` or `s3://bucket/some/prefix`.
+    pub url: String,
+    /// The S3 API endpoint for S3-compatible servers (MinIO, Garage, Ceph, R2, ...), e.g.
+    /// `http://127.0.0.1:9000`; unset: AWS S3 for `region`. `http://` is allowed.
+    pub endpoint: Option<String>,
+    /// Unset: `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1` (what most S3-compatible
+    /// servers accept; R2 wants `auto`).
+    pub region: Option<String>,
+    /// Address the bucket as `endpoint/bucket/key` instead of `bucket.endpoint/key`: what
+    /// MinIO, Garage and most self-hosted servers need.
+    pub path_style: bool,
+    /// Files uploaded at once.
+    pub upload_concurrency: usize,
+    /// Local copies of uploaded files are kept this long after their upload (hot reads stay on
+    /// disk)...
+    pub local_keep_hours: u64,
+    /// ...and while all local copies of uploaded files together stay under this (unset: no byte
+    /// limit besides the disk budget).
+    pub local_keep_bytes: Option<u64>,
+    /// Memory for byte ranges read back from object storage (the read cache).
+    pub read_cache_bytes: u64,
+}
+
+impl Default for ObjectConfig {
+    fn default() -> Self {
+        ObjectConfig {
+            url: String::new(),
+            endpoint: None,
+            region: None,
+            path_style: false,
+            upload_concurrency: 4,
+            local_keep_hours: 24,
+            local_keep_bytes: None,
+            read_cache_bytes: 256 << 20,
+        }
+    }
+}
+
+impl ObjectConfig {
+    /// The bucket and the key prefix (without slashes at either end) of `url`.
+    pub fn bucket_and_prefix(&self) -> Result<(String, String)> {
+        let rest = self.url.strip_prefix("s3://").ok_or_else(|| {
+            Error::invalid(format!(
+                "storage.object.url must look like s3://bucket/prefix, not '{}'",
+                self.url
+            ))
+        })?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::invalid(format!(
+                "storage.object.url '{}' names no bucket (s3://bucket/prefix)",
+                self.url
+            )));
+        }
+        Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.bucket_and_prefix()?;
+        if let Some(e) = &self.endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(Error::invalid(format!(
+                    "storage.object.endpoint must be an http:// or https:// URL, not '{e}'"
+                )));
+            }
+        }
+        if self.upload_concurrency == 0 {
+            return Err(Error::invalid(
+                "storage.object.upload_concurrency must be at least 1",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -314,6 +401,7 @@ impl Default for StorageConfig {
             sync: SyncMode::Auto,
             max_bytes: None,
             min_free_bytes: None,
+            object: None,
         }
     }
 }
@@ -479,6 +567,9 @@ impl Config {
                 "storage.file_roll_bytes must be at least 1 MiB",
             ));
         }
+        if let Some(o) = &self.storage.object {
+            o.validate()?;
+        }
         self.auth.validate()
     }
 }
@@ -595,6 +686,32 @@ mod tests {
         let back = Config::from_toml(&printed).unwrap();
         let e = back.validate().unwrap_err();
         assert!(e.message.contains("--print-config"), "{e}");
+    }
+
+    #[test]
+    fn object_tier_settings() {
+        let c = Config::from_toml(
+            "[storage.object]\nurl = \"s3://media/site-a/\"\nendpoint = \"http://127.0.0.1:9000\"\n\
+             path_style = true\nlocal_keep_hours = 0\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let o = c.storage.object.as_ref().unwrap();
+        assert_eq!(
+            o.bucket_and_prefix().unwrap(),
+            ("media".to_string(), "site-a".to_string())
+        );
+        assert_eq!(o.upload_concurrency, 4, "unset keys keep defaults");
+        assert!(Config::default().storage.object.is_none(), "off by default");
+        let bad = |t: &str| Config::from_toml(t).and_then(|c| c.validate()).unwrap_err();
+        assert!(bad("[storage.object]\nurl = \"media\"\n")
+            .message
+            .contains("s3://bucket/prefix"));
+        assert!(
+            bad("[storage.object]\nurl = \"s3://b\"\nendpoint = \"127.0.0.1:9\"\n")
+                .message
+                .contains("endpoint")
+        );
     }
 
     #[test]

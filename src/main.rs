@@ -153,7 +153,7 @@ async fn wait_for_signal(shutdown: tokio_util::sync::CancellationToken) {
 }
 
 fn check(config: &Config, repair: bool, json: bool) -> ExitCode {
-    match tapedeck::store::check(&config.data_dir, repair) {
+    match tapedeck::store::check_with(&config.data_dir, &config.storage, repair) {
         Ok(report) => {
             if json {
                 println!(

@@ -712,6 +712,8 @@ class StreamView {
     this.setBytes = h('input', { type: 'number', min: '0', step: '1', id: 'set-bytes', placeholder: 'no quota' });
     this.setTags = h('input', { id: 'set-tags', autocomplete: 'off', placeholder: 'key=value, key=value' });
     this.setErr = h('p', { class: 'error', role: 'alert', hidden: true });
+    // Where the stream's bytes are: the local disk, and the object store ([storage.object]).
+    this.storedWhere = h('p', { class: 'muted small', id: 'stored-where' });
 
     main.replaceChildren(
       h('div', { class: 'stream-head' },
@@ -745,6 +747,7 @@ class StreamView {
           this.holdList),
         h('section', { class: 'panel', 'aria-labelledby': 'settings-title' },
           h('h2', { id: 'settings-title' }, 'Settings'),
+          this.storedWhere,
           h('form', { class: 'settings', onsubmit: (e) => this.saveSettings(e) },
             h('label', { for: 'set-hours' }, 'Retention (hours)'), this.setHours,
             h('label', { for: 'set-bytes' }, 'Size quota (bytes, 0 = none)'), this.setBytes,
@@ -1254,6 +1257,11 @@ class StreamView {
     this.setHours.value = String(s.retention_hours);
     this.setBytes.value = s.retention_bytes ? String(s.retention_bytes) : '';
     this.setTags.value = tagsText(s.tags);
+    const local = s.local_bytes ?? s.bytes;
+    const remote = s.remote_bytes ?? 0;
+    this.storedWhere.textContent = remote > 0
+      ? `Stored: ${fmtBytes(local)} on this server's disk, ${fmtBytes(remote)} in object storage`
+      : `Stored: ${fmtBytes(local)} on this server's disk`;
   }
 
   async saveSettings(e) {

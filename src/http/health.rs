@@ -7,12 +7,16 @@
 //! writable with room for at least one fragment of the largest size accepted. Not ready answers
 //! 503 with the usual JSON error body, whose message says which of these failed. A server that
 //! is shutting down is not ready either, so a load balancer drains it.
+//!
+//! With an object tier, an unreachable object store does not make the server unready (ingest
+//! still works on the local disk), but the body says so, and says loudly when the disk budget
+//! has deleted media that was never uploaded (`store/object/mod.rs`).
 
 use super::AppState;
 use crate::error::{Error, Result};
 use axum::extract::State;
 
-pub async fn readyz(State(state): State<AppState>) -> Result<&'static str> {
+pub async fn readyz(State(state): State<AppState>) -> Result<String> {
     if state.ingest.shutting_down() {
         return Err(Error::unavailable("the server is shutting down"));
     }
@@ -22,5 +26,21 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str> {
     tokio::task::spawn_blocking(move || store.check_ready(min_free_bytes))
         .await
         .map_err(|e| Error::internal(format!("readiness task failed: {e}")))??;
-    Ok("ready\n")
+    let mut body = String::from("ready\n");
+    if let Some(o) = state.store.object_stats() {
+        if !o.store_reachable {
+            body.push_str(&format!(
+                "warning: the object store is unreachable; {} files wait for upload ({})\n",
+                o.queue_files,
+                o.last_error.unwrap_or_default()
+            ));
+        }
+        if o.unuploaded_deleted_bytes_total > 0 {
+            body.push_str(&format!(
+                "warning: the disk budget deleted {} bytes of media that was not yet uploaded\n",
+                o.unuploaded_deleted_bytes_total
+            ));
+        }
+    }
+    Ok(body)
 }

@@ -327,6 +327,9 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse>
         );
     }
     state.sources.metrics(&mut e);
+    if let Some(o) = state.store.object_stats() {
+        object_tier(&mut e, &o, &streams, state.store.now_us());
+    }
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -334,6 +337,125 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse>
         )],
         e.finish(),
     ))
+}
+
+/// The object tier (`[storage.object]`): where the bytes are, the upload queue, failures, and
+/// remote reads.
+fn object_tier(
+    e: &mut Exposition,
+    o: &crate::store::object::ObjectStats,
+    streams: &[crate::store::StreamRow],
+    now_us: i64,
+) {
+    let local: i64 = streams.iter().map(|s| s.local_bytes()).sum();
+    let remote: i64 = streams.iter().map(|s| s.remote_bytes).sum();
+    e.single(
+        "tapedeck_object_local_bytes",
+        Type::Gauge,
+        "Bytes of stored media on the local disk.",
+        local,
+    );
+    e.single(
+        "tapedeck_object_remote_bytes",
+        Type::Gauge,
+        "Bytes of objects in the object store's bucket.",
+        remote,
+    );
+    e.single(
+        "tapedeck_object_upload_queue_files",
+        Type::Gauge,
+        "Sealed fragment files waiting for upload.",
+        o.queue_files,
+    );
+    e.single(
+        "tapedeck_object_upload_queue_bytes",
+        Type::Gauge,
+        "Bytes of sealed fragment files waiting for upload.",
+        o.queue_bytes,
+    );
+    let age_s = o
+        .queue_oldest_created_us
+        .map_or(0.0, |t| (now_us - t).max(0) as f64 / 1e6);
+    e.single(
+        "tapedeck_object_upload_queue_oldest_seconds",
+        Type::Gauge,
+        "Age of the oldest file waiting for upload (0 when none waits).",
+        age_s,
+    );
+    e.single(
+        "tapedeck_object_uploads_total",
+        Type::Counter,
+        "Files uploaded, verified and recorded.",
+        o.uploads_total,
+    );
+    e.single(
+        "tapedeck_object_uploaded_bytes_total",
+        Type::Counter,
+        "Bytes uploaded, verified and recorded.",
+        o.uploaded_bytes_total,
+    );
+    e.single(
+        "tapedeck_object_upload_errors_total",
+        Type::Counter,
+        "Upload passes that failed (retried with backoff).",
+        o.upload_errors_total,
+    );
+    e.single(
+        "tapedeck_object_store_reachable",
+        Type::Gauge,
+        "1 when the last request to the object store succeeded.",
+        u8::from(o.store_reachable),
+    );
+    e.single(
+        "tapedeck_object_unuploaded_deleted_bytes_total",
+        Type::Counter,
+        "Bytes of media the disk budget deleted before they were uploaded.",
+        o.unuploaded_deleted_bytes_total,
+    );
+    e.single(
+        "tapedeck_object_local_copies_deleted_total",
+        Type::Counter,
+        "Local copies of uploaded files deleted (keep limits or disk budget).",
+        o.local_copies_deleted_total,
+    );
+    e.single(
+        "tapedeck_object_deleted_total",
+        Type::Counter,
+        "Objects deleted after their media expired or their stream was deleted.",
+        o.objects_deleted_total,
+    );
+    e.single(
+        "tapedeck_object_read_errors_total",
+        Type::Counter,
+        "Remote reads that failed.",
+        o.remote_read_errors_total,
+    );
+    e.family(
+        "tapedeck_object_read_cache_total",
+        Type::Counter,
+        "Chunk lookups in the remote read cache, by result.",
+    );
+    e.sample(
+        "tapedeck_object_read_cache_total",
+        &[("result", "hit")],
+        o.cache_hits_total,
+    );
+    e.sample(
+        "tapedeck_object_read_cache_total",
+        &[("result", "miss")],
+        o.cache_misses_total,
+    );
+    e.single(
+        "tapedeck_object_read_cache_bytes",
+        Type::Gauge,
+        "Bytes of remote chunks the read cache holds.",
+        o.read_cache_bytes,
+    );
+    e.histogram(
+        "tapedeck_object_read_seconds",
+        "Latency of each ranged GET from the object store.",
+        &o.remote_read_seconds,
+    );
 }
 
 #[cfg(test)]

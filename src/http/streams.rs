@@ -134,6 +134,9 @@ pub(super) async fn describe_json(state: &AppState, s: &StreamRow) -> Result<Val
         "tags": s.tags,
         "fragment_count": s.fragment_count,
         "bytes": s.total_bytes,
+        // Where the bytes are (storage.object): on this server's disk, and in the bucket.
+        "local_bytes": s.local_bytes(),
+        "remote_bytes": s.remote_bytes,
         "first_time": s.first_producer_us.map(format_us),
         "last_time": s.last_end_us.map(format_us),
         "last_fragment": (s.last_number > 0).then_some(s.last_number),

@@ -6,6 +6,9 @@
 //! disagree with the rows. Notes (not problems): what a crash leaves by design and the next start
 //! removes: bytes past the last indexed fragment, and files that nothing in the index names.
 //! Fragment bytes are read through the store's byte reader (`reader.rs`), like every other read.
+//! With an object tier (`check_with`), files whose only copy is remote are checked against their
+//! objects (present, right size) without downloading them, and the bucket is listed for objects
+//! the index does not know (`object/check.rs`).
 
 use super::files;
 use super::reader::{ByteReader, FragmentFile};
@@ -31,6 +34,15 @@ impl CheckReport {
 }
 
 pub fn check(data_dir: &Path, repair: bool) -> Result<CheckReport> {
+    check_with(data_dir, &crate::config::StorageConfig::default(), repair)
+}
+
+/// `check`, with the storage settings: an object tier's bucket is checked too.
+pub fn check_with(
+    data_dir: &Path,
+    storage: &crate::config::StorageConfig,
+    repair: bool,
+) -> Result<CheckReport> {
     let _lock = if repair {
         Some(super::lock_data_dir(data_dir)?)
     } else {
@@ -39,6 +51,14 @@ pub fn check(data_dir: &Path, repair: bool) -> Result<CheckReport> {
     let mut conn = super::open_db(data_dir)?;
     super::schema::migrate(&mut conn)?;
     let mut report = CheckReport::default();
+    // Files whose local copy was deleted after their upload (`object/mod.rs`, step 4).
+    let remote_only: HashSet<i64> = {
+        let mut stmt = conn.prepare("SELECT id FROM files WHERE local = 0")?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        rows
+    };
     let file_rows: HashMap<i64, i64> = {
         let mut stmt = conn.prepare("SELECT id, stream_id FROM files")?;
         let rows = stmt
@@ -61,7 +81,7 @@ pub fn check(data_dir: &Path, repair: bool) -> Result<CheckReport> {
              ORDER BY file_id, file_offset",
         )?;
         let mut rows = stmt.query([])?;
-        let reader = ByteReader::new(data_dir.to_path_buf(), None);
+        let reader = ByteReader::new(data_dir.to_path_buf(), None, None);
         let mut open: Option<(i64, Option<FragmentFile>, u64)> = None;
         while let Some(r) = rows.next()? {
             let (stream_id, number, file_id, offset, size, init_id): (
@@ -91,6 +111,10 @@ pub fn check(data_dir: &Path, repair: bool) -> Result<CheckReport> {
                     "{what}: names file {file_id}, which has no row for this stream"
                 ));
                 bad_rows.push((stream_id, number));
+                continue;
+            }
+            if remote_only.contains(&file_id) {
+                // Checked against its object below, without downloading it.
                 continue;
             }
             if open.as_ref().map(|o| o.0) != Some(file_id) {
@@ -149,6 +173,18 @@ pub fn check(data_dir: &Path, repair: bool) -> Result<CheckReport> {
             }
             continue;
         }
+        if remote_only.contains(&file_id) {
+            report.notes.push(format!(
+                "file {} is uploaded and its local copy was being deleted when the server \
+                 stopped (removed at next start)",
+                path.display()
+            ));
+            if repair {
+                std::fs::remove_file(&path)?;
+                report.repaired.push(format!("removed {}", path.display()));
+            }
+            continue;
+        }
         let end = indexed_end.get(&file_id).copied().unwrap_or(0);
         if len > end {
             report.notes.push(format!(
@@ -166,6 +202,17 @@ pub fn check(data_dir: &Path, repair: bool) -> Result<CheckReport> {
             }
         }
     }
+    let tier = match &storage.object {
+        Some(o) => Some(super::object::ObjectTier::open(o)?),
+        None => None,
+    };
+    super::object::check::check_objects(
+        &conn,
+        tier.as_deref(),
+        repair,
+        &mut report,
+        &mut bad_rows,
+    )?;
     if repair && !bad_rows.is_empty() {
         let tx = conn.transaction()?;
         for (stream_id, number) in &bad_rows {

@@ -15,6 +15,11 @@
 //! other way: index rows first, then files, so a reader never follows a row to a missing file;
 //! a reader that already opened a file keeps reading it (unlinked files live while open).
 //!
+//! ## Object storage
+//! With `[storage.object]`, sealed files also tier to an S3-compatible bucket: upload, verify,
+//! record in the index, delete the local copy, each step crash-safe. That protocol is written
+//! in `object/mod.rs`, beside this one; it never touches the writer's appends or acks.
+//!
 //! ## Where things are
 //! - this file: the [`Store`] handle (open, readiness, shutdown) and its two ways to run work:
 //!   [`Store::exec`] on the writer thread, [`Store::read`] on a pooled read connection;
@@ -26,11 +31,13 @@
 //!   decides where bytes come from (local file or live-edge cache today, object storage later);
 //! - `queries.rs`: read-side SQL on a connection; `reads.rs`: the handle's index reads over it;
 //! - `schema.rs`, `rows.rs`, `files.rs` (the file layout), `recent.rs` (live-edge bytes),
-//!   `recovery.rs` (startup), `check.rs` (`tapedeck check`).
+//!   `recovery.rs` (startup), `check.rs` (`tapedeck check`);
+//! - `object/`: the object-storage tier (protocol, uploader task, remote reads, read cache).
 
 mod check;
-mod files;
+pub(crate) mod files;
 mod metadata;
+pub mod object;
 mod queries;
 mod reader;
 mod reads;
@@ -45,7 +52,7 @@ pub mod sweeper;
 pub(crate) mod testing;
 mod writer;
 
-pub use check::{check, CheckReport};
+pub use check::{check, check_with, CheckReport};
 pub use files::DiskSpace;
 pub use queries::{FragmentQuery, TimeKind};
 pub use reader::OpenFragments;
@@ -93,6 +100,11 @@ struct Inner {
     removal_generation: Arc<std::sync::atomic::AtomicU64>,
     /// The one door fragment bytes are read through (`reader.rs`).
     reader: Arc<ByteReader>,
+    /// The object-storage tier, when configured.
+    object: Option<Arc<object::ObjectTier>>,
+    /// Wakes the uploader (a file may have been sealed); cancelled at shutdown.
+    object_wake: Arc<tokio::sync::Notify>,
+    object_stop: tokio_util::sync::CancellationToken,
     heartbeat: Arc<writer::Heartbeat>,
     clock: SharedClock,
     _lock: File,
@@ -116,6 +128,12 @@ impl Store {
         let lock = lock_data_dir(data_dir)?;
         let mut conn = open_db(data_dir)?;
         schema::migrate(&mut conn)?;
+        let object = config
+            .object
+            .as_ref()
+            .map(object::ObjectTier::open)
+            .transpose()?;
+        object::protocol::check_bucket(&conn, object.as_ref().map(|t| t.url.as_str()))?;
         // WAL checkpoints (which fsync the database file) run on their own thread, not in the
         // writer between commit groups, so a burst of index changes (a large sweep) never
         // holds acks behind a slow checkpoint.
@@ -154,12 +172,27 @@ impl Store {
                 events,
                 stats,
                 removal_generation,
-                reader: Arc::new(ByteReader::new(data_dir.to_path_buf(), Some(recent))),
+                reader: Arc::new(ByteReader::new(
+                    data_dir.to_path_buf(),
+                    Some(recent),
+                    object.clone(),
+                )),
+                object: object.clone(),
+                object_wake: Default::default(),
+                object_stop: Default::default(),
                 heartbeat,
                 clock,
                 _lock: lock,
             }),
         };
+        if let Some(tier) = object {
+            object::uploader::spawn(
+                store.clone(),
+                tier,
+                store.inner.object_wake.clone(),
+                store.inner.object_stop.clone(),
+            );
+        }
         Ok(store)
     }
 
@@ -244,6 +277,16 @@ impl Store {
         Ok(())
     }
 
+    /// The object tier's figures, when one is configured.
+    pub fn object_stats(&self) -> Option<object::ObjectStats> {
+        self.inner.object.as_ref().map(|t| t.stats())
+    }
+
+    /// Whether the store has been shut down (its writer takes no more work).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.inner.tx.lock().map(|t| t.is_none()).unwrap_or(true)
+    }
+
     pub fn group_stats(&self) -> GroupStats {
         self.inner.stats.lock().map(|s| *s).unwrap_or_default()
     }
@@ -251,6 +294,7 @@ impl Store {
     /// Commits whatever is queued, then stops the writer and closes SQLite. Later writes fail
     /// with `Unavailable`.
     pub async fn shutdown(&self) {
+        self.inner.object_stop.cancel();
         let tx = self.inner.tx.lock().ok().and_then(|mut t| t.take());
         if let Some(tx) = tx {
             let (done_tx, done_rx) = oneshot::channel();

@@ -4,15 +4,18 @@
 //! the ranges a clip body streams, the boxes `check` verifies) goes through [`ByteReader`], and
 //! what leaves it is [`Bytes`] (or, for a clip, an [`OpenFragments`] that hands out bounded
 //! ranges): no `std::fs::File` leaves `store/`. So this file is the one place that decides where
-//! a file's bytes come from: today the live-edge cache (`recent.rs`) or the local fragment file;
-//! when sealed files tier to object storage (issue 17), [`ByteReader::open_file`] is what learns
-//! to fetch them from there, and no caller changes.
+//! a file's bytes come from: the live-edge cache (`recent.rs`), the local fragment file, or,
+//! with an object tier, the file's object (`object/remote.rs`): [`ByteReader::open_file`]
+//! opens the local copy when there is one and the object otherwise, and no caller knows which.
 //!
 //! Reads follow the deletion rule of the durability protocol (`mod.rs`): a row is removed before
 //! its file, so a file that is gone when a row is followed means the media expired meanwhile
-//! (`NotFound`); a handle already open keeps reading an unlinked file.
+//! (`NotFound`); a handle already open keeps reading an unlinked file. The tier deletes a local
+//! copy only after its object is recorded, so a reader that misses the local file finds the
+//! object; an object store that cannot be reached makes the read `Unavailable`.
 
 use super::files;
+use super::object::{ObjectTier, RemoteFile};
 use super::recent::RecentFragments;
 use super::rows::FragmentRow;
 use super::Store;
@@ -29,38 +32,76 @@ pub(crate) struct ByteReader {
     /// The newest committed fragments' bytes, kept by the writer (none in offline tools like
     /// `check`, which has no writer).
     recent: Option<Arc<RecentFragments>>,
+    /// Where sealed files go when their local copy is deleted (none: everything is local).
+    object: Option<Arc<ObjectTier>>,
 }
 
-/// One fragment file opened for reading. Private to the store: a handle that outlives a
-/// retention unlink keeps its bytes readable, which is what lets a clip download finish.
-pub(crate) struct FragmentFile {
-    file: std::fs::File,
+/// One fragment file opened for reading. Private to the store: a local handle that outlives a
+/// retention unlink keeps its bytes readable, which is what lets a clip download finish (an
+/// object outlives its row until the uploader deletes it, for the same effect).
+pub(crate) enum FragmentFile {
+    Local(std::fs::File),
+    Remote(RemoteFile),
 }
 
 impl FragmentFile {
-    /// Fills `buf` from `offset`; a short file is an `UnexpectedEof` error.
+    /// Fills `buf` from `offset`; a short file is an `UnexpectedEof` error. A remote read's
+    /// failure travels inside the `io::Error` as the store's [`Error`] (see [`gone_or_io`]).
     pub(crate) fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        self.file.read_exact_at(buf, offset)
+        match self {
+            FragmentFile::Local(f) => f.read_exact_at(buf, offset),
+            FragmentFile::Remote(r) => r.read_exact_at(buf, offset).map_err(to_io),
+        }
     }
 
     pub(crate) fn len_bytes(&self) -> std::io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        match self {
+            FragmentFile::Local(f) => Ok(f.metadata()?.len()),
+            FragmentFile::Remote(r) => r.len_bytes().map_err(to_io),
+        }
     }
 }
 
+/// Carries a store error through an `io::Result`, keeping a missing object a `NotFound`.
+fn to_io(e: Error) -> std::io::Error {
+    let kind = if e.kind == crate::error::Kind::NotFound {
+        std::io::ErrorKind::NotFound
+    } else {
+        std::io::ErrorKind::Other
+    };
+    std::io::Error::new(kind, e)
+}
+
 impl ByteReader {
-    pub(crate) fn new(data_dir: PathBuf, recent: Option<Arc<RecentFragments>>) -> ByteReader {
-        ByteReader { data_dir, recent }
+    pub(crate) fn new(
+        data_dir: PathBuf,
+        recent: Option<Arc<RecentFragments>>,
+        object: Option<Arc<ObjectTier>>,
+    ) -> ByteReader {
+        ByteReader {
+            data_dir,
+            recent,
+            object,
+        }
     }
 
-    /// Opens file `file_id` of a stream: the one decision of where a file's bytes are. Every
-    /// file is local today; an object-storage tier decides here whether to read the local copy
-    /// or fetch the object.
+    /// Opens file `file_id` of a stream: the one decision of where a file's bytes are. The
+    /// local copy when there is one; else, with an object tier, the file's object (no request
+    /// is made until bytes are read).
     pub(crate) fn open_file(&self, stream_id: i64, file_id: i64) -> std::io::Result<FragmentFile> {
         let path = files::file_path(&self.data_dir, stream_id, file_id);
-        Ok(FragmentFile {
-            file: std::fs::File::open(path)?,
-        })
+        match std::fs::File::open(path) {
+            Ok(f) => Ok(FragmentFile::Local(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match &self.object {
+                Some(tier) => Ok(FragmentFile::Remote(RemoteFile::new(
+                    tier.clone(),
+                    stream_id,
+                    file_id,
+                ))),
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     /// The fragment's bytes if the live-edge cache holds them (no I/O).
@@ -156,11 +197,13 @@ impl OpenFragments {
         let number = row.number;
         tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; len as usize];
-            file.read_exact_at(&mut buf, at).map_err(|e| {
-                Error::internal(format!(
-                    "fragment {number} is shorter on disk than its index row says: {e}"
-                ))
-            })?;
+            file.read_exact_at(&mut buf, at)
+                .map_err(|e| match carried(&e) {
+                    Some(carried) => carried,
+                    None => Error::internal(format!(
+                        "fragment {number} is shorter on disk than its index row says: {e}"
+                    )),
+                })?;
             Ok(Bytes::from(buf))
         })
         .await
@@ -170,12 +213,22 @@ impl OpenFragments {
 
 /// A missing file means its rows were removed first (expiry, delete): the media is gone, which
 /// the caller reports as `NotFound` with `what`; any other failure is an I/O error.
+/// A remote read's failure (object store unreachable) is passed on as it was classified.
 fn gone_or_io(e: std::io::Error, what: &str) -> Error {
     if e.kind() == std::io::ErrorKind::NotFound {
         Error::not_found(what)
+    } else if let Some(carried) = carried(&e) {
+        carried
     } else {
         e.into()
     }
+}
+
+/// The store error a remote read put inside an `io::Error`, if it is one.
+fn carried(e: &std::io::Error) -> Option<Error> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<Error>())
+        .cloned()
 }
 
 /// Byte reads of the store's handle: each a thin async (or explicitly blocking) face of

@@ -1,7 +1,8 @@
 //! Startup recovery: make the files agree with the committed index before the writer starts.
 //! After a crash a file may hold bytes of a group that never committed (cut them off) and a new
 //! file may exist whose `files` row never committed (delete it). Sessions left open by the crash
-//! are closed.
+//! are closed. With the object tier, a local copy whose deletion committed but was not unlinked
+//! is unlinked (the uploads that did not finish are simply found again by the uploader).
 
 use super::files;
 use crate::error::Result;
@@ -18,13 +19,22 @@ pub fn recover(conn: &mut Connection, data_dir: &Path, now_us: i64) -> Result<Re
         conn.query_row("SELECT COALESCE(MAX(id), 0) FROM files", [], |r| r.get(0))?;
     for (stream_id, file_id, path) in files::list_files(data_dir)? {
         max_id = max_id.max(file_id);
-        let known: Option<i64> = conn
-            .query_row("SELECT stream_id FROM files WHERE id = ?", [file_id], |r| {
-                r.get(0)
-            })
+        let known: Option<(i64, bool)> = conn
+            .query_row(
+                "SELECT stream_id, local FROM files WHERE id = ?",
+                [file_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?;
-        if known != Some(stream_id) {
+        let Some((_, local)) = known.filter(|k| k.0 == stream_id) else {
             tracing::warn!(path = %path.display(), "removing fragment file that no committed row names");
+            std::fs::remove_file(&path)?;
+            continue;
+        };
+        if !local {
+            // Protocol step 4 of the object tier (`object/mod.rs`): the deletion of this
+            // uploaded file's local copy committed, its unlink did not happen.
+            tracing::info!(path = %path.display(), "finishing the delete of an uploaded file's local copy");
             std::fs::remove_file(&path)?;
             continue;
         }

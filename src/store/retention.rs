@@ -48,6 +48,9 @@ pub enum StreamExpiry {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Batch<C> {
     pub expired: Expired,
+    /// Of `expired.bytes`, those whose file was not yet uploaded to the object tier (0 without
+    /// a tier): media the disk budget deleted before it was safe elsewhere.
+    pub unuploaded_bytes: u64,
     /// Fragments kept because a hold covers them.
     pub held: u64,
     pub cursor: C,
@@ -190,6 +193,11 @@ pub(crate) fn expire_global_batch(
         rows
     };
     batch.more = rows.len() == limit as usize;
+    // The budget is the local disk's: fragments whose only copy is in the object tier free no
+    // local space, so they are passed over (retention still expires them). Without a tier
+    // every file is local and not uploaded.
+    let tiers = file_tiers(&w.conn, rows.iter().map(|r| r.6))?;
+    let tier_on = w.object_tier_on();
     let mut victims = Vec::new();
     let mut freed = 0u64;
     for (server_time, stream_id, number, start, dur, size, file_id) in rows {
@@ -198,11 +206,18 @@ pub(crate) fn expire_global_batch(
             break;
         }
         batch.cursor = (server_time, stream_id, number);
+        let tier = tiers.get(&file_id).copied().unwrap_or_default();
+        if !tier.local {
+            continue;
+        }
         if held(&holds, stream_id, start, start + dur) {
             batch.held += 1;
             continue;
         }
         freed += size.max(0) as u64;
+        if tier_on && !tier.uploaded {
+            batch.unuploaded_bytes += size.max(0) as u64;
+        }
         victims.push(Victim {
             stream_id,
             number,
@@ -212,6 +227,43 @@ pub(crate) fn expire_global_batch(
     }
     batch.expired = delete_victims(w, &victims)?;
     Ok(batch)
+}
+
+/// Where a fragment file's bytes are (`object/mod.rs`).
+#[derive(Debug, Clone, Copy)]
+struct FileTier {
+    local: bool,
+    uploaded: bool,
+}
+
+impl Default for FileTier {
+    fn default() -> Self {
+        FileTier {
+            local: true,
+            uploaded: false,
+        }
+    }
+}
+
+fn file_tiers(c: &Connection, ids: impl Iterator<Item = i64>) -> Result<HashMap<i64, FileTier>> {
+    let mut stmt =
+        c.prepare_cached("SELECT local, object_key IS NOT NULL FROM files WHERE id = ?")?;
+    let mut out = HashMap::new();
+    for id in ids {
+        if let std::collections::hash_map::Entry::Vacant(slot) = out.entry(id) {
+            let tier = stmt
+                .query_row([id], |r| {
+                    Ok(FileTier {
+                        local: r.get(0)?,
+                        uploaded: r.get(1)?,
+                    })
+                })
+                .optional()?
+                .unwrap_or_default();
+            slot.insert(tier);
+        }
+    }
+    Ok(out)
 }
 
 /// Removes the rows, fixes totals and spans, removes emptied file rows; commits; then unlinks.
@@ -503,7 +555,7 @@ impl Store {
     pub async fn used_bytes(&self) -> Result<u64> {
         self.read(|c| {
             let b: i64 = c.query_row(
-                "SELECT COALESCE(SUM(total_bytes), 0) FROM streams",
+                "SELECT COALESCE(SUM(total_bytes - remote_only_bytes), 0) FROM streams",
                 [],
                 |r| r.get(0),
             )?;

@@ -17,11 +17,23 @@ pub struct StreamRow {
     pub last_end_us: Option<i64>,
     pub last_number: i64,
     pub last_init_id: Option<i64>,
+    /// Bytes of this stream's objects in the bucket (0 without an object tier).
+    pub remote_bytes: i64,
+    /// Bytes of fragments whose only copy is in the bucket: `total_bytes - remote_only_bytes`
+    /// are on the local disk.
+    pub remote_only_bytes: i64,
+}
+
+impl StreamRow {
+    /// Bytes of this stream's fragments on the local disk.
+    pub fn local_bytes(&self) -> i64 {
+        (self.total_bytes - self.remote_only_bytes).max(0)
+    }
 }
 
 pub(crate) const STREAM_COLUMNS: &str = "id, name, created_us, retention_hours, tags, \
      fragment_count, total_bytes, first_producer_us, last_end_us, last_number, last_init_id, \
-     retention_bytes";
+     retention_bytes, remote_bytes, remote_only_bytes";
 
 impl StreamRow {
     pub(crate) fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StreamRow> {
@@ -39,6 +51,8 @@ impl StreamRow {
             last_number: r.get(9)?,
             last_init_id: r.get(10)?,
             retention_bytes: r.get::<_, Option<i64>>(11)?.map(|b| b.max(0) as u64),
+            remote_bytes: r.get(12)?,
+            remote_only_bytes: r.get(13)?,
         })
     }
 }

@@ -141,7 +141,59 @@ CREATE TABLE sources (
 );
 "#;
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+/// Migration 4: the object-storage tier (`store/object/`). Where each fragment file's bytes
+/// live, the objects left to delete, and the running totals that describe reports without
+/// scanning fragments. With the tier off nothing here changes: every file stays `local = 1`
+/// with no object.
+const V4: &str = r#"
+-- Set in one transaction once the object is uploaded and verified (protocol step 3); a file
+-- whose object_key is NULL is only on the local disk.
+ALTER TABLE files ADD COLUMN object_key TEXT;      -- key in the bucket, prefix included
+ALTER TABLE files ADD COLUMN object_bytes INTEGER; -- size verified after the upload
+ALTER TABLE files ADD COLUMN object_md5 BLOB;      -- MD5 of the bytes uploaded (what the ETag was checked against)
+ALTER TABLE files ADD COLUMN uploaded_us INTEGER;  -- server clock when recorded
+-- 0 once the local copy is deleted (protocol step 4): set before the unlink, so a crash in
+-- between leaves a file that startup recovery finishes deleting.
+ALTER TABLE files ADD COLUMN local INTEGER NOT NULL DEFAULT 1;
+CREATE INDEX files_not_uploaded ON files(id) WHERE object_key IS NULL;
+CREATE INDEX files_local_uploaded ON files(uploaded_us) WHERE local = 1 AND object_key IS NOT NULL;
+
+-- Bytes in the bucket per stream (whole objects, as billed), and bytes of fragments whose only
+-- copy is in the bucket: local bytes are total_bytes - remote_only_bytes.
+ALTER TABLE streams ADD COLUMN remote_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE streams ADD COLUMN remote_only_bytes INTEGER NOT NULL DEFAULT 0;
+
+-- Objects whose files rows are gone (retention, stream delete, repair): rows are removed
+-- first, the objects after, by the uploader task; a crash in between leaves the key here.
+CREATE TABLE object_garbage (
+    object_key  TEXT PRIMARY KEY,
+    queued_us   INTEGER NOT NULL   -- wall clock when the files row went
+);
+
+-- Every path that removes a files row (retention, purge, recovery, check --repair) queues its
+-- object, and keeps the stream's totals right, without each having to remember to.
+CREATE TRIGGER files_object_garbage AFTER DELETE ON files WHEN OLD.object_key IS NOT NULL
+BEGIN
+    INSERT OR IGNORE INTO object_garbage (object_key, queued_us)
+        VALUES (OLD.object_key, CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER));
+    UPDATE streams SET remote_bytes = remote_bytes - OLD.object_bytes WHERE id = OLD.stream_id;
+END;
+CREATE TRIGGER fragments_remote_only AFTER DELETE ON fragments
+    WHEN (SELECT local FROM files WHERE id = OLD.file_id) = 0
+BEGIN
+    UPDATE streams SET remote_only_bytes = remote_only_bytes - OLD.size_bytes
+        WHERE id = OLD.stream_id;
+END;
+
+-- Facts about the store itself: which bucket its objects are in (a data dir pointed at another
+-- bucket would find none of them).
+CREATE TABLE store_settings (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+"#;
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// Connection settings shared by the writer and the readers.
 pub fn configure(conn: &Connection) -> Result<()> {

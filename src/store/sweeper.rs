@@ -11,6 +11,11 @@
 //!
 //! Held fragments are skipped at every step; when only held media is left and the budget is
 //! still crossed, the sweeper says so (log warning, status, describe) instead of deleting it.
+//!
+//! With an object tier the budget counts the local disk only, and step 3 first deletes local
+//! copies of files already uploaded (oldest upload first); only what that cannot free is taken
+//! from the oldest media that has no object yet, which is logged as an error and counted
+//! (`unuploaded_deleted_bytes`): see the policy in `object/mod.rs`.
 
 use super::retention::{Expired, StreamExpiry};
 use super::Store;
@@ -39,6 +44,10 @@ pub struct SweepReport {
     pub budget_shortfall_bytes: u64,
     /// The budget is still crossed and only held media is left to delete.
     pub held_only_over_budget: bool,
+    /// Bytes of local copies of uploaded files deleted for the budget (object tier only).
+    pub local_copies_freed_bytes: u64,
+    /// Bytes of media the budget deleted before it was uploaded (object tier only).
+    pub unuploaded_deleted_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -183,12 +192,15 @@ impl Sweeper {
         report.disk_free_bytes = disk_free;
         if need > 0 {
             report.over_budget = true;
-            let mut left = need;
+            let freed = self.store.free_local_copies(need).await?;
+            report.local_copies_freed_bytes = freed;
+            let mut left = need.saturating_sub(freed);
             let mut cursor = (i64::MIN, i64::MIN, i64::MIN);
             let mut held = 0;
             while left > 0 {
                 let b = self.store.expire_global_batch(left, cursor, batch).await?;
                 report.by_disk_budget.add(b.expired);
+                report.unuploaded_deleted_bytes += b.unuploaded_bytes;
                 held += b.held;
                 left = left.saturating_sub(b.expired.bytes);
                 cursor = b.cursor;
@@ -197,6 +209,16 @@ impl Sweeper {
                 }
             }
             report.held_kept += held;
+            if report.unuploaded_deleted_bytes > 0 {
+                self.store
+                    .note_unuploaded_deleted(report.unuploaded_deleted_bytes);
+                tracing::error!(
+                    deleted_bytes = report.unuploaded_deleted_bytes,
+                    "disk budget crossed while the object store is behind: deleted the oldest \
+                     media before it was uploaded; check the object store (see /metrics \
+                     tapedeck_object_upload_queue_files) or add local space"
+                );
+            }
             tracing::warn!(
                 used_bytes = used,
                 disk_free_bytes = disk_free,
@@ -358,5 +380,54 @@ mod tests {
         assert!(report.held_only_over_budget);
         assert_eq!(numbers(&ts, cam.row.id).await, [1, 2, 3]);
         assert_eq!(s.status().sweeps, 1);
+    }
+
+    /// With an object tier the budget counts the local disk: it first deletes local copies of
+    /// uploaded files (their media stays, read from the bucket), and only then the oldest media
+    /// not yet uploaded, which it counts as lost before upload.
+    #[tokio::test]
+    async fn budget_frees_uploaded_copies_before_unuploaded_media() {
+        let ts = TestStore::with_config(StorageConfig {
+            // 116-byte fragments: every fragment gets a file of its own.
+            file_roll_bytes: 100,
+            min_free_bytes: Some(0),
+            object: Some(crate::store::object::testing_config()),
+            ..StorageConfig::default()
+        });
+        let cam = ts.add_stream("cam").await;
+        let mut rows = Vec::new();
+        for i in 0..4 {
+            rows.push(ts.append(&cam, i * 1000, 1000, 100).await);
+        }
+        let uploaded = [rows[0].file_id, rows[1].file_id];
+        crate::store::object::mark_uploaded_for_test(&ts.store, &uploaded).await;
+        let storage = StorageConfig {
+            max_bytes: Some(116),
+            ..ts.config.clone()
+        };
+        let s = sweeper(&ts, storage);
+        let report = s.sweep().await.unwrap();
+        assert_eq!(report.local_copies_freed_bytes, 232);
+        assert_eq!(report.by_disk_budget.fragments, 1);
+        assert_eq!(report.unuploaded_deleted_bytes, 116);
+        assert_eq!(
+            numbers(&ts, cam.row.id).await,
+            [1, 2, 4],
+            "remote-only media stays"
+        );
+        assert!(!ts.file_of(&rows[0]).exists() && !ts.file_of(&rows[1]).exists());
+        let stream = ts.store.stream("cam").await.unwrap().unwrap();
+        assert_eq!((stream.local_bytes(), stream.remote_bytes), (116, 232));
+        assert_eq!(ts.store.used_bytes().await.unwrap(), 116);
+        assert_eq!(
+            ts.store
+                .object_stats()
+                .unwrap()
+                .unuploaded_deleted_bytes_total,
+            116
+        );
+        // Its only copy is in a bucket that cannot be reached: Unavailable (503), not lost.
+        let err = ts.store.fragment_bytes(&rows[0]).await.unwrap_err();
+        assert_eq!(err.kind, crate::error::Kind::Unavailable, "{err:?}");
     }
 }

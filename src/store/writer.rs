@@ -236,6 +236,11 @@ impl WriterState {
         self
     }
 
+    /// Whether sealed files tier to object storage.
+    pub(crate) fn object_tier_on(&self) -> bool {
+        self.config.object.is_some()
+    }
+
     pub(crate) fn media_removed(&self) {
         self.removal_generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -262,6 +267,29 @@ impl WriterState {
                 c.file = None;
             }
         }
+    }
+
+    /// Closes the files of streams that have had no append for `storage.file_roll_secs` (the
+    /// next append would roll them anyway, so the layout is the same) and returns the ids of
+    /// the files still open for appending. Every other file is sealed: the writer never opens
+    /// an existing file again. Runs on the writer thread, between groups.
+    pub(crate) fn seal_idle_files(&mut self) -> HashSet<i64> {
+        let now_us = self.clock.now_us();
+        let roll_us =
+            i64::try_from(self.config.file_roll_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+        let mut open = HashSet::new();
+        for c in self.cursors.values_mut() {
+            if c.file
+                .as_ref()
+                .is_some_and(|f| now_us.saturating_sub(f.created_us) >= roll_us)
+            {
+                c.file = None;
+            }
+            if let Some(f) = &c.file {
+                open.insert(f.id);
+            }
+        }
+        open
     }
 
     /// Runs the writer loop until shutdown or until every sender is gone.

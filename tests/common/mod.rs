@@ -38,6 +38,11 @@ impl Server {
 
     /// A server on `root/data` (kept across restarts), configured with `toml`.
     pub fn start_in(root: &Path, toml: &str) -> Server {
+        Self::start_in_env(root, toml, &[])
+    }
+
+    /// `start_in`, with extra environment variables for the server process.
+    pub fn start_in_env(root: &Path, toml: &str, env: &[(&str, &str)]) -> Server {
         let data_dir = root.join("data");
         let config = root.join("tapedeck.toml");
         std::fs::write(&config, with_no_free_space_floor(toml)).expect("write config");
@@ -54,6 +59,7 @@ impl Server {
             .arg("--data-dir")
             .arg(&data_dir)
             .env("RUST_LOG", "info,tower_http=warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
