@@ -52,6 +52,12 @@ fn main() -> ExitCode {
             crash_at(Kind::S3sFs, "stop_after_upload")
         })
         .needs(&s3s),
+        test("s3s_fs_crash_after_record_before_local_delete", || {
+            crash_at(Kind::S3sFs, "stop_after_record")
+        })
+        .needs(&s3s),
+        // moto keeps its buckets in memory: a stopped moto comes back empty, which is a lost
+        // bucket, not an outage. The outage is played with s3s-fs, whose files survive.
         test("s3s_fs_store_down_during_ingest", || {
             store_down_during_ingest(Kind::S3sFs)
         })
