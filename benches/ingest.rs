@@ -3,7 +3,9 @@
 //! ```text
 //! cargo bench --bench ingest                                   # both parts
 //! cargo bench --bench ingest -- single [--single-mb 500]
-//! cargo bench --bench ingest -- cameras [--cameras 200] [--seconds 20]
+//! cargo bench --bench ingest -- cameras [--cameras 200] [--seconds 20] [--kbps 4000] \
+//!     [--fragment-ms 1000] [--budget-mb B] [--hold-back-secs H] [--group-ms G] \
+//!     [--sync fdatasync|syncfs] [--verify]
 //! cargo bench --bench ingest -- sweep [--rows 1000000] [--cameras 50] [--seconds 10] \
 //!     [--batch-rows 2000[,500...]]
 //! cargo bench --bench ingest -- soak [--seconds 600] [--producers 50] [--viewers 20] \
@@ -30,6 +32,8 @@
 
 #[path = "common/box_walker.rs"]
 mod box_walker;
+#[path = "ingest/cameras.rs"]
+mod cameras;
 #[path = "common/mod.rs"]
 mod common;
 #[path = "ingest/rtsp.rs"]
@@ -81,6 +85,17 @@ struct Args {
     producers: usize,
     viewers: usize,
     followers: usize,
+    /// Media bitrate (ffmpeg CBR) and fragment length of `single` and `cameras`.
+    kbps: u32,
+    fragment_ms: u32,
+    /// Server settings for `cameras` (unset: the server's defaults).
+    budget_mb: Option<u64>,
+    hold_back_secs: Option<u64>,
+    group_ms: Option<u64>,
+    /// `storage.sync` for `cameras` (fdatasync, syncfs; unset: the default).
+    sync: Option<String>,
+    /// `cameras`: read every acked fragment back afterwards and compare checksums.
+    verify: bool,
 }
 
 fn parse_args() -> Res<Args> {
@@ -102,6 +117,13 @@ fn parse_args() -> Res<Args> {
         producers: 50,
         viewers: 20,
         followers: 5,
+        kbps: 4000,
+        fragment_ms: 1000,
+        budget_mb: None,
+        hold_back_secs: None,
+        group_ms: None,
+        sync: None,
+        verify: false,
     };
     let mut it = std::env::args().skip(1);
     let num = |v: Option<String>, flag: &str| -> Res<u64> {
@@ -140,11 +162,23 @@ fn parse_args() -> Res<Args> {
             }
             "--single-mb" => a.single_mb = num(it.next(), "--single-mb")?,
             "--sample" => a.force_sample = true,
+            "--kbps" => a.kbps = num(it.next(), "--kbps")?.clamp(100, 50_000) as u32,
+            "--fragment-ms" => {
+                a.fragment_ms = num(it.next(), "--fragment-ms")?.clamp(200, 10_000) as u32
+            }
+            "--budget-mb" => a.budget_mb = Some(num(it.next(), "--budget-mb")?.max(1)),
+            "--hold-back-secs" => {
+                a.hold_back_secs = Some(num(it.next(), "--hold-back-secs")?.max(1))
+            }
+            "--group-ms" => a.group_ms = Some(num(it.next(), "--group-ms")?.min(1000)),
+            "--verify" => a.verify = true,
+            "--sync" => a.sync = Some(it.next().ok_or("--sync needs a value")?),
             other => {
                 return Err(format!(
                     "unknown argument '{other}'; usage: [single|cameras|sweep|soak|rtsp] [--cameras N] \
                  [--seconds S] [--single-mb M] [--rows R] [--batch-rows B[,B...]] [--sample] \
-                 [--producers P] [--viewers V] [--followers F] [--sources N]"
+                 [--producers P] [--viewers V] [--followers F] [--sources N] [--kbps K] \
+                 [--fragment-ms M] [--budget-mb B] [--hold-back-secs H] [--group-ms G] [--sync fdatasync|syncfs] [--verify]"
                 )
                 .into())
             }
@@ -230,7 +264,8 @@ fn run(args: &Args) -> Res<()> {
         let media = Arc::new(Media::load(
             work.path(),
             args.force_sample,
-            soak::CAMERA_MBIT,
+            soak::CAMERA_MBIT * 1000,
+            1000,
         )?);
         media.print();
         soak::soak(&rt, &media, work.path(), args)?;
@@ -241,13 +276,18 @@ fn run(args: &Args) -> Res<()> {
     if !args.single && !args.cameras_mode && !args.sweep_mode {
         return Ok(());
     }
-    let media = Arc::new(Media::load(work.path(), args.force_sample, 4)?);
+    let media = Arc::new(Media::load(
+        work.path(),
+        args.force_sample,
+        args.kbps,
+        args.fragment_ms,
+    )?);
     media.print();
     if args.single {
         single(&rt, &media, work.path(), args.single_mb)?;
     }
     if args.cameras_mode {
-        cameras(&rt, &media, work.path(), args.cameras, args.seconds)?;
+        cameras::cameras(&rt, &media, work.path(), args)?;
     }
     if args.sweep_mode {
         sweep(&rt, &media, work.path(), args)?;
@@ -320,17 +360,20 @@ impl Chunk {
 }
 
 impl Media {
-    /// `mbit`: the bitrate ffmpeg encodes at (when ffmpeg is there).
-    fn load(work: &Path, force_sample: bool, mbit: u32) -> Res<Media> {
-        let generated = work.join(format!("gen_{mbit}mbit_gop1s.mp4"));
-        let (path, source) = if !force_sample && generate_with_ffmpeg(&generated, mbit) {
+    /// `kbps`: the bitrate ffmpeg encodes at (when ffmpeg is there); `gop_ms`: the keyframe
+    /// interval, so the fragment length (`frag_keyframe`).
+    fn load(work: &Path, force_sample: bool, kbps: u32, gop_ms: u32) -> Res<Media> {
+        let generated = work.join(format!("gen_{kbps}kbps_gop{gop_ms}ms.mp4"));
+        let (path, source) = if !force_sample && generate_with_ffmpeg(&generated, kbps, gop_ms) {
             (
                 generated,
-                format!("ffmpeg testsrc2 1280x720 25 fps, libx264 {mbit} Mbit/s, 1 s GOP, 10 s"),
+                format!(
+                    "ffmpeg testsrc2 1280x720 25 fps, libx264 {kbps} kbit/s, {gop_ms} ms GOP, 10 s"
+                ),
             )
         } else {
             let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(SAMPLE);
-            println!("note: using {SAMPLE} (2 s fragments, far below {mbit} Mbit/s)");
+            println!("note: using {SAMPLE} (2 s fragments, far below {kbps} kbit/s)");
             (p, SAMPLE.to_string())
         };
         let data = std::fs::read(&path)?;
@@ -424,29 +467,21 @@ impl Media {
     }
 }
 
-fn generate_with_ffmpeg(out: &Path, mbit: u32) -> bool {
+fn generate_with_ffmpeg(out: &Path, kbps: u32, gop_ms: u32) -> bool {
+    // 25 fps: a GOP of gop_ms is this many frames.
+    let gop = (gop_ms / 40).max(1).to_string();
+    let rate = format!("{kbps}k");
+    // Constant bitrate (x264's CBR with filler), so `--kbps` is what goes over the wire and
+    // the test picture's easy frames do not come out far below it.
     let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25"])
+        .args(["-t", "10", "-c:v", "libx264", "-preset", "ultrafast"])
         .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
+            "-b:v", &rate, "-minrate", &rate, "-maxrate", &rate, "-bufsize", &rate,
         ])
-        .arg("testsrc2=size=1280x720:rate=25")
-        .args([
-            "-t",
-            "10",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-b:v",
-        ])
-        .arg(format!("{mbit}M"))
-        .args(["-g", "25", "-keyint_min", "25", "-sc_threshold", "0"])
+        .args(["-x264-params", "nal-hrd=cbr:filler=1"])
+        .args(["-g", &gop, "-keyint_min", &gop, "-sc_threshold", "0"])
         .args(["-pix_fmt", "yuv420p", "-movflags"])
         .arg("frag_keyframe+empty_moov+default_base_moof")
         .arg(out)
@@ -735,6 +770,8 @@ struct AckLog {
     acks: Vec<(Instant, i64, i64, i64)>,
     errors: Vec<String>,
     ended: bool,
+    /// The `reason` of the `session_ended` line.
+    end_reason: Option<String>,
 }
 
 async fn read_acks(r: OwnedReadHalf) -> AckLog {
@@ -766,6 +803,7 @@ async fn read_acks(r: OwnedReadHalf) -> AckLog {
                     )),
                     Some("session_ended") => {
                         log.ended = true;
+                        log.end_reason = v["reason"].as_str().map(str::to_string);
                         return log;
                     }
                     Some("error") => log.errors.push(v.to_string()),
@@ -828,6 +866,13 @@ enum Feed {
     /// Like `Looped`, but on the stream timeline from `start_s` (see `Media::placed_fragment`);
     /// the producer keeps a checksum of each fragment it sends.
     Placed { media: Arc<Media>, start_s: i64 },
+    /// Made up front on the stream timeline from `start_s`, with their checksums (shared by
+    /// all producers: every stream gets the same bytes, and the server must store them as sent).
+    PlacedFixed {
+        chunks: Arc<Vec<Chunk>>,
+        sums: Arc<Vec<(i64, [u8; 32])>>,
+        start_s: i64,
+    },
 }
 
 impl Feed {
@@ -839,19 +884,28 @@ impl Feed {
                 .ok_or_else(|| format!("no fragment {k} in the feed").into()),
             Feed::Looped(m) => m.fragment(k),
             Feed::Placed { media, start_s } => media.placed_fragment(k, *start_s),
+            Feed::PlacedFixed { chunks, .. } => chunks
+                .get(k)
+                .cloned()
+                .ok_or_else(|| format!("no fragment {k} in the feed").into()),
         }
     }
 
     /// `producer_start` (ms) for the upload: where `Placed` fragments already are.
     fn producer_start_ms(&self) -> Option<i64> {
         match self {
-            Feed::Placed { start_s, .. } => Some(start_s * 1000),
+            Feed::Placed { start_s, .. } | Feed::PlacedFixed { start_s, .. } => {
+                Some(start_s * 1000)
+            }
             _ => None,
         }
     }
 
     /// (producer time µs, SHA-256) of a `Placed` fragment; `None` for the other feeds.
-    fn checksum(&self, chunk: &Chunk) -> Res<Option<(i64, [u8; 32])>> {
+    fn checksum(&self, k: usize, chunk: &Chunk) -> Res<Option<(i64, [u8; 32])>> {
+        if let Feed::PlacedFixed { sums, .. } = self {
+            return Ok(sums.get(k).copied());
+        }
         let Feed::Placed { media, .. } = self else {
             return Ok(None);
         };
@@ -914,7 +968,7 @@ async fn produce(plan: Plan) -> ProducerResult {
         if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
             break;
         }
-        let sum = match feed.checksum(&chunk) {
+        let sum = match feed.checksum(k, &chunk) {
             Ok(s) => s,
             Err(e) => {
                 write_error = Some(format!("fragment {k}: {e}"));
@@ -1186,128 +1240,6 @@ fn ceiling(work: &Path, chunks: &[Chunk], sync_every: Option<usize>) -> Res<Dura
     drop(f);
     std::fs::remove_file(&path)?;
     Ok(d)
-}
-
-// ---------------------------------------------------------------------------------------------
-// (b) N paced cameras.
-
-fn cameras(
-    rt: &tokio::runtime::Runtime,
-    media: &Media,
-    work: &Path,
-    n: usize,
-    seconds: u64,
-) -> Res<()> {
-    let pace = media.frag_duration;
-    let count = ((seconds as f64 / pace.as_secs_f64()).round() as usize).max(1);
-    // Every camera sends the same looped fragments to its own stream.
-    let chunks: Vec<Chunk> = (0..count).map(|k| media.fragment(k)).collect::<Res<_>>()?;
-    let per_cam: usize = chunks.iter().map(|c| c.raw().len()).sum();
-    println!(
-        "\n(b) {n} cameras x {count} fragments of {:.2} s ({:.2} Mbit/s each, {:.0} Mbit/s total), \
-         starts staggered over {:.2} s",
-        pace.as_secs_f64(),
-        per_cam as f64 * 8.0 / (count as f64 * pace.as_secs_f64()) / 1e6,
-        n as f64 * per_cam as f64 * 8.0 / (count as f64 * pace.as_secs_f64()) / 1e6,
-        pace.as_secs_f64()
-    );
-    let chunks = Arc::new(chunks);
-    let server = Server::start(work, "cameras")?;
-    let port = server.port;
-    let cpu0 = server.cpu();
-    let threads0 = server.thread_cpu();
-    let own0 = own_cpu();
-    let t0 = Instant::now();
-    let peak_rss = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let results: Vec<ProducerResult> = rt.block_on(async {
-        let base = tokio::time::Instant::now() + Duration::from_millis(100);
-        let sampler = {
-            let peak = peak_rss.clone();
-            let pid = server.pid;
-            tokio::spawn(async move {
-                loop {
-                    let s =
-                        std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                    if let Some(kb) = kb_field(&s, "VmRSS:") {
-                        peak.fetch_max(kb, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-            })
-        };
-        let tasks: Vec<_> = (0..n)
-            .map(|i| {
-                let start = base + pace.mul_f64(i as f64 / n as f64);
-                tokio::spawn(produce(Plan {
-                    port,
-                    stream: format!("benchcam{i}"),
-                    init: media.init.clone(),
-                    feed: Feed::Fixed(chunks.clone()),
-                    count,
-                    start,
-                    pace: Some(pace),
-                    stop: None,
-                }))
-            })
-            .collect();
-        let mut out = Vec::with_capacity(n);
-        for t in tasks {
-            match t.await {
-                Ok(r) => out.push(r),
-                Err(e) => out.push(ProducerResult {
-                    sent: Vec::new(),
-                    sums: Vec::new(),
-                    log: AckLog {
-                        errors: vec![format!("camera task: {e}")],
-                        ..Default::default()
-                    },
-                }),
-            }
-        }
-        sampler.abort();
-        out
-    });
-    let wall = t0.elapsed();
-    let cpu = server.cpu().saturating_sub(cpu0);
-    let own = own_cpu().saturating_sub(own0);
-    let threads1 = server.thread_cpu();
-    let (hwm, rss_end) = server.memory_kb();
-    let log_lines = server.stop();
-
-    let mut lat: Vec<Duration> = results.iter().flat_map(|r| r.latencies()).collect();
-    lat.sort_unstable();
-    let expected = n * count;
-    let acked: usize = results.iter().map(|r| r.log.acks.len()).sum();
-    println!("  acked {acked}/{expected} fragments");
-    print_latency("last byte written -> persisted ack line:", lat.clone());
-    print_latency(
-        "last byte written -> server_time_us (commit):",
-        results.iter().flat_map(|r| r.commit_lags()).collect(),
-    );
-    print_groups(&groups(&results));
-    println!(
-        "  server CPU {:.0}% of one core over {:.1} s (bench client itself: {:.0}%)",
-        100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
-        wall.as_secs_f64(),
-        100.0 * own.as_secs_f64() / wall.as_secs_f64()
-    );
-    print_thread_cpu(&threads0, &threads1, wall);
-    println!(
-        "  server memory: VmHWM {:.0} MB, peak sampled VmRSS {:.0} MB, VmRSS at end {:.0} MB",
-        hwm as f64 / 1e3,
-        peak_rss.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e3,
-        rss_end as f64 / 1e3
-    );
-    println!(
-        "  target p99 < 100 ms: {}",
-        if pct(&lat, 99.0) < Duration::from_millis(100) && acked == expected {
-            "met"
-        } else {
-            "NOT met"
-        }
-    );
-    print_problems(&results, &log_lines);
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

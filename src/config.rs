@@ -234,6 +234,15 @@ pub struct IngestConfig {
     /// Overlap between a fragment and the previous one that is absorbed as clock jitter (the
     /// fragment is moved to start where the previous one ended); larger overlaps are refused.
     pub jitter_tolerance_ms: u64,
+    /// Bytes of complete fragments received from producers but not yet durable, over all
+    /// producers. At the budget the server stops reading producer sockets (TCP backpressure: the
+    /// producer slows down) instead of buffering; each producer may hold one partial fragment
+    /// besides. Bounds memory when the disk cannot keep up.
+    pub pending_budget_bytes: u64,
+    /// A producer held back by the budget for longer than this gets an `overloaded` error
+    /// (NDJSON `error` line, or 503 with Retry-After before its first ack) and its session ends
+    /// cleanly, every fragment before the held one stored and acked.
+    pub max_hold_back_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -253,6 +262,12 @@ pub struct StorageConfig {
     /// ...or while the data disk has less free space than this (unset: 5 % of the disk).
     /// With `[storage.object]` both count the local disk only.
     pub min_free_bytes: Option<u64>,
+    /// A commit group closes this long after its first fragment arrived (then one pass of
+    /// syncs, one SQLite commit, all its acks): fewer syncs under load for a bounded ack delay.
+    /// 0: a group is whatever queued while the last one was being committed.
+    pub group_commit_ms: u64,
+    /// ...or as soon as it holds this many bytes, whichever comes first.
+    pub group_commit_bytes: u64,
     /// Sealed fragment files tier to S3-compatible object storage (`store/object/`). Absent:
     /// everything stays on the local disk.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -389,6 +404,8 @@ impl Default for IngestConfig {
             idle_timeout_secs: 30,
             max_fragment_bytes: 50_000_000,
             jitter_tolerance_ms: 1000,
+            pending_budget_bytes: 256 * 1024 * 1024,
+            max_hold_back_secs: 20,
         }
     }
 }
@@ -401,6 +418,8 @@ impl Default for StorageConfig {
             sync: SyncMode::Auto,
             max_bytes: None,
             min_free_bytes: None,
+            group_commit_ms: 10,
+            group_commit_bytes: 64 * 1024 * 1024,
             object: None,
         }
     }
@@ -515,6 +534,16 @@ impl Config {
                 "ingest.max_fragment_bytes must be at least 1024",
             ));
         }
+        if self.ingest.pending_budget_bytes < self.ingest.max_fragment_bytes.min(1024 * 1024) {
+            return Err(Error::invalid(
+                "ingest.pending_budget_bytes must be at least 1 MiB (or ingest.max_fragment_bytes, if smaller)",
+            ));
+        }
+        if self.ingest.max_hold_back_secs == 0 {
+            return Err(Error::invalid(
+                "ingest.max_hold_back_secs must be at least 1",
+            ));
+        }
         if self.ingest.idle_timeout_secs == 0 {
             return Err(Error::invalid(
                 "ingest.idle_timeout_secs must be at least 1",
@@ -560,6 +589,16 @@ impl Config {
         {
             return Err(Error::invalid(
                 "limits.ingest_bytes_per_sec_per_stream must be at least 65536 (0.5 Mbit/s)",
+            ));
+        }
+        if self.storage.group_commit_ms > 1000 {
+            return Err(Error::invalid(
+                "storage.group_commit_ms must be at most 1000 (it delays every ack)",
+            ));
+        }
+        if self.storage.group_commit_bytes < 64 * 1024 {
+            return Err(Error::invalid(
+                "storage.group_commit_bytes must be at least 65536",
             ));
         }
         if self.storage.file_roll_bytes < 1024 * 1024 {

@@ -82,7 +82,7 @@ type ErrorCount = (u64, String);
 
 /// Errors by client type and kind.
 #[derive(Default)]
-struct Tally(Mutex<BTreeMap<ErrorKey, ErrorCount>>);
+pub(super) struct Tally(Mutex<BTreeMap<ErrorKey, ErrorCount>>);
 
 impl Tally {
     fn add(&self, client: &'static str, kind: &str, detail: &str) {
@@ -100,7 +100,7 @@ impl Tally {
         e.0 += n;
     }
 
-    fn snapshot(&self) -> Vec<(ErrorKey, ErrorCount)> {
+    pub(super) fn snapshot(&self) -> Vec<(ErrorKey, ErrorCount)> {
         let m = self.0.lock().expect("tally");
         m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
@@ -510,18 +510,22 @@ async fn follow_once(
 // ---------------------------------------------------------------------------------------------
 // The run.
 
-struct Verified {
-    acked: usize,
-    ok: usize,
-    lost: usize,
-    corrupt: usize,
-    unreadable: usize,
-    bytes: u64,
-    took: Duration,
+pub(super) struct Verified {
+    pub(super) acked: usize,
+    pub(super) ok: usize,
+    pub(super) lost: usize,
+    pub(super) corrupt: usize,
+    pub(super) unreadable: usize,
+    pub(super) bytes: u64,
+    pub(super) took: Duration,
 }
 
 /// Reads every (stream, fragment number, checksum) back and compares.
-async fn verify(port: u16, items: Vec<(String, i64, [u8; 32])>, tally: Arc<Tally>) -> Verified {
+pub(super) async fn verify(
+    port: u16,
+    items: Vec<(String, i64, [u8; 32])>,
+    tally: Arc<Tally>,
+) -> Verified {
     let items = Arc::new(items);
     let next = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
@@ -596,7 +600,7 @@ async fn verify(port: u16, items: Vec<(String, i64, [u8; 32])>, tally: Arc<Tally
 }
 
 /// Pairs each ack with the fragment the producer sent at that producer time.
-fn acked_items(
+pub(super) fn acked_items(
     results: &[ProducerResult],
     streams: &[String],
     tally: &Tally,

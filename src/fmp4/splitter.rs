@@ -190,6 +190,16 @@ impl Splitter {
                     };
                     self.judge(&h, at)?;
                     self.header = Some(h);
+                    if &h.box_type == b"mdat" {
+                        // The fragment's whole size is known now: room for exactly it, so a
+                        // producer's buffer is one fragment, not the next power of two.
+                        let missing = h
+                            .size
+                            .unwrap_or(0)
+                            .saturating_sub((self.buf.len() - self.pos) as u64);
+                        self.buf
+                            .reserve_exact(usize::try_from(missing).unwrap_or(0));
+                    }
                     h
                 }
             };
@@ -239,9 +249,17 @@ impl Splitter {
                     // mdat; judge() made sure a moof is pending.
                     let ms = self.moof_start.take().unwrap_or(start);
                     self.seen_fragment = true;
+                    let stream_offset = self.buf_offset + ms as u64;
+                    // The buffer itself becomes the fragment (no copy); what follows the mdat
+                    // starts the next buffer.
+                    let rest = self.buf.split_off(end);
+                    let mut fragment = std::mem::replace(&mut self.buf, rest);
+                    fragment.drain(..ms);
+                    self.buf_offset += end as u64;
+                    self.pos = 0;
                     out.push(Event::Fragment(RawFragment {
-                        bytes: Bytes::copy_from_slice(&self.buf[ms..end]),
-                        stream_offset: self.buf_offset + ms as u64,
+                        bytes: Bytes::from(fragment),
+                        stream_offset,
                         prft: self.prft.take(),
                     }));
                 }

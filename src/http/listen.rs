@@ -21,6 +21,9 @@ use tower::ServiceExt;
 
 /// Serves `app` on `listener` until `shutdown` fires; then stops accepting and waits up to
 /// `grace` for open connections to finish their requests.
+/// The most a connection's read buffer holds (see `max_buf_size` below).
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
 pub async fn serve_connections(
     listener: TcpListener,
     app: Router,
@@ -31,7 +34,12 @@ pub async fn serve_connections(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs.max(1)))
-        .max_header_size(limits.max_header_bytes.max(1024));
+        .max_header_size(limits.max_header_bytes.max(1024))
+        // Per connection, the read buffer grows to this while a producer sends faster than it
+        // is read (hyper's default is about 400 KB). With a thousand cameras that is the
+        // difference between 64 MB and 400 MB of buffers; 64 KB reads still take a single
+        // upload at disk speed.
+        .max_buf_size(READ_BUFFER_BYTES);
     let graceful = GracefulShutdown::new();
     loop {
         let (io, addr) = tokio::select! {

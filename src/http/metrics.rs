@@ -187,6 +187,45 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse>
         &m.ack_latency(),
     );
 
+    // The ingest budget (ingest/budget.rs).
+    let b = state.ingest.budget();
+    e.single(
+        "tapedeck_ingest_budget_bytes",
+        Type::Gauge,
+        "Bytes of received fragments that may wait to be made durable (ingest.pending_budget_bytes).",
+        b.limit_bytes,
+    );
+    e.single(
+        "tapedeck_ingest_budget_used_bytes",
+        Type::Gauge,
+        "Bytes of received fragments not yet durable, over all producers.",
+        b.used_bytes,
+    );
+    e.single(
+        "tapedeck_ingest_throttled_producers",
+        Type::Gauge,
+        "Producers whose sockets are not being read now because the budget is spent.",
+        b.waiting,
+    );
+    e.single(
+        "tapedeck_ingest_throttled_seconds_total",
+        Type::Counter,
+        "Time producers spent held back by the budget, summed over producers.",
+        b.throttled_seconds_total,
+    );
+    e.single(
+        "tapedeck_ingest_throttled_fragments_total",
+        Type::Counter,
+        "Fragments that had to wait for the budget.",
+        b.throttled_fragments_total,
+    );
+    e.single(
+        "tapedeck_ingest_held_back_sessions_total",
+        Type::Counter,
+        "Sessions ended with an 'overloaded' error after ingest.max_hold_back_secs of waiting.",
+        b.held_back_total,
+    );
+
     // The store's writer.
     let g = state.store.group_stats();
     e.single(
@@ -201,10 +240,28 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse>
         "Fragments made durable and indexed, over all streams.",
         g.fragments,
     );
+    let (groups_per_sec, fragments_per_group) = g.recent_rates();
+    e.single(
+        "tapedeck_commit_groups_per_second",
+        Type::Gauge,
+        "Commit groups (one pass of syncs and one SQLite commit each) per second, over the last 10 s.",
+        groups_per_sec,
+    );
+    e.single(
+        "tapedeck_commit_group_fragments",
+        Type::Gauge,
+        "Mean fragments per commit group over the last 10 s.",
+        fragments_per_group,
+    );
     e.histogram(
         "tapedeck_commit_fsync_seconds",
         "Time each commit group spent making its bytes durable (fdatasync or syncfs, and directories).",
         &g.sync_seconds,
+    );
+    e.histogram(
+        "tapedeck_commit_sqlite_seconds",
+        "Time each commit group's SQLite transaction took, after its sync (WAL write and fsync).",
+        &g.commit_seconds,
     );
 
     // Stored media, per stream.

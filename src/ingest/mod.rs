@@ -3,12 +3,14 @@
 //! ffmpeg's HLS and DASH muxers PUT them (`segment_files.rs`). Both feed a session
 //! (`session.rs`), which places each fragment on the stream's timeline (`placement.rs`, pure).
 
+mod budget;
 pub mod placement;
 mod registry;
 mod segment_files;
 mod session;
 mod upload;
 
+pub use budget::BudgetStats;
 pub use segment_files::SegmentOutcome;
 pub use session::{fragment_json, Summary};
 pub use upload::{UploadOutcome, UploadParams};
@@ -34,6 +36,8 @@ struct Inner {
     series: Mutex<HashMap<String, Arc<segment_files::SeriesSlot>>>,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
+    /// Bytes received but not yet durable, over all producers (`budget.rs`).
+    budget: budget::Budget,
 }
 
 impl Ingest {
@@ -45,6 +49,10 @@ impl Ingest {
     ) -> Ingest {
         let ingest = Ingest {
             inner: Arc::new(Inner {
+                budget: budget::Budget::new(
+                    config.ingest.pending_budget_bytes,
+                    std::time::Duration::from_secs(config.ingest.max_hold_back_secs),
+                ),
                 store,
                 config,
                 registry: Registry::default(),
@@ -60,6 +68,11 @@ impl Ingest {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The ingest budget's use and how much producers have been held back.
+    pub fn budget(&self) -> BudgetStats {
+        self.inner.budget.stats()
     }
 
     /// The stream to ingest into: existing, or created when `ingest.auto_create` is on.

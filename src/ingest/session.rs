@@ -60,6 +60,8 @@ struct Inflight {
     received: Instant,
     size_bytes: usize,
     rx: oneshot::Receiver<Result<FragmentRow>>,
+    /// The fragment's share of the ingest budget, given back with its ack.
+    _reserved: super::budget::Reservation,
 }
 
 /// What a session needs to open its stream and its session row at its first fragment.
@@ -95,6 +97,8 @@ pub struct Session {
     inflight: VecDeque<Inflight>,
     inflight_bytes: usize,
     pub summary: Summary,
+    /// The ingest budget held this session back past `ingest.max_hold_back_secs`.
+    pub held_back: bool,
     /// The stream's ingest metrics.
     pub counters: IngestCounters,
     /// Rows acknowledged since the last `take_acked`, with the tag given at append; kept only
@@ -146,6 +150,7 @@ impl Session {
                 stream: stream_name.to_string(),
                 ..Default::default()
             },
+            held_back: false,
             counters: ingest.counters(stream_name),
             acked: Vec::new(),
             collect_acked: false,
@@ -326,6 +331,30 @@ impl Session {
             }
         };
         let size_bytes = new_fragment.bytes.len();
+        // Waiting here is the backpressure: the caller reads no more of this producer's
+        // socket until the fragment has its bytes in the budget. Meanwhile its earlier
+        // fragments' acks still go out, which also gives their bytes back to the budget.
+        let ingest = self.ingest.clone();
+        let reserve = ingest.inner.budget.reserve(size_bytes);
+        tokio::pin!(reserve);
+        let reserved = loop {
+            tokio::select! {
+                r = &mut reserve => break r,
+                ack = self.oldest_ack(), if self.has_inflight() => {
+                    self.take_oldest(ack, sink).await;
+                }
+            }
+        };
+        let reserved = reserved.map_err(|e| {
+            self.held_back = true;
+            Error::new(
+                e.kind,
+                format!(
+                    "{}; the fragment at byte {} and everything after it were not stored",
+                    e.message, raw.stream_offset
+                ),
+            )
+        })?;
         let rx = self.store.append(NewFragment {
             init_id,
             ..new_fragment
@@ -338,6 +367,7 @@ impl Session {
             received,
             size_bytes,
             rx,
+            _reserved: reserved,
         });
         self.inflight_bytes += size_bytes;
         while self.inflight.len() >= MAX_INFLIGHT || self.inflight_bytes >= MAX_INFLIGHT_BYTES {

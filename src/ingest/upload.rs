@@ -156,8 +156,12 @@ impl Ingest {
                 }
             }
             if let Some(e) = failed.or_else(|| split.err().map(Error::from)) {
+                end_reason = if session.held_back {
+                    "overloaded"
+                } else {
+                    "bad input"
+                };
                 fatal = Some(e);
-                end_reason = "bad input";
                 break;
             }
             session.drain_ready(sink).await;

@@ -288,7 +288,11 @@ impl Store {
     }
 
     pub fn group_stats(&self) -> GroupStats {
-        self.inner.stats.lock().map(|s| *s).unwrap_or_default()
+        self.inner
+            .stats
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 
     /// Commits whatever is queued, then stops the writer and closes SQLite. Later writes fail

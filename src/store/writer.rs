@@ -61,13 +61,64 @@ pub enum StoreEvent {
 }
 
 /// Figures of the last groups, for the bench and metrics.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct GroupStats {
     pub groups: u64,
     pub fragments: u64,
     pub sync_us_total: u64,
     /// How long each group took to make its bytes durable (file and directory syncs).
     pub sync_seconds: crate::metrics::Histogram,
+    /// How long each group's SQLite commit took (after its sync).
+    pub commit_seconds: crate::metrics::Histogram,
+    /// When each recent group committed and how many fragments it held, oldest first; at most
+    /// [`RECENT_GROUPS`] within [`RECENT_GROUPS_WINDOW`].
+    recent: std::collections::VecDeque<(std::time::Instant, u32)>,
+}
+
+/// What the recent-rate figures of [`GroupStats`] look back over.
+const RECENT_GROUPS_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+const RECENT_GROUPS: usize = 8192;
+
+impl GroupStats {
+    fn record(&mut self, fragments: usize, sync_us: u64, commit: std::time::Duration) {
+        self.commit_seconds.observe(commit);
+        self.groups += 1;
+        self.fragments += fragments as u64;
+        self.sync_us_total += sync_us;
+        self.sync_seconds
+            .observe(std::time::Duration::from_micros(sync_us));
+        let now = std::time::Instant::now();
+        self.recent
+            .push_back((now, u32::try_from(fragments).unwrap_or(u32::MAX)));
+        while self.recent.len() > RECENT_GROUPS
+            || self
+                .recent
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > RECENT_GROUPS_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Groups (each one pass of syncs and one commit) per second over the last 10 s, and the
+    /// mean fragments per group over them (0 when there were none).
+    pub fn recent_rates(&self) -> (f64, f64) {
+        let now = std::time::Instant::now();
+        let (groups, fragments) = self
+            .recent
+            .iter()
+            .filter(|(t, _)| now.duration_since(*t) <= RECENT_GROUPS_WINDOW)
+            .fold((0u64, 0u64), |(g, f), (_, n)| (g + 1, f + u64::from(*n)));
+        let per_group = if groups == 0 {
+            0.0
+        } else {
+            fragments as f64 / groups as f64
+        };
+        (
+            groups as f64 / RECENT_GROUPS_WINDOW.as_secs_f64(),
+            per_group,
+        )
+    }
 }
 
 /// When the writer started its current turn, for readiness: a turn that runs for long means the
@@ -170,7 +221,22 @@ struct Touched {
     stream_id: i64,
     len_before: u64,
     new_file: bool,
+    /// A handle of the file for the group's sync (the stream may roll to a new file within
+    /// the group, and the sync runs on another thread).
+    file: File,
 }
+
+/// A closed group whose bytes are being made durable on a sync thread while the writer goes on
+/// writing the next group's bytes. Committed (and acknowledged) when the sync is done.
+struct SyncingGroup {
+    pending: Vec<Pending>,
+    touched: HashMap<i64, Touched>,
+    /// The sync's result and how long it took (µs).
+    done: mpsc::Receiver<Result<u64>>,
+}
+
+/// How often the writer looks for the end of a running sync while it has nothing else to do.
+const SYNC_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
 struct Pending {
     row: FragmentRow,
@@ -188,7 +254,11 @@ pub(crate) struct WriterState {
     cursors: HashMap<i64, StreamCursor>,
     next_file_id: i64,
     pending: Vec<Pending>,
+    /// Bytes of the fragments in `pending`.
+    pending_bytes: usize,
     touched: HashMap<i64, Touched>,
+    /// The group before `pending`, if its sync is still running.
+    syncing: Option<SyncingGroup>,
     dirs_to_sync: HashSet<PathBuf>,
     events: broadcast::Sender<StoreEvent>,
     stats: std::sync::Arc<std::sync::Mutex<GroupStats>>,
@@ -218,7 +288,9 @@ impl WriterState {
             cursors: HashMap::new(),
             next_file_id,
             pending: Vec::new(),
+            pending_bytes: 0,
             touched: HashMap::new(),
+            syncing: None,
             dirs_to_sync: HashSet::new(),
             events,
             stats,
@@ -293,43 +365,109 @@ impl WriterState {
     }
 
     /// Runs the writer loop until shutdown or until every sender is gone.
+    ///
+    /// A group opens at its first append and closes `storage.group_commit_ms` later, or once it
+    /// holds `storage.group_commit_bytes` or `MAX_GROUP_COMMANDS` fragments. Appends that arrive
+    /// meanwhile are written at once (their bytes reach the page cache while the group is open),
+    /// so closing costs only the syncs and the commit. Without the window, a group is whatever
+    /// queued while the previous one committed: with hundreds of paced cameras that is one or
+    /// two fragments, and each pays its own sync.
     pub(crate) fn run(mut self, rx: mpsc::Receiver<Command>) {
-        let mut batch = Vec::new();
+        let window = std::time::Duration::from_millis(self.config.group_commit_ms);
+        let max_bytes = usize::try_from(self.config.group_commit_bytes).unwrap_or(usize::MAX);
         loop {
-            let Ok(first) = rx.recv() else {
-                self.flush_group();
-                return;
-            };
-            self.heartbeat.busy();
-            batch.push(first);
-            while batch.len() < MAX_GROUP_COMMANDS {
-                match rx.try_recv() {
-                    Ok(c) => batch.push(c),
-                    Err(_) => break,
-                }
-            }
-            for cmd in batch.drain(..) {
-                match cmd {
-                    Command::Append(frag, ack) => self.append(frag, ack),
-                    Command::Exec(f) => {
-                        self.flush_group();
-                        f(&mut self);
+            let first = if self.syncing.is_some() {
+                match rx.recv_timeout(SYNC_POLL) {
+                    Ok(c) => c,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.poll_syncing();
+                        continue;
                     }
-                    Command::Shutdown(done) => {
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
                         self.flush_group();
-                        // Anything queued behind the shutdown is refused, not lost silently.
-                        while let Ok(c) = rx.try_recv() {
-                            if let Command::Append(_, ack) = c {
-                                let _ = ack.send(Err(shutting_down()));
-                            }
-                        }
-                        drop(self);
-                        let _ = done.send(());
                         return;
                     }
                 }
+            } else {
+                let Ok(c) = rx.recv() else {
+                    self.flush_group();
+                    return;
+                };
+                c
+            };
+            self.heartbeat.busy();
+            let mut next = Some(first);
+            // When the open group's first append arrived.
+            let mut opened: Option<std::time::Instant> = None;
+            loop {
+                self.poll_syncing();
+                if let Some(cmd) = next.take() {
+                    match cmd {
+                        Command::Append(frag, ack) => {
+                            if self.pending.is_empty() {
+                                opened = Some(std::time::Instant::now());
+                            }
+                            self.append(frag, ack);
+                        }
+                        Command::Exec(f) => {
+                            self.flush_group();
+                            opened = None;
+                            f(&mut self);
+                        }
+                        Command::Shutdown(done) => {
+                            self.flush_group();
+                            // Anything queued behind the shutdown is refused, not lost silently.
+                            while let Ok(c) = rx.try_recv() {
+                                if let Command::Append(_, ack) = c {
+                                    let _ = ack.send(Err(shutting_down()));
+                                }
+                            }
+                            drop(self);
+                            let _ = done.send(());
+                            return;
+                        }
+                    }
+                }
+                let full =
+                    self.pending.len() >= MAX_GROUP_COMMANDS || self.pending_bytes >= max_bytes;
+                let due = match opened {
+                    Some(t) if !self.pending.is_empty() && !full => t + window,
+                    _ => std::time::Instant::now(),
+                };
+                let mut wait = due.saturating_duration_since(std::time::Instant::now());
+                if self.syncing.is_some() {
+                    wait = wait.min(SYNC_POLL);
+                }
+                if !due
+                    .saturating_duration_since(std::time::Instant::now())
+                    .is_zero()
+                {
+                    match rx.recv_timeout(wait) {
+                        Ok(c) => next = Some(c),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            self.flush_group();
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                // Due: what already queued joins the group (unless it is full), then it
+                // closes and its sync starts; an empty queue after that ends the turn.
+                if !full && !self.pending.is_empty() {
+                    if let Ok(c) = rx.try_recv() {
+                        next = Some(c);
+                        continue;
+                    }
+                }
+                self.close_group();
+                opened = None;
+                match rx.try_recv() {
+                    Ok(c) => next = Some(c),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => return,
+                }
             }
-            self.flush_group();
             self.heartbeat.idle();
         }
     }
@@ -395,12 +533,15 @@ impl WriterState {
 
     fn append(&mut self, frag: NewFragment, ack: oneshot::Sender<Result<FragmentRow>>) {
         match self.write_bytes(&frag) {
-            Ok(row) => self.pending.push(Pending {
-                end_us: frag.end_us.max(row.producer_end_us()),
-                row,
-                bytes: frag.bytes,
-                ack,
-            }),
+            Ok(row) => {
+                self.pending_bytes += frag.bytes.len();
+                self.pending.push(Pending {
+                    end_us: frag.end_us.max(row.producer_end_us()),
+                    row,
+                    bytes: frag.bytes,
+                    ack,
+                })
+            }
             Err(e) => {
                 let _ = ack.send(Err(e));
             }
@@ -447,6 +588,17 @@ impl WriterState {
         }
         let f = cursor.file.as_mut().expect("opened above");
         let offset = f.len;
+        let handle = match f.file.try_clone() {
+            Ok(h) => h,
+            Err(e) => {
+                if created {
+                    let id = f.id;
+                    cursor.file = None;
+                    let _ = std::fs::remove_file(files::file_path(&data_dir, frag.stream_id, id));
+                }
+                return Err(e.into());
+            }
+        };
         if let Err(e) = f.file.write_all(&frag.bytes) {
             // Leave no partial fragment behind; recovery would cut it too, but the next append
             // must start on a clean boundary. A file created for this fragment goes away again
@@ -503,35 +655,116 @@ impl WriterState {
             stream_id: frag.stream_id,
             len_before: offset,
             new_file: created,
+            file: handle,
         });
         self.dirs_to_sync.extend(new_dirs);
         Ok(row)
     }
 
-    /// Makes the pending group durable, commits it, then acknowledges it.
+    /// Makes the pending group durable, commits it, then acknowledges it; also the group
+    /// before it, if that one is still syncing. After this nothing is in flight: metadata
+    /// changes and shutdown run behind it.
     pub(crate) fn flush_group(&mut self) {
+        self.close_group();
+        self.finish_syncing();
+    }
+
+    /// Closes the pending group: waits for the group before it (one group syncs at a time, so
+    /// commits stay in order), then starts this one's sync on its own thread and returns, so
+    /// the writer can go on writing the next group's bytes while the device flushes.
+    fn close_group(&mut self) {
         if self.pending.is_empty() {
             self.touched.clear();
             return;
         }
-        let sync_started = std::time::Instant::now();
-        let result = self.sync_touched().and_then(|()| {
-            let sync_us = sync_started.elapsed().as_micros() as u64;
-            self.commit_pending()
+        self.finish_syncing();
+        if self.pending.is_empty() {
+            // The group before failed, and took this one with it.
+            return;
+        }
+        let handles: Vec<File> = match self
+            .touched
+            .values()
+            .map(|t| t.file.try_clone())
+            .collect::<std::io::Result<_>>()
+        {
+            Ok(h) => h,
+            Err(e) => {
+                self.fail_groups(None, &e.into());
+                return;
+            }
+        };
+        let dirs: Vec<PathBuf> = self.dirs_to_sync.drain().collect();
+        let syncfs_dir = (self.config.sync == SyncMode::Syncfs).then(|| self.data_dir.clone());
+        let (tx, done) = mpsc::channel();
+        let job = move || {
+            let started = std::time::Instant::now();
+            let result = match &syncfs_dir {
+                Some(dir) => syncfs(dir),
+                None => sync_files_parallel(&handles.iter().collect::<Vec<_>>()),
+            }
+            .and_then(|()| Ok(dirs.iter().try_for_each(|d| files::sync_dir(d))?))
+            .map(|()| started.elapsed().as_micros() as u64);
+            let _ = tx.send(result);
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("store-sync".into())
+            .spawn(job)
+        {
+            self.fail_groups(None, &e.into());
+            return;
+        }
+        self.syncing = Some(SyncingGroup {
+            pending: std::mem::take(&mut self.pending),
+            touched: std::mem::take(&mut self.touched),
+            done,
+        });
+        self.pending_bytes = 0;
+    }
+
+    /// Commits the syncing group if its sync has ended; never waits.
+    fn poll_syncing(&mut self) {
+        let ended = match &self.syncing {
+            Some(g) => match g.done.try_recv() {
+                Ok(r) => Some(r),
+                Err(mpsc::TryRecvError::Empty) => None,
+                Err(mpsc::TryRecvError::Disconnected) => Some(Err(Error::internal(
+                    "the sync thread ended without a result",
+                ))),
+            },
+            None => None,
+        };
+        if let Some(r) = ended {
+            let g = self.syncing.take().expect("checked above");
+            self.complete(g, r);
+        }
+    }
+
+    /// Waits for the syncing group's sync, then commits it.
+    fn finish_syncing(&mut self) {
+        if let Some(g) = self.syncing.take() {
+            let r = g
+                .done
+                .recv()
+                .unwrap_or_else(|_| Err(Error::internal("the sync thread ended without a result")));
+            self.complete(g, r);
+        }
+    }
+
+    /// A synced group: one SQLite transaction, then every ack. If the sync or the commit
+    /// failed, nothing of it (nor of the group written behind it) is acknowledged or kept.
+    fn complete(&mut self, g: SyncingGroup, synced: Result<u64>) {
+        let commit_started = std::time::Instant::now();
+        let result = synced.and_then(|sync_us| {
+            self.commit_group(&g.pending, &g.touched)
                 .map(|server_time_us| (server_time_us, sync_us))
         });
-        let pending = std::mem::take(&mut self.pending);
         match result {
             Ok((server_time_us, sync_us)) => {
-                self.touched.clear();
                 if let Ok(mut s) = self.stats.lock() {
-                    s.groups += 1;
-                    s.fragments += pending.len() as u64;
-                    s.sync_us_total += sync_us;
-                    s.sync_seconds
-                        .observe(std::time::Duration::from_micros(sync_us));
+                    s.record(g.pending.len(), sync_us, commit_started.elapsed());
                 }
-                for mut p in pending {
+                for mut p in g.pending {
                     p.row.server_time_us = server_time_us;
                     if let Some(recent) = &self.recent {
                         recent.put(p.row.stream_id, p.row.file_id, p.row.file_offset, p.bytes);
@@ -542,43 +775,43 @@ impl WriterState {
                     let _ = p.ack.send(Ok(p.row));
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, fragments = pending.len(), "commit group failed; nothing in it was acknowledged");
-                self.undo_touched();
-                for p in pending {
-                    let _ = p.ack.send(Err(e.clone()));
-                }
-            }
+            Err(e) => self.fail_groups(Some(g), &e),
         }
     }
 
-    fn sync_touched(&mut self) -> Result<()> {
-        if self.config.sync == SyncMode::Syncfs {
-            syncfs(&self.data_dir)?;
-        } else {
-            let files: Vec<&File> = self
-                .cursors
-                .values()
-                .filter_map(|c| c.file.as_ref())
-                .filter(|f| self.touched.contains_key(&f.id))
-                .map(|f| &f.file)
-                .collect();
-            sync_files_parallel(&files)?;
+    /// After a failed sync or commit: the failed group and the pending one written after it
+    /// get the error, and every file either touched is cut back to where the first of them
+    /// started, so nothing of either survives anywhere.
+    fn fail_groups(&mut self, failed: Option<SyncingGroup>, e: &Error) {
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let mut touched = std::mem::take(&mut self.touched);
+        let mut acks: Vec<Pending> = Vec::new();
+        if let Some(g) = failed {
+            // The earlier group's starting lengths win: they are the shorter ones.
+            touched.extend(g.touched);
+            acks.extend(g.pending);
         }
-        for dir in self.dirs_to_sync.drain() {
-            files::sync_dir(&dir)?;
+        acks.extend(pending);
+        tracing::error!(error = %e, fragments = acks.len(), "commit group failed; nothing in it was acknowledged");
+        self.undo_touched(touched);
+        for p in acks {
+            let _ = p.ack.send(Err(e.clone()));
         }
-        Ok(())
     }
 
     /// One transaction for the whole group; returns the server time given to its fragments.
-    fn commit_pending(&mut self) -> Result<i64> {
+    fn commit_group(
+        &mut self,
+        pending: &[Pending],
+        touched: &HashMap<i64, Touched>,
+    ) -> Result<i64> {
         let server_time_us = self.clock.now_us();
         let tx = self.conn.transaction()?;
         {
             let mut new_file = tx
                 .prepare_cached("INSERT INTO files (id, stream_id, created_us) VALUES (?, ?, ?)")?;
-            for (file_id, t) in &self.touched {
+            for (file_id, t) in touched {
                 if t.new_file {
                     new_file.execute(params![file_id, t.stream_id, server_time_us])?;
                 }
@@ -590,7 +823,7 @@ impl WriterState {
                  disc_seq, has_video) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             )?;
             let mut totals: HashMap<i64, (i64, i64, i64, i64, i64, i64)> = HashMap::new();
-            for p in &self.pending {
+            for p in pending {
                 let r = &p.row;
                 insert.execute(params![
                     r.stream_id,
@@ -642,7 +875,7 @@ impl WriterState {
                     count, bytes, first, end, end, number, init, stream_id
                 ])?;
             }
-            update_spans(&tx, &self.pending)?;
+            update_spans(&tx, pending)?;
         }
         tx.commit()?;
         Ok(server_time_us)
@@ -650,8 +883,7 @@ impl WriterState {
 
     /// After a failed group: cut every touched file back to where the group started, and make
     /// the streams reload their cursors, so nothing of the group survives anywhere.
-    fn undo_touched(&mut self) {
-        let touched = std::mem::take(&mut self.touched);
+    fn undo_touched(&mut self, touched: HashMap<i64, Touched>) {
         for (file_id, t) in touched {
             let path = files::file_path(&self.data_dir, t.stream_id, file_id);
             if t.new_file {
