@@ -77,7 +77,25 @@ fn init_logging(config: &Config) {
         .init();
 }
 
+/// Fragment buffers (hundreds of KB each, one per camera, freed about once a second) from
+/// memory the allocator gives back when they are freed. glibc raises its mmap threshold after
+/// the first such free, and from then on serves them from its heap arenas, where a thousand
+/// cameras' buffers, freed out of order on many threads, leave holes it never returns: RSS
+/// measured 727 MB that way against 300 MB with the threshold fixed (BENCHMARKS.md, issue 15).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_large_buffers_returnable() {
+    const MMAP_THRESHOLD_BYTES: libc::c_int = 128 * 1024;
+    // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_large_buffers_returnable() {}
+
 fn main() -> ExitCode {
+    keep_large_buffers_returnable();
     let cli = Cli::parse();
     let config = match load_config(&cli.common) {
         Ok(c) => c,

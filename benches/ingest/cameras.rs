@@ -135,6 +135,7 @@ pub fn cameras(rt: &tokio::runtime::Runtime, media: &Media, work: &Path, args: &
         "last byte written -> server_time_us (commit):",
         results.iter().flat_map(|r| r.commit_lags()).collect(),
     );
+    print_latency_over_time(&results, t0);
     print_groups(&groups(&results));
     let delta = |name: &str| metric(&metrics1, name) - metric(&metrics0, name);
     println!(
@@ -208,6 +209,32 @@ pub fn cameras(rt: &tokio::runtime::Runtime, media: &Media, work: &Path, args: &
     };
     print_problems(&results, &log_lines);
     Ok(())
+}
+
+/// Ack latency by when the fragment was sent, in 10 s windows: a start-up storm or a stall
+/// shows where it happened, which one p99 over the run hides.
+fn print_latency_over_time(results: &[ProducerResult], t0: Instant) {
+    let mut by_window: BTreeMap<u64, Vec<Duration>> = BTreeMap::new();
+    for r in results {
+        for (s, a) in r.sent.iter().zip(&r.log.acks) {
+            let w = s.0.saturating_duration_since(t0).as_secs() / 10 * 10;
+            by_window
+                .entry(w)
+                .or_default()
+                .push(a.0.saturating_duration_since(s.0));
+        }
+    }
+    let parts: Vec<String> = by_window
+        .into_iter()
+        .map(|(w, mut v)| {
+            v.sort_unstable();
+            format!("{w}s {}/{}", ms(pct(&v, 50.0)), ms(pct(&v, 99.0)))
+        })
+        .collect();
+    println!(
+        "  ack latency p50/p99 by when sent (10 s windows): {}",
+        parts.join(", ")
+    );
 }
 
 /// `/metrics` as (name with labels -> value); empty if it cannot be read.

@@ -29,7 +29,7 @@ impl Store {
     ) -> Result<StreamRow> {
         let retention_bytes = retention_bytes.filter(|b| *b > 0).map(saturating_i64);
         let name = name.to_string();
-        self.exec(move |w| {
+        self.exec_beside(move |w| {
             let now = w.now_us();
             insert_stream(&w.conn, &name, now, retention_hours, retention_bytes, &tags)
         })
@@ -105,7 +105,7 @@ impl Store {
     ) -> Result<i64> {
         use sha2::Digest;
         let sha = sha2::Sha256::digest(&bytes).to_vec();
-        self.exec(move |w| {
+        self.exec_beside(move |w| {
             let now = w.now_us();
             find_or_insert_init(&w.conn, stream_id, &sha, &bytes, &codecs, &tracks, now)
         })
@@ -121,7 +121,7 @@ impl Store {
         remote: Option<String>,
         started_us: i64,
     ) -> Result<i64> {
-        self.exec(move |w| {
+        self.exec_beside(move |w| {
             w.conn.execute(
                 "INSERT INTO sessions (stream_id, kind, remote, started_us) VALUES (?,?,?,?)",
                 params![stream_id, kind, remote, started_us],
@@ -140,7 +140,7 @@ impl Store {
     }
 
     pub async fn end_session(&self, session_id: i64, reason: String) -> Result<()> {
-        self.exec(move |w| {
+        self.exec_beside(move |w| {
             let now = w.now_us();
             let stream_id: Option<i64> = w
                 .conn

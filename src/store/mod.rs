@@ -339,6 +339,27 @@ impl Store {
         rx.await.map_err(|_| writer::shutdown_error())?
     }
 
+    /// Runs `f` on the writer thread at once, without waiting for the groups in flight (see
+    /// `Command::ExecBeside` for which changes may), inside a transaction it may share with
+    /// others queued beside it; answered once that has committed. `f` must not open a
+    /// transaction of its own.
+    async fn exec_beside<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut WriterState) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::ExecBeside(Box::new(move |state| {
+            let result = f(state);
+            Box::new(move |commit_error: Option<Error>| {
+                let _ = tx.send(match commit_error {
+                    Some(e) => Err(e),
+                    None => result,
+                });
+            })
+        })))?;
+        rx.await.map_err(|_| writer::shutdown_error())?
+    }
+
     /// Runs a read on a pooled connection off the async threads.
     async fn read<T: Send + 'static>(
         &self,

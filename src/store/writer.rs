@@ -31,10 +31,21 @@ const MAX_GROUP_COMMANDS: usize = 2048;
 const SYNC_THREADS: usize = 8;
 
 pub(crate) type ExecFn = Box<dyn FnOnce(&mut WriterState) + Send>;
+/// Does its work inside the writer's open transaction and returns how to answer once that
+/// transaction has committed (with the commit's error, if it failed).
+pub(crate) type BesideFn = Box<dyn FnOnce(&mut WriterState) -> ReplyFn + Send>;
+pub(crate) type ReplyFn = Box<dyn FnOnce(Option<Error>) + Send>;
 
 pub(crate) enum Command {
     Append(NewFragment, oneshot::Sender<Result<FragmentRow>>),
     Exec(ExecFn),
+    /// Like `Exec`, but without the barrier: it runs at once, while the open group stays open
+    /// and the syncing one syncs. Only for changes no queued or unacknowledged fragment can
+    /// depend on or be hurt by: new rows that later fragments will name (stream, session,
+    /// init) and a session's end, which its producer sends only after its last ack. A thousand
+    /// cameras reconnecting at once each open a session; as barriers, those would each cost a
+    /// group's sync.
+    ExecBeside(BesideFn),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -414,6 +425,14 @@ impl WriterState {
                             opened = None;
                             f(&mut self);
                         }
+                        Command::ExecBeside(f) => {
+                            // It may have taken the next command off the queue: that one is
+                            // handled before anything else is received.
+                            next = self.run_beside(f, &rx);
+                            if next.is_some() {
+                                continue;
+                            }
+                        }
                         Command::Shutdown(done) => {
                             self.flush_group();
                             // Anything queued behind the shutdown is refused, not lost silently.
@@ -470,6 +489,34 @@ impl WriterState {
             }
             self.heartbeat.idle();
         }
+    }
+
+    /// Runs `f` and every `ExecBeside` queued right behind it in one transaction (a thousand
+    /// cameras opening sessions at once then cost a few commits, not a thousand), answers them
+    /// once it has committed, and returns the first other command it took off the queue.
+    fn run_beside(&mut self, f: BesideFn, rx: &mpsc::Receiver<Command>) -> Option<Command> {
+        let began = self.conn.execute_batch("BEGIN IMMEDIATE");
+        let mut replies = vec![f(self)];
+        let mut next = None;
+        while replies.len() < MAX_GROUP_COMMANDS {
+            match rx.try_recv() {
+                Ok(Command::ExecBeside(f)) => replies.push(f(self)),
+                Ok(other) => {
+                    next = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let committed = began.and_then(|()| self.conn.execute_batch("COMMIT"));
+        let failed = committed.err().map(|e| {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            Error::from(e)
+        });
+        for reply in replies {
+            reply(failed.clone());
+        }
+        next
     }
 
     fn cursor(&mut self, stream_id: i64) -> Result<&mut StreamCursor> {
