@@ -29,11 +29,7 @@ struct Got {
 
 fn got(r: Response) -> Got {
     let h = r.headers().clone();
-    let text = |k: &str| {
-        h.get(k)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
+    let text = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
     Got {
         status: r.status().as_u16(),
         etag: text("etag"),
@@ -86,10 +82,20 @@ fn settled_playlist_answers_304_and_is_byte_identical_to_a_fresh_build() {
     let mut server = Server::start_in(root.path(), CONFIG);
     let t0 = common::now_ms() - 3_600_000;
     two_sessions(&server, "cam", t0);
-    let url = archive_url(&server, "cam", t0, &(t0 + SAMPLE_MS + GAP_MS / 2).to_string());
+    let url = archive_url(
+        &server,
+        "cam",
+        t0,
+        &(t0 + SAMPLE_MS + GAP_MS / 2).to_string(),
+    );
 
     let first = get(&url, &[]);
-    assert_eq!(first.status, 200, "{}", String::from_utf8_lossy(&first.body));
+    assert_eq!(
+        first.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
     let etag = first.etag.clone().expect("a settled playlist has an ETag");
     assert!(etag.starts_with('"'), "strong ETag, not weak: {etag}");
     assert!(
@@ -113,7 +119,10 @@ fn settled_playlist_answers_304_and_is_byte_identical_to_a_fresh_build() {
     let list = format!("{other}, {etag}");
     let weak = format!("W/{etag}");
     for inm in [etag.as_str(), list.as_str(), weak.as_str(), "*"] {
-        let r = get(&url, &[("if-none-match", inm), ("origin", "http://player.test")]);
+        let r = get(
+            &url,
+            &[("if-none-match", inm), ("origin", "http://player.test")],
+        );
         assert_eq!(r.status, 304, "If-None-Match: {inm}");
         assert!(r.body.is_empty());
         assert_eq!(r.etag.as_deref(), Some(etag.as_str()), "{inm}");
@@ -156,7 +165,12 @@ fn settled_playlist_answers_304_and_is_byte_identical_to_a_fresh_build() {
     // A fresh build by a restarted server (nothing cached): the same bytes and ETag.
     server.stop();
     let server = Server::start_in(root.path(), CONFIG);
-    let url = archive_url(&server, "cam", t0, &(t0 + SAMPLE_MS + GAP_MS / 2).to_string());
+    let url = archive_url(
+        &server,
+        "cam",
+        t0,
+        &(t0 + SAMPLE_MS + GAP_MS / 2).to_string(),
+    );
     let fresh = get(&url, &[]);
     assert_eq!(fresh.status, 200);
     assert_eq!(fresh.body, first.body, "cached bytes = a fresh build's");
@@ -190,7 +204,10 @@ fn a_sweep_removing_media_in_the_range_changes_the_playlist() {
         .expect("sweep");
     assert!(r.status().is_success());
     let left = fragment_count(&server, "q");
-    assert!(left < all, "the sweep removed nothing ({left} of {all} left)");
+    assert!(
+        left < all,
+        "the sweep removed nothing ({left} of {all} left)"
+    );
 
     let after = get(&url, &[]);
     assert_eq!(after.status, 200);
@@ -273,6 +290,9 @@ fn open_and_growing_ranges_are_not_settled() {
     // A session starting after the range's end settles it, and adds nothing to it.
     upload_at(&server, "open", SAMPLE, t0 + SAMPLE_MS + GAP_MS + 1_000);
     let r = get(&growing, &[]);
-    assert!(r.etag.is_some(), "settled once a segment starts after its end");
+    assert!(
+        r.etag.is_some(),
+        "settled once a segment starts after its end"
+    );
     assert_eq!(r.body, after);
 }
