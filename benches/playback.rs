@@ -4,7 +4,7 @@
 //! cargo bench --bench playback
 //! cargo bench --bench playback -- [--days 30] [--requests 200] [--wrk-seconds 10] [--rounds 2]
 //!     [--connections 32] [--wrk-threads 2] [--segments 20] [--nginx-workers auto] [--seed 1]
-//!     [--no-wrk] [--check] [--keep] [--explain] [--recent-segments]
+//!     [--no-wrk] [--check] [--keep] [--explain] [--recent-segments] [--playlist-only]
 //! ```
 //! `--check` runs `tapedeck check` on the generated data dir; `--keep` leaves the temp dir (with
 //! the data dir, configs and logs) in place for inspection; `--explain` prints the SQLite plans
@@ -26,6 +26,11 @@
 //!    directory served by nginx (started here from a generated config), and runs `wrk` against
 //!    tapedeck and nginx in alternating rounds with a Lua script rotating over the same paths.
 //!    Skipped, saying why, when `nginx` or `wrk` is not installed.
+//! 4. Archive playlist cache (issue 15): one closed 1-hour `archive.m3u8` asked for again and
+//!    again (the same URL, so every request after the first is a cache hit), beside nginx
+//!    serving the same bytes as a static file under the same path (nginx ignores the query),
+//!    alternating, same wrk settings; prints both rates and their ratio per round and the
+//!    median ratio. `--playlist-only` runs just this part after building the archive.
 //!
 //! Everything listens on 127.0.0.1 only; the server and nginx are stopped at the end. MB = 10^6
 //! bytes.
@@ -67,6 +72,7 @@ struct Args {
     keep: bool,
     explain: bool,
     recent: bool,
+    playlist_only: bool,
 }
 
 fn parse_args() -> Res<Args> {
@@ -85,6 +91,7 @@ fn parse_args() -> Res<Args> {
         keep: false,
         explain: false,
         recent: false,
+        playlist_only: false,
     };
     let mut it = std::env::args().skip(1);
     fn num(v: Option<String>, flag: &str, lo: u64, hi: u64) -> Res<u64> {
@@ -120,11 +127,12 @@ fn parse_args() -> Res<Args> {
             "--keep" => a.keep = true,
             "--explain" => a.explain = true,
             "--recent-segments" => a.recent = true,
+            "--playlist-only" => a.playlist_only = true,
             other => {
                 return Err(format!(
                     "unknown argument '{other}'; usage: [--days N] [--requests N] \
                      [--wrk-seconds S] [--rounds R] [--connections C] [--wrk-threads T] \
-                     [--segments N] [--nginx-workers auto|N] [--seed N] [--no-wrk] [--check] [--keep] [--explain] [--recent-segments]"
+                     [--segments N] [--nginx-workers auto|N] [--seed N] [--no-wrk] [--check] [--keep] [--explain] [--recent-segments] [--playlist-only]"
                 )
                 .into())
             }
@@ -204,11 +212,22 @@ fn run(args: &Args) -> Res<()> {
         t.elapsed().as_secs_f64()
     );
     let mut rng = Rng(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    if args.playlist_only {
+        let result = if args.wrk {
+            playlist_cache_part(&client, &server, work.path(), &layout, args, &mut rng)
+        } else {
+            Ok(())
+        };
+        report_log("playback server", &server.stop());
+        return result;
+    }
     let (latency, notes) = latency_part(&client, &server, &layout, &gen, args, &mut rng)?;
 
     // 3. Segment throughput beside nginx.
     let throughput = if args.wrk {
-        throughput_part(&client, &server, work.path(), &gen, args, &mut rng)?
+        let t = throughput_part(&client, &server, work.path(), &gen, args, &mut rng)?;
+        playlist_cache_part(&client, &server, work.path(), &layout, args, &mut rng)?;
+        t
     } else {
         println!("\nsegment throughput: skipped (--no-wrk)");
         None
@@ -1256,6 +1275,126 @@ fn throughput_part(
         mean_segment,
         nginx_workers: args.nginx_workers.clone(),
     }))
+}
+
+/// Part 4: one closed 1-hour archive playlist, asked for again and again, tapedeck (cached
+/// after the first request) beside nginx serving the same bytes as a file.
+fn playlist_cache_part(
+    client: &reqwest::blocking::Client,
+    server: &Server,
+    work: &Path,
+    layout: &Layout,
+    args: &Args,
+    rng: &mut Rng,
+) -> Res<()> {
+    println!(
+        "\narchive playlist cache: wrk -t{} -c{} -d{}s on one 1 h archive.m3u8 URL, tapedeck \
+         and nginx (the same bytes as a static file) alternating, {} round(s)",
+        args.wrk_threads, args.connections, args.wrk_seconds, args.rounds
+    );
+    let missing: Vec<&str> = ["nginx", "wrk"].into_iter().filter(|p| !have(p)).collect();
+    if !missing.is_empty() {
+        println!(
+            "  SKIPPED: {} not found on PATH; install with `apt-get install -y nginx wrk`",
+            missing.join(" and ")
+        );
+        return Ok(());
+    }
+    let (lo, hi) = (layout.gen_start_us / 1000, layout.gen_end_us / 1000);
+    let start = rng.range(lo, hi - 2 * HOUR_US / 1000);
+    let file_path = format!("/api/v1/streams/{STREAM}/hls/archive.m3u8");
+    let path = format!("{file_path}?start={start}&end={}", start + HOUR_US / 1000);
+    let r = client.get(server.url(&path)).send()?;
+    let status = r.status();
+    let etag = r
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = r.bytes()?;
+    if !status.is_success() || !body.starts_with(b"#EXTM3U") {
+        return Err(format!("GET {path}: HTTP {status}, not a playlist").into());
+    }
+    let Some(etag) = etag else {
+        return Err(format!("GET {path}: no ETag: the range is not settled").into());
+    };
+    let again = client
+        .get(server.url(&path))
+        .header("if-none-match", &etag)
+        .send()?;
+    if again.status() != 304 {
+        return Err(format!("GET {path} with its ETag: {} (not 304)", again.status()).into());
+    }
+    let root = work.join("nginx-playlist-root");
+    let file = root.join(file_path.trim_start_matches('/'));
+    std::fs::create_dir_all(file.parent().ok_or("no parent")?)?;
+    std::fs::write(&file, &body)?;
+    open_up(&root)?;
+    println!(
+        "  {path}: {:.1} KB, {} segments, ETag {etag}; 304 to If-None-Match",
+        body.len() as f64 / 1e3,
+        body.windows(7).filter(|w| w == b"#EXTINF").count()
+    );
+    let script = work.join("playlist.lua");
+    std::fs::write(&script, lua_script(std::slice::from_ref(&path)))?;
+    let nginx = Nginx::start(work, &root, &args.nginx_workers)?;
+    let mut ratios = Vec::new();
+    let result = (|| -> Res<()> {
+        for round in 1..=args.rounds {
+            let mut rps = [0.0f64; 2];
+            for (i, target) in ["tapedeck", "nginx"].into_iter().enumerate() {
+                let (port, pid, tree) = if target == "tapedeck" {
+                    (server.port, server.pid, false)
+                } else {
+                    (nginx.port, nginx.child.id() as i32, true)
+                };
+                let cpu = |p| if tree { tree_cpu(p) } else { proc_cpu(p) };
+                let c0 = cpu(pid);
+                let run = wrk(port, &script, args)?;
+                let target_cpu = cpu(pid).saturating_sub(c0);
+                if run.errors > 0 || run.bytes < run.requests * body.len() as u64 {
+                    return Err(format!(
+                        "{target}: {} errors, {} bytes for {} requests of {} bytes",
+                        run.errors,
+                        run.bytes,
+                        run.requests,
+                        body.len()
+                    )
+                    .into());
+                }
+                rps[i] = run.rps();
+                println!(
+                    "  round {round} {target:<8} {:>9.0} req/s {:>8.1} MB/s  latency p50 {:.2} ms \
+                     p99 {:.2} ms  {target} CPU {:.0}%",
+                    run.rps(),
+                    run.mbps(),
+                    run.p50_ms,
+                    run.p99_ms,
+                    100.0 * target_cpu.as_secs_f64() / run.seconds
+                );
+            }
+            let ratio = rps[0] / rps[1].max(1.0);
+            println!("  round {round} tapedeck / nginx: {:.1}%", 100.0 * ratio);
+            ratios.push(ratio);
+        }
+        Ok(())
+    })();
+    report_log("nginx error", &nginx.stop());
+    result?;
+    ratios.sort_by(f64::total_cmp);
+    let median = if ratios.len() % 2 == 1 {
+        ratios[ratios.len() / 2]
+    } else {
+        (ratios[ratios.len() / 2 - 1] + ratios[ratios.len() / 2]) / 2.0
+    };
+    println!(
+        "archive playlist (1 h, cached) tapedeck / nginx: median {:.1}% over {} round(s); \
+         target: at least 25%: {}",
+        100.0 * median,
+        ratios.len(),
+        if median >= 0.25 { "met" } else { "NOT met" }
+    );
+    Ok(())
 }
 
 fn lua_script(paths: &[String]) -> String {

@@ -3,21 +3,31 @@
 
 use super::auth::PlaybackQuery;
 use super::params::{self, Params};
-use super::range::{serve_bytes, IMMUTABLE};
+use super::range::{not_modified, serve_bytes, IMMUTABLE};
 use super::AppState;
 use crate::error::{Error, Result};
+use crate::playback::archive_cache::{ArchiveKey, CachedPlaylist};
 use crate::playback::hls::{Blocking, Connected};
 use crate::store::StreamRow;
 use crate::stream_name::validate_stream_name;
 use crate::timefmt::TimeSpec;
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
 const M3U8: &str = "application/vnd.apple.mpegurl";
 const SEGMENT: &str = "video/iso.segment";
 const MP4: &str = "video/mp4";
+/// A closed archive playlist that is not settled (see `playback/archive_cache.rs`): a
+/// producer may still add to the end of its range, so caches hold it briefly.
+const CLOSED: &str = "public, max-age=60";
+/// A settled archive playlist: its text changes only when retention removes media in its
+/// range. A day, not a year with `immutable`: a player or CDN holding it long after that
+/// removal would ask for segments that are gone, while a day saves every re-request of a
+/// viewing session; after it, revalidating with the ETag costs a 304.
+const SETTLED: &str = "public, max-age=86400";
 
 /// Archive reads of a live-only stream are a conflict with its settings, not a missing range.
 pub fn require_archive(s: &StreamRow) -> Result<()> {
@@ -101,11 +111,34 @@ pub async fn archive(
     Path(name): Path<String>,
     Params(q): Params,
     token: PlaybackQuery,
+    headers: HeaderMap,
 ) -> Result<Response> {
-    let s = stream(&state, &name).await?;
-    require_archive(&s)?;
+    // Before any index read (the stream row's too): a build that raced a removal is not kept.
+    let ticket = state.hls.archive_ticket();
+    validate_stream_name(&name)?;
     let (start_arg, end_arg) = (params::time(&q, "start")?, params::time(&q, "end")?);
     let now_us = state.store.now_us();
+    // `end=now` closes the range at this instant, but the same URL means a later one next time.
+    let relative = [start_arg, end_arg]
+        .iter()
+        .flatten()
+        .any(|t| t.is_relative());
+    // A range that may be settled: keyed by all the request gives that shapes the text.
+    let key = match end_arg.and_then(|e| e.point()) {
+        Some(end_us) if !relative && end_us <= now_us => Some(ArchiveKey {
+            stream: name.clone(),
+            start_us: start_arg.and_then(|t| t.point()),
+            end_us,
+            query: token.0.clone(),
+        }),
+        _ => None,
+    };
+    // What viewers scrubbing the archive ask for again and again: straight from memory.
+    if let Some(hit) = key.as_ref().and_then(|k| state.hls.cached_archive(k)) {
+        return Ok(settled(&headers, &hit));
+    }
+    let s = stream(&state, &name).await?;
+    require_archive(&s)?;
     let resolve = |t: Option<TimeSpec>| t.map(|t| t.resolve(s.first_producer_us, now_us));
     let (start, end) = playlist_range(
         resolve(start_arg),
@@ -114,25 +147,77 @@ pub async fn archive(
         now_us,
         state.config.limits.max_playlist_secs,
     )?;
-    // `end=now` closes the range at this instant, but the same URL means a later one next time.
-    let relative = [start_arg, end_arg]
-        .iter()
-        .flatten()
-        .any(|t| t.is_relative());
+    let connected = state.ingest.is_connected(&name);
+    if let Some(key) = key {
+        return Ok(
+            match state
+                .hls
+                .settled_archive(ticket, key, &s, start, connected)
+                .await?
+            {
+                Ok(p) => settled(&headers, &p),
+                Err(built) => playlist(built.text, CLOSED),
+            },
+        );
+    }
     let closed = !relative && end.is_some_and(|e| e <= now_us);
-    let text = state
+    let built = state
         .hls
-        .archive(&s, start, end, state.ingest.is_connected(&name), &token.0)
+        .archive(&s, start, end, connected, &token.0)
         .await?;
     // A closed range never changes (until retention removes it); an open one grows.
     Ok(playlist(
-        text,
-        if closed {
-            "public, max-age=60"
-        } else {
-            "no-cache"
-        },
+        built.text,
+        if closed { CLOSED } else { "no-cache" },
     ))
+}
+
+/// A settled playlist: gzip-compressed when the client takes it (compressed once, when it was
+/// cached), with the strong ETag of the representation sent; 304 when `If-None-Match` names
+/// it (or is `*`).
+fn settled(headers: &HeaderMap, p: &CachedPlaylist) -> Response {
+    let gzip = accepts_gzip(headers);
+    let (body, etag) = if gzip {
+        (p.gzip.clone(), p.gzip_etag.as_str())
+    } else {
+        (p.body.clone(), p.etag.as_str())
+    };
+    let base = Response::builder()
+        .header(header::CACHE_CONTROL, SETTLED)
+        .header(header::ETAG, etag)
+        .header(header::VARY, "accept-encoding");
+    if not_modified(headers, etag) {
+        return base
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .unwrap_or_default();
+    }
+    let base = base.header(header::CONTENT_TYPE, M3U8);
+    let base = if gzip {
+        base.header(header::CONTENT_ENCODING, "gzip")
+    } else {
+        base
+    };
+    base.body(Body::from(body)).unwrap_or_default()
+}
+
+/// Whether `Accept-Encoding` takes gzip (by name or `*`, with a q-value above 0).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let q_zero = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !q_zero
+        })
 }
 
 /// The range an archive playlist covers, within `limits.max_playlist_secs` (counting only the
@@ -216,7 +301,23 @@ pub async fn part(
 
 #[cfg(test)]
 mod tests {
-    use super::playlist_range;
+    use super::{accepts_gzip, playlist_range};
+    use axum::http::{header, HeaderMap, HeaderValue};
+
+    #[test]
+    fn gzip_is_taken_by_name_or_star_unless_q_is_zero() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+            m
+        };
+        assert!(accepts_gzip(&h("gzip")));
+        assert!(accepts_gzip(&h("deflate, GZIP;q=0.5, br")));
+        assert!(accepts_gzip(&h("*")));
+        assert!(!accepts_gzip(&h("gzip;q=0")));
+        assert!(!accepts_gzip(&h("br, x-gzip2")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
 
     const H: i64 = 3_600_000_000;
 

@@ -226,6 +226,8 @@ pub async fn update(
         .store
         .update_stream(&name, b.retention_hours, b.retention_bytes, b.tags)
         .await?;
+    // `retention_hours = 0` refuses the archive: no playlist cached before may be served.
+    state.hls.forget_archive(&name);
     let shorter = row.retention_hours < before.retention_hours
         || row.retention_bytes.unwrap_or(u64::MAX) < before.retention_bytes.unwrap_or(u64::MAX);
     if shorter {

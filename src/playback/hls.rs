@@ -3,6 +3,7 @@
 //! and init bytes; holds blocking playlist reloads and preload-hinted parts until the media
 //! exists.
 
+use super::archive_cache::{ArchiveCache, ArchiveKey, CachedPlaylist, StreamTicket, Ticket};
 use super::playlist::{self, Kind, Variant};
 use super::segments::{group_segments, one_fragment_per_segment, Segment};
 use super::window::{self, LiveTiming, LiveView};
@@ -33,6 +34,18 @@ pub struct Hls {
     config: HlsConfig,
     timing: Mutex<HashMap<i64, LiveTiming>>,
     cache: Mutex<SegmentCache>,
+    archive_cache: Arc<ArchiveCache>,
+}
+
+/// An archive playlist's text and whether it is settled (see `archive_cache.rs`).
+#[derive(Debug)]
+pub struct ArchiveText {
+    pub text: String,
+    /// A VOD playlist (its end was at or before now when it was built).
+    pub closed: bool,
+    /// A fragment starting a segment at or after the range's end exists: every fragment stored
+    /// later is numbered past the ones listed.
+    pub bounded: bool,
 }
 
 /// Bytes of recently served complete segments (what every viewer of a live stream asks for).
@@ -92,12 +105,60 @@ pub struct Blocking {
 
 impl Hls {
     pub fn new(store: Store, config: HlsConfig) -> Hls {
+        let archive_cache = ArchiveCache::new();
+        archive_cache.listen(store.subscribe());
         Hls {
             store,
             config,
             timing: Mutex::new(HashMap::new()),
             cache: Mutex::new(SegmentCache::default()),
+            archive_cache,
         }
+    }
+
+    /// Taken before the first index read of an archive playlist that may be settled.
+    pub fn archive_ticket(&self) -> Ticket {
+        self.archive_cache.ticket(self.store.removal_generation())
+    }
+
+    /// A settled archive playlist built before and still valid: no index read at all.
+    pub fn cached_archive(&self, key: &ArchiveKey) -> Option<CachedPlaylist> {
+        self.archive_cache.get(key, self.store.removal_generation())
+    }
+
+    /// Drops a stream's cached archive playlists: its settings changed.
+    pub fn forget_archive(&self, stream: &str) {
+        self.archive_cache.forget_stream(stream);
+    }
+
+    /// The archive playlist of a settled range (`key`), from the cache or built, digested and
+    /// kept; `None` when the range is not settled after all (then serve `built` as before).
+    /// `ticket` was taken before `stream` was read.
+    pub async fn settled_archive(
+        &self,
+        ticket: Ticket,
+        key: ArchiveKey,
+        stream: &StreamRow,
+        start_us: Option<i64>,
+        connected: bool,
+    ) -> Result<std::result::Result<CachedPlaylist, ArchiveText>> {
+        let ticket: StreamTicket = self.archive_cache.stream_ticket(ticket, stream.id);
+        let built = self
+            .archive(stream, start_us, Some(key.end_us), connected, &key.query)
+            .await?;
+        if !(built.closed && built.bounded) {
+            return Ok(Err(built));
+        }
+        let playlist = tokio::task::spawn_blocking(move || CachedPlaylist::build(built.text))
+            .await
+            .map_err(|e| Error::internal(format!("playlist digest task: {e}")))?;
+        self.archive_cache.put(
+            ticket,
+            self.store.removal_generation(),
+            key,
+            playlist.clone(),
+        );
+        Ok(Ok(playlist))
     }
 
     async fn live_view(&self, stream: &StreamRow, connected: bool) -> Result<LiveView> {
@@ -187,30 +248,33 @@ impl Hls {
         }
     }
 
-    /// Walks the segments from `from_number` up to `end_us`, a page of rows at a time.
+    /// The number of the first fragment starting a segment at or after `end_us` (`i64::MAX`
+    /// when there is none yet): every fragment of the segments starting before `end_us` is
+    /// numbered below it, so a short range deep in a long history reads just its own rows.
+    async fn segments_below(&self, stream_id: i64, end_us: i64) -> Result<i64> {
+        if end_us == i64::MAX {
+            return Ok(i64::MAX);
+        }
+        Ok(self
+            .store
+            .segment_start_at_or_after(stream_id, end_us)
+            .await?
+            .unwrap_or(i64::MAX))
+    }
+
     /// Walks, a page of rows at a time, the whole segments that overlap `[start_us, end_us)`
-    /// from fragment `from_number` on: a segment is listed whole even when `end_us` cuts it,
-    /// since its URI serves all of it.
+    /// from fragment `from_number` on, reading fragments numbered below `below`: a segment is
+    /// listed whole even when `end_us` cuts it, since its URI serves all of it.
     async fn for_each_segment(
         &self,
         stream_id: i64,
-        from_number: i64,
+        (from_number, below): (i64, i64),
         start_us: i64,
         end_us: i64,
         mut f: impl FnMut(Segment),
     ) -> Result<()> {
         let mut next = from_number;
         let mut carry: Vec<FragmentRow> = Vec::new();
-        // Every fragment of the segments starting before `end_us` is numbered below this, so
-        // a short range deep in a long history reads just its own rows.
-        let below = if end_us == i64::MAX {
-            i64::MAX
-        } else {
-            self.store
-                .segment_start_at_or_after(stream_id, end_us)
-                .await?
-                .unwrap_or(i64::MAX)
-        };
         loop {
             let rows = self
                 .store
@@ -253,7 +317,7 @@ impl Hls {
         end_us: Option<i64>,
         connected: bool,
         query: &str,
-    ) -> Result<String> {
+    ) -> Result<ArchiveText> {
         let start_us = start_us.or(stream.first_producer_us).unwrap_or(0);
         if let Some(end) = end_us {
             if end <= start_us {
@@ -276,6 +340,8 @@ impl Hls {
             return Err(no_media());
         }
         let closed = end_us.is_some_and(|e| e <= self.store.now_us());
+        let below = self.segments_below(stream.id, end).await?;
+        let numbers = (first.number, below);
         // Pass 1: the target duration, which the header needs before any segment. Up to
         // MEMORY_SEGMENTS segments are kept for pass 2; a longer range is read again.
         let mut td = 1;
@@ -283,7 +349,7 @@ impl Hls {
         let mut low_latency = false;
         let mut last: Option<Segment> = None;
         let mut kept: Vec<Segment> = Vec::new();
-        self.for_each_segment(stream.id, first.number, start_us, end, |s| {
+        self.for_each_segment(stream.id, numbers, start_us, end, |s| {
             td = td.max(playlist::rounded_secs(s.duration_us));
             low_latency |= s.parts.len() > 1;
             count += 1;
@@ -327,7 +393,7 @@ impl Hls {
         if count <= MEMORY_SEGMENTS {
             kept.into_iter().for_each(&mut write);
         } else {
-            self.for_each_segment(stream.id, first.number, start_us, end, &mut write)
+            self.for_each_segment(stream.id, numbers, start_us, end, &mut write)
                 .await?;
         }
         if prev.is_none() {
@@ -336,7 +402,11 @@ impl Hls {
         if kind == Kind::Vod {
             out.push_str("#EXT-X-ENDLIST\n");
         }
-        Ok(out)
+        Ok(ArchiveText {
+            text: out,
+            closed,
+            bounded: below != i64::MAX,
+        })
     }
 
     /// The multivariant playlist: one variant, the stream as recorded.
