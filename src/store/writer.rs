@@ -246,6 +246,18 @@ struct SyncingGroup {
     done: mpsc::Receiver<Result<u64>>,
 }
 
+/// Fault injection for tests of overload (as `TAPEDECK_OBJECT_FAULT` is for the object tier):
+/// `TAPEDECK_WRITER_FAULT=sync_delay_ms:N` makes every group's sync take N ms longer, a disk
+/// that cannot keep up on demand. Read once when the writer starts; unset in production.
+pub const FAULT_ENV: &str = "TAPEDECK_WRITER_FAULT";
+
+fn sync_delay_from_env() -> Option<std::time::Duration> {
+    let v = std::env::var(FAULT_ENV).ok()?;
+    let ms: u64 = v.strip_prefix("sync_delay_ms:")?.parse().ok()?;
+    tracing::warn!("{FAULT_ENV}: every commit group's sync is delayed by {ms} ms");
+    Some(std::time::Duration::from_millis(ms))
+}
+
 /// How often the writer looks for the end of a running sync while it has nothing else to do.
 const SYNC_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
@@ -270,6 +282,8 @@ pub(crate) struct WriterState {
     touched: HashMap<i64, Touched>,
     /// The group before `pending`, if its sync is still running.
     syncing: Option<SyncingGroup>,
+    /// `FAULT_ENV`'s extra time per sync (tests only).
+    sync_delay: Option<std::time::Duration>,
     dirs_to_sync: HashSet<PathBuf>,
     events: broadcast::Sender<StoreEvent>,
     stats: std::sync::Arc<std::sync::Mutex<GroupStats>>,
@@ -302,6 +316,7 @@ impl WriterState {
             pending_bytes: 0,
             touched: HashMap::new(),
             syncing: None,
+            sync_delay: sync_delay_from_env(),
             dirs_to_sync: HashSet::new(),
             events,
             stats,
@@ -744,8 +759,12 @@ impl WriterState {
         let dirs: Vec<PathBuf> = self.dirs_to_sync.drain().collect();
         let syncfs_dir = (self.config.sync == SyncMode::Syncfs).then(|| self.data_dir.clone());
         let (tx, done) = mpsc::channel();
+        let delay = self.sync_delay;
         let job = move || {
             let started = std::time::Instant::now();
+            if let Some(d) = delay {
+                std::thread::sleep(d);
+            }
             let result = match &syncfs_dir {
                 Some(dir) => syncfs(dir),
                 None => sync_files_parallel(&handles.iter().collect::<Vec<_>>()),
