@@ -331,6 +331,10 @@ impl Session {
             }
         };
         let size_bytes = new_fragment.bytes.len();
+        // The placed copy is what is stored: the received bytes go before any waiting, so a
+        // held-back producer holds one copy of its fragment, not two.
+        let stream_offset = raw.stream_offset;
+        drop(raw);
         // Waiting here is the backpressure: the caller reads no more of this producer's
         // socket until the fragment has its bytes in the budget. Meanwhile its earlier
         // fragments' acks still go out, which also gives their bytes back to the budget.
@@ -351,7 +355,7 @@ impl Session {
                 e.kind,
                 format!(
                     "{}; the fragment at byte {} and everything after it were not stored",
-                    e.message, raw.stream_offset
+                    e.message, stream_offset
                 ),
             )
         })?;
