@@ -25,6 +25,7 @@ pub async fn upload(
     Path(name): Path<String>,
     Params(q): Params,
     ConnectInfo(peer): ConnectInfo<PeerInfo>,
+    prompt: Option<axum::Extension<super::read_ahead::PromptAnswers>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
@@ -114,7 +115,13 @@ pub async fn upload(
             }
         }
         let early = futures_util::stream::iter(early.into_iter().map(Ok));
-        let lines = early.chain(tokio_stream_from(rx));
+        // The producer reads its acks while it sends: each goes out as it comes, not once
+        // the connection's read-ahead has caught up with the upload (see read_ahead.rs).
+        let guard = prompt.map(|p| p.hold());
+        let lines = early.chain(tokio_stream_from(rx)).map(move |line| {
+            let _ = &guard;
+            line
+        });
         return Ok(([(header::CONTENT_TYPE, NDJSON)], Body::from_stream(lines)).into_response());
     }
     drop(rx);

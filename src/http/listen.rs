@@ -58,6 +58,9 @@ pub async fn serve_connections(
         let accept_seq = next_accept_seq();
         let requests = AtomicU64::new(0);
         let app = app.clone();
+        // Read ahead of the answers, so a client that pipelines and closes early loses nothing.
+        let io = ReadAhead::new(io);
+        let prompt = io.prompt_answers();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             let peer = PeerInfo {
                 addr,
@@ -65,10 +68,9 @@ pub async fn serve_connections(
                 request_index: requests.fetch_add(1, Ordering::Relaxed),
             };
             req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(prompt.clone());
             app.clone().oneshot(req.map(axum::body::Body::new))
         });
-        // Read ahead of the answers, so a client that pipelines and closes early loses nothing.
-        let io = ReadAhead::new(io);
         let conn = graceful.watch(http.serve_connection(TokioIo::new(io), service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {

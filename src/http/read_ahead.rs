@@ -57,6 +57,10 @@ struct State {
     /// Sending failed (the client reset the connection); later answers are dropped.
     write_error: Option<io::ErrorKind>,
     write_done: bool,
+    /// Answers in progress whose client reads them as they come (an upload asking for NDJSON
+    /// acks): while any is, nothing is held back, since holding acks until the client has
+    /// finished sending defeats them.
+    prompt_answers: usize,
     hyper_read: Option<Waker>,
     hyper_write: Option<Waker>,
 }
@@ -94,6 +98,35 @@ impl ReadAhead {
         // The writer outlives hyper's side: it sends what was handed over, then ends.
         tokio::spawn(write_loop(write_half, shared.clone()));
         ReadAhead { shared, reader }
+    }
+}
+
+/// Lets a handler say that its answer is read while the request is still being sent.
+#[derive(Clone)]
+pub struct PromptAnswers(Arc<Shared>);
+
+/// Answers go out at once while this lives (see [`PromptAnswers`]).
+pub struct PromptGuard(Arc<Shared>);
+
+impl PromptAnswers {
+    pub fn hold(&self) -> PromptGuard {
+        self.0.lock().prompt_answers += 1;
+        self.0.send.notify_one();
+        PromptGuard(self.0.clone())
+    }
+}
+
+impl Drop for PromptGuard {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.prompt_answers = st.prompt_answers.saturating_sub(1);
+    }
+}
+
+impl ReadAhead {
+    /// The handle a request's handler gets (as a request extension) to send its answer at once.
+    pub fn prompt_answers(&self) -> PromptAnswers {
+        PromptAnswers(self.shared.clone())
     }
 }
 
@@ -178,7 +211,10 @@ async fn write_loop(mut write_half: OwnedWriteHalf, shared: Arc<Shared>) {
         send.as_mut().enable();
         let (chunk, shutdown, orphaned) = {
             let mut st = shared.lock();
-            let may_send = st.caught_up || st.read_done || st.outgoing.len() >= HELD_BYTES;
+            let may_send = st.caught_up
+                || st.read_done
+                || st.prompt_answers > 0
+                || st.outgoing.len() >= HELD_BYTES;
             if !st.outgoing.is_empty() && (may_send || st.shutdown) {
                 let chunk = st.outgoing.split().freeze();
                 if let Some(w) = st.hyper_write.take() {
