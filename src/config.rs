@@ -404,7 +404,7 @@ impl Default for IngestConfig {
             idle_timeout_secs: 30,
             max_fragment_bytes: 50_000_000,
             jitter_tolerance_ms: 1000,
-            pending_budget_bytes: 256 * 1024 * 1024,
+            pending_budget_bytes: 128 * 1024 * 1024,
             max_hold_back_secs: 20,
         }
     }
@@ -419,7 +419,7 @@ impl Default for StorageConfig {
             max_bytes: None,
             min_free_bytes: None,
             group_commit_ms: 10,
-            group_commit_bytes: 64 * 1024 * 1024,
+            group_commit_bytes: 32 * 1024 * 1024,
             object: None,
         }
     }
