@@ -929,6 +929,28 @@ struct Plan {
     stop: Option<Arc<AtomicBool>>,
 }
 
+/// Each producer task's result, in order; a task that panicked counts as a producer with that
+/// error and nothing sent.
+async fn join_producers(
+    tasks: Vec<tokio::task::JoinHandle<ProducerResult>>,
+) -> Vec<ProducerResult> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        match t.await {
+            Ok(r) => out.push(r),
+            Err(e) => out.push(ProducerResult {
+                sent: Vec::new(),
+                sums: Vec::new(),
+                log: AckLog {
+                    errors: vec![format!("camera task: {e}")],
+                    ..Default::default()
+                },
+            }),
+        }
+    }
+    out
+}
+
 /// Sends init, then each chunk at its due time (if any), then the end; collects the acks.
 async fn produce(plan: Plan) -> ProducerResult {
     let Plan {
@@ -1850,20 +1872,7 @@ fn sweep_run(
             sampler.abort();
             tokio::time::sleep(AFTER_SWEEP).await;
             stop.store(true, Ordering::Relaxed);
-            let mut out = Vec::with_capacity(n);
-            for t in tasks {
-                match t.await {
-                    Ok(r) => out.push(r),
-                    Err(e) => out.push(ProducerResult {
-                        sent: Vec::new(),
-                        sums: Vec::new(),
-                        log: AckLog {
-                            errors: vec![format!("camera task: {e}")],
-                            ..Default::default()
-                        },
-                    }),
-                }
-            }
+            let out = join_producers(tasks).await;
             describe = http_call(port, "GET", "/api/v1/streams/old", None, b"").await;
             out
         });

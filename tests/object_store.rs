@@ -319,20 +319,6 @@ fn describe(server: &Server, stream: &str) -> serde_json::Value {
     get_json(&server.api(&format!("/streams/{stream}")))
 }
 
-/// A value of `/metrics` (a sample without labels).
-fn metric(server: &Server, name: &str) -> f64 {
-    let text = client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
-}
-
 /// Ingests the sample (acked) and returns how many fragments it stored.
 fn ingest(server: &Server, stream: &str) -> usize {
     let body = std::fs::read(sample("h264_aac_gop2s.mp4")).unwrap();

@@ -31,19 +31,6 @@ fn slow_disk(ms: u64) -> String {
     format!("sync_delay_ms:{ms}")
 }
 
-fn metric(server: &Server, name: &str) -> f64 {
-    let text = client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
-}
-
 /// SHA-256 of every stored fragment of `stream`, in order.
 fn fragment_sums(server: &Server, stream: &str) -> Vec<String> {
     all_fragments(server, stream)

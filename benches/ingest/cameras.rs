@@ -99,20 +99,7 @@ pub fn cameras(rt: &tokio::runtime::Runtime, media: &Media, work: &Path, args: &
                 }))
             })
             .collect();
-        let mut out = Vec::with_capacity(n);
-        for t in tasks {
-            match t.await {
-                Ok(r) => out.push(r),
-                Err(e) => out.push(ProducerResult {
-                    sent: Vec::new(),
-                    sums: Vec::new(),
-                    log: AckLog {
-                        errors: vec![format!("camera task: {e}")],
-                        ..Default::default()
-                    },
-                }),
-            }
-        }
+        let out = join_producers(tasks).await;
         sampling.store(false, Ordering::Relaxed);
         let series = sampler.await.unwrap_or_default();
         (out, series)

@@ -547,3 +547,17 @@ fn with_no_free_space_floor(toml: &str) -> String {
     }
     toml::to_string(&table).expect("serialize test config")
 }
+
+/// A value of `/metrics` (a sample without labels); panics if the server does not report it.
+pub fn metric(server: &Server, name: &str) -> f64 {
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .expect("GET /metrics")
+        .text()
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
