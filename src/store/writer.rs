@@ -523,7 +523,12 @@ impl WriterState {
                 Err(_) => break,
             }
         }
-        let committed = began.and_then(|()| self.conn.execute_batch("COMMIT"));
+        // Without the transaction (BEGIN failed) each statement committed on its own, so
+        // each answer is its own result.
+        let committed = match began {
+            Ok(()) => self.conn.execute_batch("COMMIT"),
+            Err(_) => Ok(()),
+        };
         let failed = committed.err().map(|e| {
             let _ = self.conn.execute_batch("ROLLBACK");
             Error::from(e)
