@@ -525,6 +525,47 @@ mod tests {
         assert_eq!(next.number, 2, "the failed group used no numbers");
     }
 
+    /// Stream creations queued together share one transaction (`ExecBeside`): a refused one
+    /// (a duplicate name) is refused alone, the others are answered and stay after a reopen.
+    #[tokio::test]
+    async fn creations_batched_together_fail_alone_and_persist() {
+        let ts = TestStore::new();
+        let pause = ts.pause_writer();
+        let mut tasks = Vec::new();
+        for name in ["s0", "s1", "s2", "s1", "s3"] {
+            let store = ts.store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .create_stream(name, 1, None, Default::default())
+                    .await
+                    .map(|r| r.name)
+            }));
+        }
+        // Let the tasks queue their commands before the writer runs again.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        pause.release();
+        let mut created = Vec::new();
+        let mut refused = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(name) => created.push(name),
+                Err(e) => {
+                    assert_eq!(e.kind, crate::error::Kind::Conflict, "{e}");
+                    refused += 1;
+                }
+            }
+        }
+        created.sort();
+        assert_eq!(created, ["s0", "s1", "s2", "s3"]);
+        assert_eq!(refused, 1);
+        let ts = ts.reopen_after(|_| {}).await;
+        for name in ["s0", "s1", "s2", "s3"] {
+            assert!(ts.store.stream(name).await.unwrap().is_some(), "{name}");
+        }
+    }
+
     /// Fragments of several streams queued while the writer is busy are made durable and
     /// committed as one group: one sync pass, one transaction, one server time, and every ack
     /// after it.
