@@ -77,19 +77,24 @@ pub(crate) fn spawn(
 }
 
 /// One pass: garbage, uploads, then local copies past the keep limits.
+/// The upload queue's figures for `/metrics`: files waiting, their bytes, the oldest one's age.
+fn show_queue(tier: &ObjectTier, waiting: &[protocol::Sealed]) {
+    tier.stats
+        .queue_files
+        .store(waiting.len() as u64, Ordering::Relaxed);
+    tier.stats
+        .queue_bytes
+        .store(waiting.iter().map(|s| s.bytes).sum(), Ordering::Relaxed);
+    tier.stats.queue_oldest_created_us.store(
+        waiting.iter().map(|s| s.created_us).min().unwrap_or(0),
+        Ordering::Relaxed,
+    );
+}
+
 async fn pass(store: &Store, tier: &Arc<ObjectTier>) -> Result<()> {
     delete_garbage(store, tier).await?;
     let sealed = store.exec(protocol::seal_and_list).await?;
-    tier.stats
-        .queue_files
-        .store(sealed.len() as u64, Ordering::Relaxed);
-    tier.stats
-        .queue_bytes
-        .store(sealed.iter().map(|s| s.bytes).sum(), Ordering::Relaxed);
-    tier.stats.queue_oldest_created_us.store(
-        sealed.iter().map(|s| s.created_us).min().unwrap_or(0),
-        Ordering::Relaxed,
-    );
+    show_queue(tier, &sealed);
     let results: Vec<Result<()>> = futures_util::stream::iter(sealed)
         .map(|file| upload_one(store, tier, file))
         .buffer_unordered(tier.config.upload_concurrency)
@@ -112,16 +117,7 @@ async fn pass(store: &Store, tier: &Arc<ObjectTier>) -> Result<()> {
     Counters::add(&tier.stats.local_copies_deleted, files);
     if tier.stats.queue_files.load(Ordering::Relaxed) > 0 {
         let left = store.exec(protocol::seal_and_list).await?;
-        tier.stats
-            .queue_files
-            .store(left.len() as u64, Ordering::Relaxed);
-        tier.stats
-            .queue_bytes
-            .store(left.iter().map(|s| s.bytes).sum(), Ordering::Relaxed);
-        tier.stats.queue_oldest_created_us.store(
-            left.iter().map(|s| s.created_us).min().unwrap_or(0),
-            Ordering::Relaxed,
-        );
+        show_queue(tier, &left);
     }
     Ok(())
 }
