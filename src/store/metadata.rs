@@ -9,6 +9,7 @@
 use super::files;
 use super::queries;
 use super::rows::{StreamRow, TrackSummary};
+use super::schema::next_id_sql;
 use super::writer::{StoreEvent, WriterState};
 use super::{saturating_i64, Store};
 use crate::error::{Error, Result};
@@ -123,7 +124,11 @@ impl Store {
     ) -> Result<i64> {
         self.exec_beside(move |w| {
             w.conn.execute(
-                "INSERT INTO sessions (stream_id, kind, remote, started_us) VALUES (?,?,?,?)",
+                concat!(
+                    "INSERT INTO sessions (id, stream_id, kind, remote, started_us) VALUES (",
+                    next_id_sql!("sessions"),
+                    ",?,?,?,?)"
+                ),
                 params![stream_id, kind, remote, started_us],
             )?;
             let session_id = w.conn.last_insert_rowid();
@@ -176,8 +181,12 @@ fn insert_stream(
 ) -> Result<StreamRow> {
     let tags = serde_json::to_string(tags).unwrap_or_else(|_| "{}".into());
     let r = c.execute(
-        "INSERT INTO streams (name, created_us, retention_hours, retention_bytes, tags) \
-         VALUES (?,?,?,?,?)",
+        concat!(
+            "INSERT INTO streams (id, name, created_us, retention_hours, retention_bytes, tags) \
+             VALUES (",
+            next_id_sql!("streams"),
+            ",?,?,?,?,?)"
+        ),
         params![
             name,
             now_us,
@@ -252,8 +261,12 @@ fn find_or_insert_init(
     }
     let tracks = serde_json::to_string(tracks).unwrap_or_else(|_| "[]".into());
     c.execute(
-        "INSERT INTO inits (stream_id, sha256, bytes, codecs, tracks, created_us) \
-         VALUES (?,?,?,?,?,?)",
+        concat!(
+            "INSERT INTO inits (id, stream_id, sha256, bytes, codecs, tracks, created_us) \
+             VALUES (",
+            next_id_sql!("inits"),
+            ",?,?,?,?,?,?)"
+        ),
         params![stream_id, sha256, bytes, codecs, tracks, now_us],
     )?;
     Ok(c.last_insert_rowid())

@@ -15,8 +15,13 @@ pub struct Recovered {
 }
 
 pub fn recover(conn: &mut Connection, data_dir: &Path, now_us: i64) -> Result<Recovered> {
-    let mut max_id: i64 =
-        conn.query_row("SELECT COALESCE(MAX(id), 0) FROM files", [], |r| r.get(0))?;
+    // The high water, not MAX(id): the newest files may have been deleted (see schema V5).
+    let mut max_id: i64 = conn.query_row(
+        "SELECT MAX((SELECT COALESCE(MAX(id), 0) FROM files), \
+         (SELECT last_id FROM id_high_water WHERE name = 'files'))",
+        [],
+        |r| r.get(0),
+    )?;
     for (stream_id, file_id, path) in files::list_files(data_dir)? {
         max_id = max_id.max(file_id);
         let known: Option<(i64, bool)> = conn
@@ -129,5 +134,26 @@ mod tests {
         let sessions = ts.store.sessions(cam.row.id, 10).await.unwrap();
         assert_eq!(sessions.len(), 1);
         assert_eq!(sessions[0].end_reason.as_deref(), Some("server restarted"));
+    }
+
+    /// Ids are never handed out twice: the newest stream purged (with its files, init and
+    /// session), then a restart, and a new stream gets ids none of them had. Object keys and
+    /// caches name things by these ids.
+    #[tokio::test]
+    async fn ids_of_a_purged_newest_stream_are_not_reused_after_reopen() {
+        let ts = TestStore::new();
+        let old = ts.add_stream("old").await;
+        ts.append(&old, 0, 1000, 10).await;
+        let newest = ts.add_stream("newest").await;
+        let gone = ts.append(&newest, 0, 1000, 10).await;
+        ts.store.delete_stream("newest").await.unwrap();
+        ts.store.purge_deleted().await.unwrap();
+        let ts = ts.reopen_after(|_| {}).await;
+        let fresh = ts.add_stream("newest").await;
+        let row = ts.append(&fresh, 0, 1000, 10).await;
+        assert!(fresh.row.id > newest.row.id, "{} reused", fresh.row.id);
+        assert!(fresh.session_id > newest.session_id);
+        assert!(fresh.init_id > newest.init_id);
+        assert!(row.file_id > gone.file_id, "file id {} reused", row.file_id);
     }
 }

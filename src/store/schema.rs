@@ -193,7 +193,50 @@ CREATE TABLE store_settings (
 );
 "#;
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+/// Migration 5: ids are never reused. SQLite gives a new row `MAX(id) + 1`, so purging the
+/// newest stream (or its files, inits, sessions) and restarting handed the same ids out again,
+/// while object keys (`streams/{stream}/{file}`), the object tier's garbage queue, clip ETags
+/// and immutable `inits/{id}` URLs all take an id to name one thing for ever. A garbage delete
+/// still queued for a purged stream's object could then remove a new stream's object of the
+/// same key. The high water of each table is kept here, raised by every insert; new rows take
+/// the next id after it.
+const V5: &str = r#"
+CREATE TABLE id_high_water (
+    name     TEXT PRIMARY KEY,  -- table
+    last_id  INTEGER NOT NULL   -- highest id it ever held
+);
+INSERT INTO id_high_water (name, last_id)
+    SELECT 'streams', COALESCE(MAX(id), 0) FROM streams
+    UNION ALL SELECT 'files', COALESCE(MAX(id), 0) FROM files
+    UNION ALL SELECT 'inits', COALESCE(MAX(id), 0) FROM inits
+    UNION ALL SELECT 'sessions', COALESCE(MAX(id), 0) FROM sessions;
+CREATE TRIGGER streams_high_water AFTER INSERT ON streams BEGIN
+    UPDATE id_high_water SET last_id = NEW.id WHERE name = 'streams' AND last_id < NEW.id;
+END;
+CREATE TRIGGER files_high_water AFTER INSERT ON files BEGIN
+    UPDATE id_high_water SET last_id = NEW.id WHERE name = 'files' AND last_id < NEW.id;
+END;
+CREATE TRIGGER inits_high_water AFTER INSERT ON inits BEGIN
+    UPDATE id_high_water SET last_id = NEW.id WHERE name = 'inits' AND last_id < NEW.id;
+END;
+CREATE TRIGGER sessions_high_water AFTER INSERT ON sessions BEGIN
+    UPDATE id_high_water SET last_id = NEW.id WHERE name = 'sessions' AND last_id < NEW.id;
+END;
+"#;
+
+/// The id a new row of `table` takes (SQL for its `id` value): one past the highest it ever held.
+macro_rules! next_id_sql {
+    ($table:literal) => {
+        concat!(
+            "(SELECT last_id + 1 FROM id_high_water WHERE name = '",
+            $table,
+            "')"
+        )
+    };
+}
+pub(crate) use next_id_sql;
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// Connection settings shared by the writer and the readers.
 pub fn configure(conn: &Connection) -> Result<()> {
