@@ -130,9 +130,22 @@ impl ImageBuffer for JfifRows<'_> {
         let c = (row / 2) * cw;
         let (cb, cr) = (&self.pic.cb[c..c + cw], &self.pic.cr[c..c + cw]);
         buffers[0].extend(y.iter().map(|&v| self.luma[usize::from(v)]));
-        for x in 0..w {
-            buffers[1].push(self.chroma[usize::from(cb[x / 2])]);
-            buffers[2].push(self.chroma[usize::from(cr[x / 2])]);
+        // Each chroma sample twice, written into place: a push per pixel (a capacity check
+        // each) was a third of a cached frame's encode time at 1080p.
+        for (buf, plane) in [(1, cb), (2, cr)] {
+            let buf = &mut buffers[buf];
+            let start = buf.len();
+            buf.resize(start + w, 0);
+            let row = &mut buf[start..];
+            let mut pairs = row.chunks_exact_mut(2);
+            for (pair, &v) in (&mut pairs).zip(plane) {
+                let full = self.chroma[usize::from(v)];
+                pair[0] = full;
+                pair[1] = full;
+            }
+            if let ([last], Some(&v)) = (pairs.into_remainder(), plane.last()) {
+                *last = self.chroma[usize::from(v)];
+            }
         }
     }
 }
@@ -149,6 +162,43 @@ mod tests {
         assert_eq!(target_size((640, 360), Some(100), Some(100)), (100, 56));
         assert_eq!(target_size((640, 360), Some(1000), Some(90)), (160, 90));
         assert_eq!(target_size((1920, 1080), Some(16), None), (16, 9));
+    }
+
+    /// Rows handed to the JPEG encoder repeat each chroma sample for the two pixels it covers,
+    /// odd widths included (the last pixel has a chroma sample of its own).
+    #[test]
+    fn rows_repeat_chroma_per_pixel() {
+        for (w, h) in [(7u32, 3u32), (8, 2), (1, 1)] {
+            let (cw, ch) = Picture::chroma_size(w, h);
+            let pic = Picture {
+                width: w,
+                height: h,
+                y: (0..w * h).map(|i| (16 + i) as u8).collect(),
+                cb: (0..cw * ch).map(|i| (100 + i) as u8).collect(),
+                cr: (0..cw * ch).map(|i| (200 - i) as u8).collect(),
+            };
+            let rows = JfifRows {
+                pic: &pic,
+                width: w as u16,
+                height: h as u16,
+                luma: full_range_luma(),
+                chroma: full_range_chroma(),
+            };
+            for row in 0..h as usize {
+                let mut got: [Vec<u8>; 4] = Default::default();
+                rows.fill_buffers(row as u16, &mut got);
+                let c = |plane: &[u8], x: usize| {
+                    rows.chroma[usize::from(plane[(row / 2) * cw as usize + x / 2])]
+                };
+                let w = w as usize;
+                let want_y: Vec<u8> = (0..w)
+                    .map(|x| rows.luma[usize::from(pic.y[row * w + x])])
+                    .collect();
+                assert_eq!(got[0], want_y, "{w}x{h} row {row}");
+                assert_eq!(got[1], (0..w).map(|x| c(&pic.cb, x)).collect::<Vec<_>>());
+                assert_eq!(got[2], (0..w).map(|x| c(&pic.cr, x)).collect::<Vec<_>>());
+            }
+        }
     }
 
     #[test]

@@ -210,18 +210,14 @@ INSERT INTO id_high_water (name, last_id)
     UNION ALL SELECT 'files', COALESCE(MAX(id), 0) FROM files
     UNION ALL SELECT 'inits', COALESCE(MAX(id), 0) FROM inits
     UNION ALL SELECT 'sessions', COALESCE(MAX(id), 0) FROM sessions;
-CREATE TRIGGER streams_high_water AFTER INSERT ON streams BEGIN
-    UPDATE id_high_water SET last_id = NEW.id WHERE name = 'streams' AND last_id < NEW.id;
-END;
-CREATE TRIGGER files_high_water AFTER INSERT ON files BEGIN
-    UPDATE id_high_water SET last_id = NEW.id WHERE name = 'files' AND last_id < NEW.id;
-END;
-CREATE TRIGGER inits_high_water AFTER INSERT ON inits BEGIN
-    UPDATE id_high_water SET last_id = NEW.id WHERE name = 'inits' AND last_id < NEW.id;
-END;
-CREATE TRIGGER sessions_high_water AFTER INSERT ON sessions BEGIN
-    UPDATE id_high_water SET last_id = NEW.id WHERE name = 'sessions' AND last_id < NEW.id;
-END;
+CREATE TRIGGER streams_high_water AFTER INSERT ON streams BEGIN UPDATE id_high_water
+    SET last_id = NEW.id WHERE name = 'streams' AND last_id < NEW.id; END;
+CREATE TRIGGER files_high_water AFTER INSERT ON files BEGIN UPDATE id_high_water
+    SET last_id = NEW.id WHERE name = 'files' AND last_id < NEW.id; END;
+CREATE TRIGGER inits_high_water AFTER INSERT ON inits BEGIN UPDATE id_high_water
+    SET last_id = NEW.id WHERE name = 'inits' AND last_id < NEW.id; END;
+CREATE TRIGGER sessions_high_water AFTER INSERT ON sessions BEGIN UPDATE id_high_water
+    SET last_id = NEW.id WHERE name = 'sessions' AND last_id < NEW.id; END;
 "#;
 
 /// The id a new row of `table` takes (SQL for its `id` value): one past the highest it ever held.
