@@ -82,6 +82,8 @@ fn init_logging(config: &Config) {
 /// the first such free, and from then on serves them from its heap arenas, where a thousand
 /// cameras' buffers, freed out of order on many threads, leave holes it never returns: RSS
 /// measured 727 MB that way against 300 MB with the threshold fixed (BENCHMARKS.md, issue 15).
+/// The price: each frame decode's openh264 buffers are fresh mappings too, about 10 ms more per
+/// 1080p decode (`codec/openh264.rs`).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_large_buffers_returnable() {
     const MMAP_THRESHOLD_BYTES: libc::c_int = 128 * 1024;

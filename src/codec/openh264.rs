@@ -5,9 +5,10 @@
 //!
 //! Decoders are not reused between requests: after a GOP decoded only part way and flushed,
 //! openh264 runs out of free pictures a few frames into the next GOP ("out of memory"). A fresh
-//! decoder per request costs its allocations instead; in the server glibc keeps that memory mapped
-//! between requests (a 1080p keyframe request measured the same with the malloc thresholds
-//! raised by hand), so no allocator tuning is done.
+//! decoder per request costs its allocations instead. The server fixes glibc's mmap threshold at
+//! 128 KiB (`main.rs`, so a thousand cameras' fragment buffers go back to the system), which makes
+//! those allocations fresh mappings that openh264 zeroes page by page: about 10 ms more per 1080p
+//! decode (keyframe-only `frame.jpg` 33 -> 45 ms in BENCHMARKS.md, issue 14), paid for RSS.
 
 use std::ffi::c_void;
 use std::ptr::null_mut;
