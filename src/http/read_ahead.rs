@@ -22,8 +22,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -57,6 +56,8 @@ struct State {
     /// Sending failed (the client reset the connection); later answers are dropped.
     write_error: Option<io::ErrorKind>,
     write_done: bool,
+    /// The writer holds a chunk taken from `outgoing` that is not all sent yet.
+    sending: bool,
     /// Answers in progress whose client reads them as they come (an upload asking for NDJSON
     /// acks): while any is, nothing is held back, since holding acks until the client has
     /// finished sending defeats them.
@@ -66,6 +67,9 @@ struct State {
 }
 
 struct Shared {
+    /// Read only by the reader; written by the writer, or by hyper's own write directly when
+    /// nothing is held (see [`ReadAhead::take`]).
+    stream: TcpStream,
     state: Mutex<State>,
     /// Wakes the reader: room in `incoming`.
     room: Notify,
@@ -88,15 +92,15 @@ pub struct ReadAhead {
 
 impl ReadAhead {
     pub fn new(stream: TcpStream) -> ReadAhead {
-        let (read_half, write_half) = stream.into_split();
         let shared = Arc::new(Shared {
+            stream,
             state: Mutex::new(State::default()),
             room: Notify::new(),
             send: Notify::new(),
         });
-        let reader = tokio::spawn(read_loop(read_half, shared.clone()));
+        let reader = tokio::spawn(read_loop(shared.clone()));
         // The writer outlives hyper's side: it sends what was handed over, then ends.
-        tokio::spawn(write_loop(write_half, shared.clone()));
+        tokio::spawn(write_loop(shared.clone()));
         ReadAhead { shared, reader }
     }
 }
@@ -139,7 +143,7 @@ impl Drop for ReadAhead {
     }
 }
 
-async fn read_loop(read_half: OwnedReadHalf, shared: Arc<Shared>) {
+async fn read_loop(shared: Arc<Shared>) {
     loop {
         // Wait for room.
         loop {
@@ -156,7 +160,7 @@ async fn read_loop(read_half: OwnedReadHalf, shared: Arc<Shared>) {
             // Grow only as far as a burst needs; most connections read small requests.
             let want = READ_AHEAD_BYTES - st.incoming.len();
             st.incoming.reserve(want.min(READ_CHUNK_BYTES));
-            let r = read_half.try_read_buf(&mut st.incoming);
+            let r = shared.stream.try_read_buf(&mut st.incoming);
             match &r {
                 Ok(0) => st.read_done = true,
                 Ok(_) => st.caught_up = false,
@@ -185,7 +189,7 @@ async fn read_loop(read_half: OwnedReadHalf, shared: Arc<Shared>) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 shared.send.notify_one();
-                if read_half.readable().await.is_err() {
+                if shared.stream.readable().await.is_err() {
                     let mut st = shared.lock();
                     st.read_done = true;
                     if let Some(w) = st.hyper_read.take() {
@@ -204,7 +208,21 @@ async fn read_loop(read_half: OwnedReadHalf, shared: Arc<Shared>) {
     }
 }
 
-async fn write_loop(mut write_half: OwnedWriteHalf, shared: Arc<Shared>) {
+/// Sends all of `chunk`, waiting for the socket as needed.
+async fn send_all(stream: &TcpStream, mut chunk: &[u8]) -> io::Result<()> {
+    while !chunk.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(chunk) {
+            Ok(n) => chunk = &chunk[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+async fn write_loop(shared: Arc<Shared>) {
+    let write_half = &shared.stream;
     loop {
         let send = shared.send.notified();
         tokio::pin!(send);
@@ -217,6 +235,7 @@ async fn write_loop(mut write_half: OwnedWriteHalf, shared: Arc<Shared>) {
                 || st.outgoing.len() >= HELD_BYTES;
             if !st.outgoing.is_empty() && (may_send || st.shutdown) {
                 let chunk = st.outgoing.split().freeze();
+                st.sending = true;
                 if let Some(w) = st.hyper_write.take() {
                     w.wake();
                 }
@@ -229,7 +248,7 @@ async fn write_loop(mut write_half: OwnedWriteHalf, shared: Arc<Shared>) {
             // While hyper runs, a client that pauses reading (a paused video) just waits, as
             // it would without this layer; once hyper is done, nobody else would end it.
             let written = if orphaned {
-                tokio::time::timeout(WRITE_TIMEOUT, write_half.write_all(&chunk))
+                tokio::time::timeout(WRITE_TIMEOUT, send_all(write_half, &chunk))
                     .await
                     .unwrap_or_else(|_| {
                         Err(io::Error::new(
@@ -238,8 +257,9 @@ async fn write_loop(mut write_half: OwnedWriteHalf, shared: Arc<Shared>) {
                         ))
                     })
             } else {
-                write_half.write_all(&chunk).await
+                send_all(write_half, &chunk).await
             };
+            shared.lock().sending = false;
             if let Err(e) = written {
                 let mut st = shared.lock();
                 st.write_error = Some(e.kind());
@@ -252,7 +272,7 @@ async fn write_loop(mut write_half: OwnedWriteHalf, shared: Arc<Shared>) {
             continue;
         }
         if shutdown {
-            let _ = write_half.shutdown().await;
+            let _ = socket2::SockRef::from(write_half).shutdown(std::net::Shutdown::Write);
             let mut st = shared.lock();
             st.write_done = true;
             if let Some(w) = st.hyper_write.take() {
@@ -261,6 +281,53 @@ async fn write_loop(mut write_half: OwnedWriteHalf, shared: Arc<Shared>) {
             return;
         }
         send.await;
+    }
+}
+
+impl ReadAhead {
+    /// Takes what fits of `bufs` for the writer: at most [`HELD_BYTES`] wait in `outgoing`, so
+    /// a connection holds a bounded copy of its answer, however large the chunks hyper has.
+    fn take(&self, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut st = self.shared.lock();
+        if st.write_error.is_some() {
+            // The client is gone, but requests it sent whole may still wait in `incoming`:
+            // hyper must go on reading and processing them, so answers are dropped, not failed.
+            return Poll::Ready(Ok(total));
+        }
+        // Nothing held and nothing to hold back for: straight into the socket, with no copy
+        // and no hop through the writer task (a follower of a live stream, a player).
+        let may_send = st.caught_up || st.read_done || st.prompt_answers > 0;
+        if may_send && st.outgoing.is_empty() && !st.sending {
+            match self.shared.stream.try_write_vectored(bufs) {
+                Ok(n) if n > 0 || total == 0 => return Poll::Ready(Ok(n)),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    // Like a failed send of the writer: the client is gone; answers dropped.
+                    st.write_error = Some(e.kind());
+                    return Poll::Ready(Ok(total));
+                }
+            }
+        }
+        // Past the held bound the writer sends regardless; hyper waits only for the socket.
+        let room = HELD_BYTES.saturating_sub(st.outgoing.len());
+        if room == 0 {
+            st.hyper_write = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let mut taken = 0;
+        for b in bufs {
+            let n = b.len().min(room - taken);
+            st.outgoing.extend_from_slice(&b[..n]);
+            taken += n;
+            if taken == room {
+                break;
+            }
+        }
+        drop(st);
+        self.shared.send.notify_one();
+        Poll::Ready(Ok(taken))
     }
 }
 
@@ -299,21 +366,23 @@ impl AsyncWrite for ReadAhead {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let mut st = self.shared.lock();
-        if st.write_error.is_some() {
-            // The client is gone, but requests it sent whole may still wait in `incoming`:
-            // hyper must go on reading and processing them, so answers are dropped, not failed.
-            return Poll::Ready(Ok(data.len()));
-        }
-        // Past the held bound the writer sends regardless; hyper waits only for the socket.
-        if st.outgoing.len() >= HELD_BYTES {
-            st.hyper_write = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
-        st.outgoing.extend_from_slice(data);
-        drop(st);
-        self.shared.send.notify_one();
-        Poll::Ready(Ok(data.len()))
+        self.take(cx, &[io::IoSlice::new(data)])
+    }
+
+    /// hyper hands its queued body chunks over as they are (shared `Bytes`) instead of first
+    /// copying each whole into one buffer of its own, which it does for I/O without vectored
+    /// writes: a thousand followers of a live stream each held their own copy of every
+    /// fragment that way.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.take(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     /// Handed to the writer counts as flushed: it sends as soon as that cannot cost the
@@ -339,7 +408,7 @@ impl AsyncWrite for ReadAhead {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     async fn pair() -> (TcpStream, ReadAhead) {
@@ -404,5 +473,39 @@ mod tests {
         let mut rest = Vec::new();
         client.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty());
+    }
+
+    /// Answers far larger than the socket's buffers, in several slices, to a client that
+    /// reads late: they go straight into the socket while it has room, then at most
+    /// [`HELD_BYTES`] wait in the writer, and they reach the client whole and in order.
+    #[tokio::test]
+    async fn large_vectored_answers_hold_a_bounded_copy() {
+        let (mut client, mut server) = pair().await;
+        let a: Vec<u8> = (0..8 << 20).map(|i| (i % 253) as u8).collect();
+        let b: Vec<u8> = (0..HELD_BYTES / 3).map(|i| (i % 7) as u8).collect();
+        let expected = [a.clone(), b.clone()].concat();
+        let shared = server.shared.clone();
+        let writer = tokio::spawn(async move {
+            let (mut off_a, mut off_b) = (0, 0);
+            let mut most_held = 0;
+            while off_a < a.len() || off_b < b.len() {
+                let bufs = [io::IoSlice::new(&a[off_a..]), io::IoSlice::new(&b[off_b..])];
+                let n = server.write_vectored(&bufs).await.unwrap();
+                most_held = most_held.max(shared.lock().outgoing.len());
+                let from_a = n.min(a.len() - off_a);
+                off_a += from_a;
+                off_b += n - from_a;
+            }
+            server.shutdown().await.unwrap();
+            most_held
+        });
+        // Let the writer fill the socket first.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        let most_held = writer.await.unwrap();
+        assert!(most_held <= HELD_BYTES, "held {most_held}");
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected);
     }
 }
