@@ -267,6 +267,18 @@ impl Splitter {
         }
     }
 
+    /// The fragment whose mdat is arriving, once its header is in and before its last byte:
+    /// the moof's stream offset and the fragment's whole size (moof + mdat). A caller can take
+    /// the fragment's share of a memory budget before it reads the rest.
+    pub fn fragment_in_progress(&self) -> Option<(u64, u64)> {
+        let ms = self.moof_start?;
+        let h = self.header.filter(|h| &h.box_type == b"mdat")?;
+        Some((
+            self.buf_offset + ms as u64,
+            (self.pos - ms) as u64 + h.size?,
+        ))
+    }
+
     fn bad_header(&self, problem: HeaderProblem, at: u64) -> Fmp4Error {
         let rest = &self.buf[self.pos..];
         let shown: Vec<String> = rest.iter().take(8).map(|b| format!("{b:02x}")).collect();
@@ -358,6 +370,33 @@ mod tests {
             .iter()
             .map(|b| (b.offset, b.bytes.len(), b.box_type))
             .collect()
+    }
+
+    /// Byte by byte: from the byte that completes a fragment's mdat header until its last byte,
+    /// the splitter names that fragment (moof offset, moof + mdat size); at no other time.
+    #[test]
+    fn names_the_fragment_whose_mdat_is_arriving() {
+        let data = sample("h264_aac_gop2s.mp4");
+        let boxes = top_boxes(&data);
+        let mut fragments = Vec::new();
+        for pair in boxes.windows(2) {
+            if &pair[0].2 == b"moof" && &pair[1].2 == b"mdat" {
+                let (moof, mdat) = (pair[0], pair[1]);
+                fragments.push((moof.0, mdat.0 + 8, mdat.0 + mdat.1, moof.1 + mdat.1));
+            }
+        }
+        assert_eq!(fragments.len(), 5);
+        let mut s = Splitter::new(LIMIT);
+        let mut out = Vec::new();
+        for (i, b) in data.iter().enumerate() {
+            s.push(std::slice::from_ref(b), &mut out).unwrap();
+            let consumed = i + 1;
+            let want = fragments
+                .iter()
+                .find(|f| consumed >= f.1 && consumed < f.2)
+                .map(|f| (f.0 as u64, f.3 as u64));
+            assert_eq!(s.fragment_in_progress(), want, "after {consumed} bytes");
+        }
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! The global budget of bytes received from producers but not yet durable.
 //!
-//! Every complete fragment takes its size from the budget before it is handed to the store, and
-//! gives it back when its ack comes (durable, or refused). A session that cannot take its
-//! fragment's bytes waits, and while it waits it does not read its socket: the kernel's receive
+//! Every fragment takes its size from the budget before it is handed to the store, and gives it
+//! back when its ack comes (durable, or refused). A long upload takes it as soon as the
+//! fragment's mdat header has arrived, before reading the media itself, so a producer held back
+//! here holds a moof, not a whole fragment. A session that cannot take its fragment's bytes
+//! waits, and while it waits it does not read its socket: the kernel's receive
 //! buffer fills and TCP flow control slows the producer down (ffmpeg, curl and GStreamer just
 //! block in `write`). So memory stays near the budget whatever the producers send, instead of
 //! growing until the OOM killer takes every fragment in flight.
 //!
 //! Waiters are served in arrival order (a tokio semaphore is FIFO), so under overload every
-//! producer gets the disk's rate shared out, and none starves. Only complete fragments count:
-//! if partial ones did, producers each holding half a fragment could fill the budget with bytes
-//! that can never become durable until more is read, and nothing would move. A partial fragment
-//! costs at most `ingest.max_fragment_bytes` per producer besides.
+//! producer gets the disk's rate shared out, and none starves. A share is taken only for a
+//! fragment that will be read to its end: bytes of fragments that could not be completed
+//! without reading more, counted while their producers wait, could fill the budget and nothing
+//! would move. Held back before its media, a producer costs its moof and the read buffers.
 
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

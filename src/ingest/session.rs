@@ -99,6 +99,9 @@ pub struct Session {
     pub summary: Summary,
     /// The ingest budget held this session back past `ingest.max_hold_back_secs`.
     pub held_back: bool,
+    /// The budget share taken for the fragment whose mdat is arriving (by its stream offset),
+    /// before its bytes were read: see [`Session::reserve_ahead`].
+    reserved_ahead: Option<(u64, super::budget::Reservation)>,
     /// The stream's ingest metrics.
     pub counters: IngestCounters,
     /// Rows acknowledged since the last `take_acked`, with the tag given at append; kept only
@@ -151,6 +154,7 @@ impl Session {
                 ..Default::default()
             },
             held_back: false,
+            reserved_ahead: None,
             counters: ingest.counters(stream_name),
             acked: Vec::new(),
             collect_acked: false,
@@ -309,6 +313,11 @@ impl Session {
         sink: &Sink,
     ) -> Result<()> {
         let received = Instant::now();
+        // Taken first, so that a refused fragment gives its share back at once.
+        let ahead = self
+            .reserved_ahead
+            .take()
+            .filter(|(offset, _)| *offset == raw.stream_offset);
         if self.init.is_none() && self.pending_init.is_none() {
             return Err(fmp4::Fmp4Error::MediaBeforeInit.into());
         }
@@ -335,30 +344,13 @@ impl Session {
         // held-back producer holds one copy of its fragment, not two.
         let stream_offset = raw.stream_offset;
         drop(raw);
-        // Waiting here is the backpressure: the caller reads no more of this producer's
-        // socket until the fragment has its bytes in the budget. Meanwhile its earlier
-        // fragments' acks still go out, which also gives their bytes back to the budget.
-        let ingest = self.ingest.clone();
-        let reserve = ingest.inner.budget.reserve(size_bytes);
-        tokio::pin!(reserve);
-        let reserved = loop {
-            tokio::select! {
-                r = &mut reserve => break r,
-                ack = self.oldest_ack(), if self.has_inflight() => {
-                    self.take_oldest(ack, sink).await;
-                }
+        let reserved = match ahead {
+            Some((_, r)) => r,
+            None => {
+                self.wait_for_budget(size_bytes, stream_offset, sink)
+                    .await?
             }
         };
-        let reserved = reserved.map_err(|e| {
-            self.held_back = true;
-            Error::new(
-                e.kind,
-                format!(
-                    "{}; the fragment at byte {} and everything after it were not stored",
-                    e.message, stream_offset
-                ),
-            )
-        })?;
         let rx = self.store.append(NewFragment {
             init_id,
             ..new_fragment
@@ -379,6 +371,63 @@ impl Session {
         }
         self.drain_ready(sink).await;
         Ok(())
+    }
+
+    /// Takes the budget share of the fragment at `stream_offset` (`bytes` long, moof + mdat)
+    /// whose mdat has begun, before the caller reads the rest of it: a producer held back at
+    /// the budget then holds its moof, not a whole fragment (a thousand held-back cameras held
+    /// half a gigabyte of fragments that way). Nothing can wedge on it: a share taken ahead
+    /// belongs to a producer that is read from, so its fragment completes (or the producer
+    /// goes idle and is disconnected) and the share comes back with the ack.
+    pub async fn reserve_ahead(
+        &mut self,
+        stream_offset: u64,
+        bytes: u64,
+        sink: &Sink,
+    ) -> Result<()> {
+        if self
+            .reserved_ahead
+            .as_ref()
+            .is_some_and(|(offset, _)| *offset == stream_offset)
+        {
+            return Ok(());
+        }
+        let size = usize::try_from(bytes).unwrap_or(usize::MAX);
+        let r = self.wait_for_budget(size, stream_offset, sink).await?;
+        self.reserved_ahead = Some((stream_offset, r));
+        Ok(())
+    }
+
+    /// Waits for `size_bytes` of the budget. Waiting is the backpressure: the caller reads no
+    /// more of this producer's socket until it has them. Meanwhile its earlier fragments'
+    /// acks still go out, which also gives their bytes back to the budget.
+    async fn wait_for_budget(
+        &mut self,
+        size_bytes: usize,
+        stream_offset: u64,
+        sink: &Sink,
+    ) -> Result<super::budget::Reservation> {
+        let ingest = self.ingest.clone();
+        let reserve = ingest.inner.budget.reserve(size_bytes);
+        tokio::pin!(reserve);
+        let reserved = loop {
+            tokio::select! {
+                r = &mut reserve => break r,
+                ack = self.oldest_ack(), if self.has_inflight() => {
+                    self.take_oldest(ack, sink).await;
+                }
+            }
+        };
+        reserved.map_err(|e| {
+            self.held_back = true;
+            Error::new(
+                e.kind,
+                format!(
+                    "{}; the fragment at byte {} and everything after it were not stored",
+                    e.message, stream_offset
+                ),
+            )
+        })
     }
 
     /// Facts, placement and rewrite of one fragment (whose last byte arrived at

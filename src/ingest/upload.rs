@@ -164,6 +164,13 @@ impl Ingest {
                 fatal = Some(e);
                 break;
             }
+            if let Some((offset, bytes)) = splitter.fragment_in_progress() {
+                if let Err(e) = session.reserve_ahead(offset, bytes, sink).await {
+                    end_reason = "overloaded";
+                    fatal = Some(e);
+                    break;
+                }
+            }
             session.drain_ready(sink).await;
         }
         // Whatever was received is persisted and acknowledged before the session ends.
