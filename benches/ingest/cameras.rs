@@ -123,6 +123,7 @@ pub fn cameras(rt: &tokio::runtime::Runtime, media: &Media, work: &Path, args: &
         results.iter().flat_map(|r| r.commit_lags()).collect(),
     );
     print_latency_over_time(&results, t0);
+    print_latency_at_start(&results, t0);
     print_groups(&groups(&results));
     let delta = |name: &str| metric(&metrics1, name) - metric(&metrics0, name);
     println!(
@@ -221,6 +222,49 @@ fn print_latency_over_time(results: &[ProducerResult], t0: Instant) {
     println!(
         "  ack latency p50/p99 by when sent (10 s windows): {}",
         parts.join(", ")
+    );
+}
+
+/// Ack latency by a fragment's place in its upload (the first, the next four, the rest) and, for
+/// the first 10 s, by the second it was sent in: the start-up storm, where 1,000 sessions open at
+/// once, shows apart from the steady state.
+fn print_latency_at_start(results: &[ProducerResult], t0: Instant) {
+    let mut by_place: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
+    let mut by_second: BTreeMap<u64, Vec<Duration>> = BTreeMap::new();
+    for r in results {
+        for (i, (s, a)) in r.sent.iter().zip(&r.log.acks).enumerate() {
+            let latency = a.0.saturating_duration_since(s.0);
+            let place = match i {
+                0 => "1st",
+                1..=4 => "2nd-5th",
+                _ => "later",
+            };
+            by_place.entry(place).or_default().push(latency);
+            let second = s.0.saturating_duration_since(t0).as_secs();
+            if second < 10 {
+                by_second.entry(second).or_default().push(latency);
+            }
+        }
+    }
+    let fmt = |v: &mut Vec<Duration>| {
+        v.sort_unstable();
+        format!("{}/{}", ms(pct(v, 50.0)), ms(pct(v, 99.0)))
+    };
+    let places: Vec<String> = by_place
+        .iter_mut()
+        .map(|(k, v)| format!("{k} {}", fmt(v)))
+        .collect();
+    let seconds: Vec<String> = by_second
+        .iter_mut()
+        .map(|(k, v)| format!("{k}s {}", fmt(v)))
+        .collect();
+    println!(
+        "  ack latency p50/p99 by place in the upload: {}",
+        places.join(", ")
+    );
+    println!(
+        "  ack latency p50/p99 by second sent (first 10 s): {}",
+        seconds.join(", ")
     );
 }
 
