@@ -18,9 +18,9 @@ pub use upload::{UploadOutcome, UploadParams};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metrics::{IngestCounters, Metrics};
-use crate::store::{Store, StreamRow};
+use crate::store::{InitToStore, OpenedSession, SessionOpening, Store, StreamRow};
 use registry::Registry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -77,29 +77,39 @@ impl Ingest {
 
     /// The stream to ingest into: existing, or created when `ingest.auto_create` is on.
     /// Called when a session's first fragment arrives (see session.rs), never earlier.
-    async fn resolve_stream(&self, name: &str) -> Result<StreamRow> {
-        if let Some(s) = self.check_stream(name).await? {
-            return Ok(s);
-        }
-        let created = self
+    /// Opens a session at its first fragment: its stream (created when `ingest.auto_create`
+    /// allows), its session row and its init, in one store call.
+    async fn open_session(
+        &self,
+        name: &str,
+        opening: &session::Opening,
+        init: InitToStore,
+    ) -> Result<OpenedSession> {
+        let opened = self
             .inner
             .store
-            .create_stream(
-                name,
-                self.inner.config.retention.default_hours,
-                None,
-                BTreeMap::new(),
-            )
+            .open_session(SessionOpening {
+                stream: name.to_string(),
+                create_with_retention_hours: self
+                    .inner
+                    .config
+                    .ingest
+                    .auto_create
+                    .then_some(self.inner.config.retention.default_hours),
+                kind: opening.kind,
+                remote: opening.remote.clone(),
+                started_us: opening.connected_us,
+                init,
+            })
             .await;
-        match created {
-            Ok(s) => {
-                tracing::info!(stream = name, "stream auto-created on first ingest");
-                Ok(s)
+        match opened {
+            Ok(o) => {
+                if o.created {
+                    tracing::info!(stream = name, "stream auto-created on first ingest");
+                }
+                Ok(o)
             }
-            // Two producers raced to create it: use the winner's.
-            Err(e) if e.kind == crate::error::Kind::Conflict => {
-                self.inner.store.require_stream(name).await
-            }
+            Err(e) if e.kind == crate::error::Kind::NotFound => Err(no_auto_create(name)),
             Err(e) => Err(e),
         }
     }
@@ -112,10 +122,7 @@ impl Ingest {
             return Ok(Some(s));
         }
         if !self.inner.config.ingest.auto_create {
-            return Err(Error::not_found(format!(
-                "stream '{name}' does not exist and ingest.auto_create is off; create it first \
-                 with POST /api/v1/streams"
-            )));
+            return Err(no_auto_create(name));
         }
         Ok(None)
     }
@@ -168,4 +175,12 @@ impl Ingest {
     fn jitter_tolerance_us(&self) -> i64 {
         (self.inner.config.ingest.jitter_tolerance_ms as i64).saturating_mul(1000)
     }
+}
+
+/// Why an upload to a stream that does not exist is refused.
+fn no_auto_create(name: &str) -> Error {
+    Error::not_found(format!(
+        "stream '{name}' does not exist and ingest.auto_create is off; create it first with \
+         POST /api/v1/streams"
+    ))
 }

@@ -12,7 +12,7 @@ use super::Ingest;
 use crate::error::{Error, Kind, Result};
 use crate::fmp4::{self, Event, InitFacts, RawFragment};
 use crate::metrics::IngestCounters;
-use crate::store::{FragmentRow, NewFragment, Store, TrackSummary};
+use crate::store::{FragmentRow, InitToStore, NewFragment, Store, TrackSummary};
 use crate::timefmt::format_us;
 use bytes::Bytes;
 use serde::Serialize;
@@ -178,42 +178,48 @@ impl Session {
     }
 
     /// Opens the stream (creating it if allowed) and the session row, stores the init held
-    /// back until now, and says so on the ack stream.
+    /// back until now, and says so on the ack stream: one store call, so a thousand cameras
+    /// starting at once queue a thousand opens on the writer, not three thousand.
     async fn open(&mut self, sink: &Sink) -> Result<()> {
         let name = self.summary.stream.clone();
-        // Read now, not when the producer connected: a previous producer of the stream has
+        let Some((bytes, facts)) = self.pending_init.take() else {
+            return Err(fmp4::Fmp4Error::MediaBeforeInit.into());
+        };
+        // Opened now, not when the producer connected: a previous producer of the stream has
         // finished by now (the upload's claim), so the stream's end is final.
-        let stream = self.ingest.resolve_stream(&name).await?;
-        let o = &self.opening;
-        let session_id = self
-            .store
-            .start_session(stream.id, o.kind, o.remote.clone(), o.connected_us)
+        let opened = self
+            .ingest
+            .open_session(&name, &self.opening, init_to_store(&bytes, &facts))
             .await?;
+        let o = &self.opening;
         let anchor = o.producer_start_us.map_or(
             Anchor::ServerClock {
                 connected_us: o.connected_us,
             },
             Anchor::ProducerStart,
         );
+        let session_id = opened.session_id;
         tracing::info!(stream = %name, session = session_id, kind = o.kind, remote = ?o.remote, "ingest session started");
         self.summary.session = Some(session_id);
         self.opened = Some(Opened {
-            stream_id: stream.id,
+            stream_id: opened.stream.id,
             session_id,
             timeline: SessionTimeline::new(
                 anchor,
-                stream.last_end_us,
+                opened.stream.last_end_us,
                 self.ingest.jitter_tolerance_us(),
             ),
+        });
+        self.init = Some(CurrentInit {
+            id: opened.init_id,
+            facts: Arc::new(facts),
+            bytes,
         });
         send_line(
             sink,
             serde_json::json!({"event": "session_started", "session": session_id, "stream": name}),
         )
         .await;
-        if let Some((bytes, facts)) = self.pending_init.take() {
-            self.store_init(bytes, facts).await?;
-        }
         Ok(())
     }
 
@@ -279,23 +285,9 @@ impl Session {
                 "an init was stored before its session opened",
             ));
         };
-        let tracks = facts
-            .tracks
-            .iter()
-            .map(|t| TrackSummary {
-                track_id: t.track_id,
-                kind: format!("{:?}", t.kind).to_lowercase(),
-                codec: t.codec.clone(),
-                timescale: t.timescale,
-                width: t.width,
-                height: t.height,
-                sample_rate: t.sample_rate,
-                channels: t.channels,
-            })
-            .collect();
         let id = self
             .store
-            .put_init(stream_id, bytes.clone(), facts.codecs(), tracks)
+            .put_init(stream_id, init_to_store(&bytes, &facts))
             .await?;
         self.init = Some(CurrentInit {
             id,
@@ -609,6 +601,29 @@ impl Session {
 
 /// Each track's media in the fragment (producer's media time). Tracks without samples say
 /// nothing about time and are left out, unless no track has samples.
+/// An init and the facts the index keeps of it.
+fn init_to_store(bytes: &Bytes, facts: &InitFacts) -> InitToStore {
+    let tracks = facts
+        .tracks
+        .iter()
+        .map(|t| TrackSummary {
+            track_id: t.track_id,
+            kind: format!("{:?}", t.kind).to_lowercase(),
+            codec: t.codec.clone(),
+            timescale: t.timescale,
+            width: t.width,
+            height: t.height,
+            sample_rate: t.sample_rate,
+            channels: t.channels,
+        })
+        .collect();
+    InitToStore {
+        bytes: bytes.clone(),
+        codecs: facts.codecs(),
+        tracks,
+    }
+}
+
 fn track_spans(facts: &fmp4::FragmentFacts) -> Vec<TrackSpan> {
     let span = |t: &fmp4::TrackRun| {
         let start_us = fmp4::ticks_to_us(t.base_media_decode_time, t.timescale);

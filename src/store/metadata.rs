@@ -10,7 +10,7 @@ use super::files;
 use super::queries;
 use super::rows::{StreamRow, TrackSummary};
 use super::schema::next_id_sql;
-use super::writer::{StoreEvent, WriterState};
+use super::writer::{BesideDurability, StoreEvent, WriterState};
 use super::{saturating_i64, Store};
 use crate::error::{Error, Result};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -96,50 +96,55 @@ impl Store {
         }
     }
 
-    /// Stores an init once per distinct content per stream; returns its id.
-    pub async fn put_init(
-        &self,
-        stream_id: i64,
-        bytes: bytes::Bytes,
-        codecs: String,
-        tracks: Vec<TrackSummary>,
-    ) -> Result<i64> {
+    /// Stores an init once per distinct content per stream; returns its id. Durable with the
+    /// next commit group, like [`Store::open_session`]: only the fragments that name it need it.
+    pub async fn put_init(&self, stream_id: i64, init: InitToStore) -> Result<i64> {
         use sha2::Digest;
-        let sha = sha2::Sha256::digest(&bytes).to_vec();
-        self.exec_beside(move |w| {
+        let sha = sha2::Sha256::digest(&init.bytes).to_vec();
+        self.exec_beside_as(BesideDurability::WithNextGroup, move |w| {
             let now = w.now_us();
-            find_or_insert_init(&w.conn, stream_id, &sha, &bytes, &codecs, &tracks, now)
+            find_or_insert_init(
+                &w.conn,
+                stream_id,
+                &sha,
+                &init.bytes,
+                &init.codecs,
+                &init.tracks,
+                now,
+            )
         })
         .await
     }
 
-    /// Records a session of `stream_id` that began at `started_us` (when its producer
-    /// connected, which is earlier than this call: a session opens at its first fragment).
-    pub async fn start_session(
-        &self,
-        stream_id: i64,
-        kind: &'static str,
-        remote: Option<String>,
-        started_us: i64,
-    ) -> Result<i64> {
-        self.exec_beside(move |w| {
-            w.conn.execute(
-                concat!(
-                    "INSERT INTO sessions (id, stream_id, kind, remote, started_us) VALUES (",
-                    next_id_sql!("sessions"),
-                    ",?,?,?,?)"
-                ),
-                params![stream_id, kind, remote, started_us],
-            )?;
-            let session_id = w.conn.last_insert_rowid();
+    /// Opens an ingest session at its first fragment, in one writer turn: finds its stream (or
+    /// creates it, when allowed), records the session row and stores its init. All or nothing.
+    ///
+    /// Durable with the first fragment's commit group, not before (see
+    /// [`BesideDurability::WithNextGroup`]): these rows matter only once a fragment names them.
+    pub async fn open_session(&self, opening: SessionOpening) -> Result<OpenedSession> {
+        use sha2::Digest;
+        let sha = sha2::Sha256::digest(&opening.init.bytes).to_vec();
+        self.exec_beside_as(BesideDurability::WithNextGroup, move |w| {
+            let now = w.now_us();
+            w.conn.execute_batch("SAVEPOINT open_session")?;
+            let opened = open_session_rows(&w.conn, &opening, &sha, now);
+            match &opened {
+                Ok(_) => w.conn.execute_batch("RELEASE open_session")?,
+                Err(_) => {
+                    let _ = w
+                        .conn
+                        .execute_batch("ROLLBACK TO open_session; RELEASE open_session");
+                }
+            }
+            let opened = opened?;
             w.emit(StoreEvent::SessionStarted {
-                stream_id,
-                session_id,
-                kind,
-                remote,
-                started_us,
+                stream_id: opened.stream.id,
+                session_id: opened.session_id,
+                kind: opening.kind,
+                remote: opening.remote,
+                started_us: opening.started_us,
             });
-            Ok(session_id)
+            Ok(opened)
         })
         .await
     }
@@ -168,6 +173,84 @@ impl Store {
         })
         .await
     }
+}
+
+/// What an ingest session's first fragment opens (see [`Store::open_session`]).
+pub struct SessionOpening {
+    pub stream: String,
+    /// Create the stream with this retention if it does not exist; `None`: it must exist.
+    pub create_with_retention_hours: Option<u64>,
+    /// The sessions table's `kind`.
+    pub kind: &'static str,
+    pub remote: Option<String>,
+    /// When the producer connected (earlier than the open: a session opens at its first
+    /// fragment).
+    pub started_us: i64,
+    pub init: InitToStore,
+}
+
+/// An init segment and the facts the index keeps beside it.
+pub struct InitToStore {
+    pub bytes: bytes::Bytes,
+    pub codecs: String,
+    pub tracks: Vec<TrackSummary>,
+}
+
+#[derive(Debug)]
+pub struct OpenedSession {
+    pub stream: StreamRow,
+    /// The stream did not exist and was created for this session.
+    pub created: bool,
+    pub session_id: i64,
+    pub init_id: i64,
+}
+
+fn open_session_rows(
+    c: &Connection,
+    o: &SessionOpening,
+    init_sha256: &[u8],
+    now_us: i64,
+) -> Result<OpenedSession> {
+    let (stream, created) = match (
+        queries::stream_by_name(c, &o.stream)?,
+        o.create_with_retention_hours,
+    ) {
+        (Some(s), _) => (s, false),
+        (None, Some(hours)) => (
+            insert_stream(c, &o.stream, now_us, hours, None, &BTreeMap::new())?,
+            true,
+        ),
+        (None, None) => {
+            return Err(Error::not_found(format!(
+                "stream '{}' does not exist",
+                o.stream
+            )))
+        }
+    };
+    c.execute(
+        concat!(
+            "INSERT INTO sessions (id, stream_id, kind, remote, started_us) VALUES (",
+            next_id_sql!("sessions"),
+            ",?,?,?,?)"
+        ),
+        params![stream.id, o.kind, o.remote, o.started_us],
+    )?;
+    let session_id = c.last_insert_rowid();
+    let init_id = find_or_insert_init(
+        c,
+        stream.id,
+        init_sha256,
+        &o.init.bytes,
+        &o.init.codecs,
+        &o.init.tracks,
+        now_us,
+    )?;
+    Ok(OpenedSession {
+        stream,
+        created,
+        session_id,
+        init_id,
+    })
 }
 
 /// A new stream row; `Conflict` when a live stream has the name.

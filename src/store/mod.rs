@@ -9,6 +9,11 @@
 //! 3. one SQLite transaction holding the rows of the whole group (and the `files` row of any new
 //!    file) committed.
 //!
+//! Rows that only fragments name (an ingest session's stream, session and init, written when its
+//! first fragment arrives) commit without a WAL sync of their own: the first fragment's group
+//! transaction syncs the WAL, which carries them, before that fragment is acknowledged
+//! (`writer::BesideDurability`). Everything a client is told was done is synced before it is told.
+//!
 //! So an index row never points at bytes that are not on disk. Bytes past the last indexed
 //! fragment of a file (a group that never committed) are garbage: startup recovery
 //! (`recovery.rs`) cuts them off and deletes files that no committed row names. Deletion goes the
@@ -54,6 +59,7 @@ mod writer;
 
 pub use check::{check, check_with, CheckReport};
 pub use files::DiskSpace;
+pub use metadata::{InitToStore, OpenedSession, SessionOpening};
 pub use queries::{FragmentQuery, TimeKind};
 pub use reader::OpenFragments;
 pub use rows::{
@@ -347,16 +353,29 @@ impl Store {
         &self,
         f: impl FnOnce(&mut WriterState) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        self.exec_beside_as(writer::BesideDurability::AtAnswer, f)
+            .await
+    }
+
+    /// [`Store::exec_beside`] with the durability `f`'s change needs.
+    async fn exec_beside_as<T: Send + 'static>(
+        &self,
+        durability: writer::BesideDurability,
+        f: impl FnOnce(&mut WriterState) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::ExecBeside(Box::new(move |state| {
-            let result = f(state);
-            Box::new(move |commit_error: Option<Error>| {
-                let _ = tx.send(match commit_error {
-                    Some(e) => Err(e),
-                    None => result,
-                });
-            })
-        })))?;
+        self.send(Command::ExecBeside(
+            Box::new(move |state| {
+                let result = f(state);
+                Box::new(move |commit_error: Option<Error>| {
+                    let _ = tx.send(match commit_error {
+                        Some(e) => Err(e),
+                        None => result,
+                    });
+                })
+            }),
+            durability,
+        ))?;
         rx.await.map_err(|_| writer::shutdown_error())?
     }
 
@@ -523,6 +542,113 @@ mod tests {
             .unwrap();
         let next = ts.append(&cam, 1000, 1000, 50).await;
         assert_eq!(next.number, 2, "the failed group used no numbers");
+    }
+
+    fn opening(stream: &str, create: bool, started_us: i64) -> SessionOpening {
+        SessionOpening {
+            stream: stream.into(),
+            create_with_retention_hours: create.then_some(24),
+            kind: "upload",
+            remote: None,
+            started_us,
+            init: testing::test_init(),
+        }
+    }
+
+    /// A session's open (stream, session row, init) is one all-or-nothing change: when its
+    /// session row cannot be written, the stream it would have created is not there either;
+    /// a missing stream is refused without creating one when creation is not allowed; a second
+    /// session of the stream finds it and its init.
+    #[tokio::test]
+    async fn opening_a_session_is_all_or_nothing() {
+        let ts = TestStore::new();
+        let missing = ts
+            .store
+            .open_session(opening("cam", false, ts.clock_us()))
+            .await
+            .unwrap_err();
+        assert_eq!(missing.kind, crate::error::Kind::NotFound, "{missing}");
+        assert!(ts.store.stream("cam").await.unwrap().is_none());
+
+        ts.store
+            .exec(|w| {
+                Ok(w.conn.execute_batch(
+                    "CREATE TEMP TRIGGER fail_session BEFORE INSERT ON main.sessions \
+                     BEGIN SELECT RAISE(ABORT, 'injected session failure'); END",
+                )?)
+            })
+            .await
+            .unwrap();
+        let err = ts
+            .store
+            .open_session(opening("cam", true, ts.clock_us()))
+            .await
+            .unwrap_err();
+        assert!(err.message.contains("injected session failure"), "{err}");
+        assert!(
+            ts.store.stream("cam").await.unwrap().is_none(),
+            "the stream created for the failed open was rolled back"
+        );
+        ts.store
+            .exec(|w| Ok(w.conn.execute_batch("DROP TRIGGER fail_session")?))
+            .await
+            .unwrap();
+
+        let first = ts
+            .store
+            .open_session(opening("cam", true, ts.clock_us()))
+            .await
+            .unwrap();
+        assert!(first.created);
+        let second = ts
+            .store
+            .open_session(opening("cam", false, ts.clock_us()))
+            .await
+            .unwrap();
+        assert!(!second.created);
+        assert_eq!(second.stream.id, first.stream.id);
+        assert_ne!(second.session_id, first.session_id);
+        assert_eq!(
+            second.init_id, first.init_id,
+            "the same init is stored once"
+        );
+    }
+
+    /// Opens commit without syncing the WAL, and the connection is back at
+    /// `synchronous=FULL` (2) for everything after them; the open's rows are committed with the
+    /// first fragment's group and are there after a reopen.
+    #[tokio::test]
+    async fn opens_relax_only_their_own_commit() {
+        let ts = TestStore::new();
+        let opened = ts
+            .store
+            .open_session(opening("cam", true, ts.clock_us()))
+            .await
+            .unwrap();
+        let level: i64 = ts
+            .store
+            .exec(|w| {
+                Ok(w.conn
+                    .pragma_query_value(None, "synchronous", |r| r.get(0))?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(level, 2, "synchronous=FULL again after the open");
+        let cam = testing::TestStream {
+            row: opened.stream.clone(),
+            session_id: opened.session_id,
+            init_id: opened.init_id,
+        };
+        let row = ts.append(&cam, 0, 1000, 50).await;
+        assert_eq!(row.session_id, opened.session_id);
+        let ts = ts.reopen_after(|_| {}).await;
+        let back = ts.store.stream("cam").await.unwrap().expect("stream kept");
+        assert_eq!(back.fragment_count, 1);
+        let sessions = ts.store.sessions(back.id, 10).await.unwrap();
+        assert!(
+            sessions.iter().any(|s| s.id == opened.session_id),
+            "{sessions:?}"
+        );
     }
 
     /// Stream creations queued together share one transaction (`ExecBeside`): a refused one

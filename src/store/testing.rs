@@ -4,7 +4,7 @@
 
 use super::rows::{FragmentRow, NewFragment, StreamRow};
 use super::writer::Command;
-use super::{files, Store};
+use super::{files, InitToStore, SessionOpening, Store};
 use crate::clock::SimulatedClock;
 use crate::config::{StorageConfig, SyncMode};
 use crate::error::Result;
@@ -100,25 +100,22 @@ impl TestStore {
 
     /// A new session (and the same init) for an existing stream, e.g. after a reopen.
     pub async fn with_session(&self, row: StreamRow) -> TestStream {
-        let session_id = self
+        let opened = self
             .store
-            .start_session(row.id, "upload", None, self.clock_us())
+            .open_session(SessionOpening {
+                stream: row.name.clone(),
+                create_with_retention_hours: None,
+                kind: "upload",
+                remote: None,
+                started_us: self.clock_us(),
+                init: test_init(),
+            })
             .await
-            .expect("start session");
-        let init_id = self
-            .store
-            .put_init(
-                row.id,
-                Bytes::from_static(b"test init"),
-                "avc1.64001f".into(),
-                Vec::new(),
-            )
-            .await
-            .expect("put init");
+            .expect("open session");
         TestStream {
             row,
-            session_id,
-            init_id,
+            session_id: opened.session_id,
+            init_id: opened.init_id,
         }
     }
 
@@ -220,5 +217,14 @@ pub fn new_fragment(
         has_video: true,
         sample_count: 1,
         bytes: fragment_bytes(payload_bytes),
+    }
+}
+
+/// The init every test session stores.
+pub fn test_init() -> InitToStore {
+    InitToStore {
+        bytes: Bytes::from_static(b"test init"),
+        codecs: "avc1.64001f".into(),
+        tracks: Vec::new(),
     }
 }

@@ -45,8 +45,22 @@ pub(crate) enum Command {
     /// init) and a session's end, which its producer sends only after its last ack. A thousand
     /// cameras reconnecting at once each open a session; as barriers, those would each cost a
     /// group's sync.
-    ExecBeside(BesideFn),
+    ExecBeside(BesideFn, BesideDurability),
     Shutdown(oneshot::Sender<()>),
+}
+
+/// When an `ExecBeside` change must be on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BesideDurability {
+    /// Before it is answered (its transaction syncs the WAL): what a client is told was done.
+    AtAnswer,
+    /// Before any fragment queued after it is acknowledged, and no sooner: rows that only
+    /// fragments will name (an ingest session's stream, session and init). Its transaction
+    /// commits without syncing the WAL; the next commit group's transaction syncs it, and a WAL
+    /// sync covers every frame written before it. A thousand cameras opening sessions at once
+    /// then cost no WAL syncs of their own, each of which would hold the writer (and every
+    /// camera's acks) behind the device's queue. Lost in a crash only when nothing named it.
+    WithNextGroup,
 }
 
 /// Something that happened to the log, for live readers (playlists, events, follow feeds).
@@ -285,6 +299,9 @@ pub(crate) struct WriterState {
     /// `FAULT_ENV`'s extra time per sync (tests only).
     sync_delay: Option<std::time::Duration>,
     dirs_to_sync: HashSet<PathBuf>,
+    /// The connection may still be at `synchronous=NORMAL` after a
+    /// [`BesideDurability::WithNextGroup`] batch.
+    sync_relaxed: bool,
     events: broadcast::Sender<StoreEvent>,
     stats: std::sync::Arc<std::sync::Mutex<GroupStats>>,
     /// Bumped whenever stored media is removed (expiry, stream delete), so caches of media
@@ -318,6 +335,7 @@ impl WriterState {
             syncing: None,
             sync_delay: sync_delay_from_env(),
             dirs_to_sync: HashSet::new(),
+            sync_relaxed: false,
             events,
             stats,
             removal_generation: Default::default(),
@@ -438,12 +456,15 @@ impl WriterState {
                         Command::Exec(f) => {
                             self.flush_group();
                             opened = None;
+                            if let Err(e) = self.full_sync() {
+                                tracing::error!(error = %e, "could not set synchronous=FULL again");
+                            }
                             f(&mut self);
                         }
-                        Command::ExecBeside(f) => {
+                        Command::ExecBeside(f, durability) => {
                             // It may have taken the next command off the queue: that one is
                             // handled before anything else is received.
-                            next = self.run_beside(f, &rx);
+                            next = self.run_beside(f, durability, &rx);
                             if next.is_some() {
                                 continue;
                             }
@@ -506,16 +527,33 @@ impl WriterState {
         }
     }
 
-    /// Runs `f` and every `ExecBeside` queued right behind it in one transaction (a thousand
-    /// cameras opening sessions at once then cost a few commits, not a thousand), answers them
-    /// once it has committed, and returns the first other command it took off the queue.
-    fn run_beside(&mut self, f: BesideFn, rx: &mpsc::Receiver<Command>) -> Option<Command> {
+    /// Runs `f` and every `ExecBeside` of the same durability queued right behind it in one
+    /// transaction (a thousand cameras opening sessions at once then cost a few commits, not a
+    /// thousand), answers them once it has committed, and returns the first other command it
+    /// took off the queue.
+    fn run_beside(
+        &mut self,
+        f: BesideFn,
+        durability: BesideDurability,
+        rx: &mpsc::Receiver<Command>,
+    ) -> Option<Command> {
+        // SQLite takes the safety level only outside a transaction. Should setting it fail,
+        // the commit syncs as every other does: slower, never less durable.
+        let (relaxed, unsafe_commit) = match durability {
+            BesideDurability::WithNextGroup => (
+                self.conn
+                    .pragma_update(None, "synchronous", "NORMAL")
+                    .is_ok(),
+                None,
+            ),
+            BesideDurability::AtAnswer => (false, self.full_sync().err()),
+        };
         let began = self.conn.execute_batch("BEGIN IMMEDIATE");
         let mut replies = vec![f(self)];
         let mut next = None;
         while replies.len() < MAX_GROUP_COMMANDS {
             match rx.try_recv() {
-                Ok(Command::ExecBeside(f)) => replies.push(f(self)),
+                Ok(Command::ExecBeside(f, d)) if d == durability => replies.push(f(self)),
                 Ok(other) => {
                     next = Some(other);
                     break;
@@ -525,14 +563,22 @@ impl WriterState {
         }
         // Without the transaction (BEGIN failed) each statement committed on its own, so
         // each answer is its own result.
-        let committed = match began {
-            Ok(()) => self.conn.execute_batch("COMMIT"),
-            Err(_) => Ok(()),
+        let committed = match (began, unsafe_commit) {
+            (Ok(()), None) => self.conn.execute_batch("COMMIT").map_err(Error::from),
+            // A commit that would not sync is not made: nothing of it is kept or claimed.
+            (Ok(()), Some(e)) => Err(e),
+            (Err(_), _) => Ok(()),
         };
-        let failed = committed.err().map(|e| {
+        let failed = committed.err().inspect(|_| {
             let _ = self.conn.execute_batch("ROLLBACK");
-            Error::from(e)
         });
+        if relaxed {
+            self.sync_relaxed = true;
+            // Should this fail, whatever commits next tries again first (`full_sync`).
+            if let Err(e) = self.full_sync() {
+                tracing::error!(error = %e, "could not set synchronous=FULL again");
+            }
+        }
         for reply in replies {
             reply(failed.clone());
         }
@@ -793,6 +839,15 @@ impl WriterState {
         self.pending_bytes = 0;
     }
 
+    /// Puts the connection back to `synchronous=FULL` after a relaxed beside batch.
+    fn full_sync(&mut self) -> Result<()> {
+        if self.sync_relaxed {
+            self.conn.pragma_update(None, "synchronous", "FULL")?;
+            self.sync_relaxed = false;
+        }
+        Ok(())
+    }
+
     /// Commits the syncing group if its sync has ended; never waits.
     fn poll_syncing(&mut self) {
         let ended = match &self.syncing {
@@ -877,6 +932,7 @@ impl WriterState {
         pending: &[Pending],
         touched: &HashMap<i64, Touched>,
     ) -> Result<i64> {
+        self.full_sync()?;
         let server_time_us = self.clock.now_us();
         let tx = self.conn.transaction()?;
         {
