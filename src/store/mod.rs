@@ -12,7 +12,8 @@
 //! Rows that only fragments name (an ingest session's stream, session and init, written when its
 //! first fragment arrives) commit without a WAL sync of their own: the first fragment's group
 //! transaction syncs the WAL, which carries them, before that fragment is acknowledged
-//! (`writer::BesideDurability`). Everything a client is told was done is synced before it is told.
+//! (`writer::BesideDurability`). Acks, and API answers that report a change, come after the sync
+//! (an upload's `session_started` line says that a session began, not that anything is stored).
 //!
 //! So an index row never points at bytes that are not on disk. Bytes past the last indexed
 //! fragment of a file (a group that never committed) are garbage: startup recovery
