@@ -250,7 +250,9 @@ pub struct IngestConfig {
 pub struct StorageConfig {
     /// A stream's fragment file is closed and a new one started past this size...
     pub file_roll_bytes: u64,
-    /// ...or this age, so retention can free space file by file.
+    /// ...or this age, so retention can free space file by file. Each stream rolls at its own
+    /// share of both limits, between 7/8 and all of them, so cameras started together do not
+    /// open a thousand new files in the same second (`store/writer.rs`, `roll_spread`).
     pub file_roll_secs: u64,
     /// How a commit group is made durable: "fdatasync" of each touched file (in parallel), or
     /// "syncfs" (one call for the whole data filesystem, which also flushes other programs'

@@ -652,6 +652,46 @@ mod tests {
         );
     }
 
+    /// Streams whose files were opened together roll them at different times, each no later
+    /// than `file_roll_secs` and no sooner than 7/8 of it.
+    #[tokio::test]
+    async fn files_opened_together_roll_apart() {
+        let ts = TestStore::with_config(StorageConfig {
+            sync: crate::config::SyncMode::Fdatasync,
+            min_free_bytes: Some(0),
+            file_roll_secs: 80,
+            group_commit_ms: 0,
+            ..StorageConfig::default()
+        });
+        let mut streams = Vec::new();
+        for i in 0..8 {
+            streams.push(ts.add_stream(&format!("cam{i}")).await);
+        }
+        let mut first_file = vec![None; streams.len()];
+        let mut rolled_at_s = vec![None; streams.len()];
+        for second in 0..82 {
+            let acks: Vec<_> = streams
+                .iter()
+                .map(|s| ts.queue(s, second * 1000, 1000, 20))
+                .collect();
+            for (i, ack) in acks.into_iter().enumerate() {
+                let row = ack.await.unwrap().unwrap();
+                let first = *first_file[i].get_or_insert(row.file_id);
+                if row.file_id != first && rolled_at_s[i].is_none() {
+                    rolled_at_s[i] = Some(second);
+                }
+            }
+            ts.clock.advance_us(1_000_000);
+        }
+        let rolled: Vec<i64> = rolled_at_s
+            .iter()
+            .map(|r| r.expect("every stream rolled within the period"))
+            .collect();
+        assert!(rolled.iter().all(|s| (70..=80).contains(s)), "{rolled:?}");
+        let distinct: std::collections::HashSet<_> = rolled.iter().collect();
+        assert!(distinct.len() >= 3, "rolls at {rolled:?}");
+    }
+
     /// Stream creations queued together share one transaction (`ExecBeside`): a refused one
     /// (a duplicate name) is refused alone, the others are answered and stay after a reopen.
     #[tokio::test]

@@ -391,13 +391,12 @@ impl WriterState {
     /// an existing file again. Runs on the writer thread, between groups.
     pub(crate) fn seal_idle_files(&mut self) -> HashSet<i64> {
         let now_us = self.clock.now_us();
-        let roll_us =
-            i64::try_from(self.config.file_roll_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+        let limits = RollLimits::of(&self.config);
         let mut open = HashSet::new();
-        for c in self.cursors.values_mut() {
+        for (stream_id, c) in self.cursors.iter_mut() {
             if c.file
                 .as_ref()
-                .is_some_and(|f| now_us.saturating_sub(f.created_us) >= roll_us)
+                .is_some_and(|f| limits.due(*stream_id, f, now_us))
             {
                 c.file = None;
             }
@@ -665,15 +664,13 @@ impl WriterState {
     /// the fragment will get once the group commits.
     fn write_bytes(&mut self, frag: &NewFragment) -> Result<FragmentRow> {
         let now_us = self.clock.now_us();
-        let roll_bytes = self.config.file_roll_bytes;
-        let roll_us =
-            i64::try_from(self.config.file_roll_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
         let data_dir = self.data_dir.clone();
         let mut next_file_id = self.next_file_id;
         let mut new_dirs = Vec::new();
+        let limits = RollLimits::of(&self.config);
         let cursor = self.cursor(frag.stream_id)?;
         let due = match &cursor.file {
-            Some(f) => f.len >= roll_bytes || now_us.saturating_sub(f.created_us) >= roll_us,
+            Some(f) => limits.due(frag.stream_id, f, now_us),
             None => true,
         };
         let mut created = false;
@@ -1145,6 +1142,44 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
     }
 }
 
+/// When a stream's open file is closed and a new one started (`storage.file_roll_*`).
+#[derive(Clone, Copy)]
+struct RollLimits {
+    bytes: i64,
+    age_us: i64,
+}
+
+impl RollLimits {
+    fn of(config: &StorageConfig) -> RollLimits {
+        RollLimits {
+            bytes: i64::try_from(config.file_roll_bytes).unwrap_or(i64::MAX),
+            age_us: i64::try_from(config.file_roll_secs.saturating_mul(1_000_000))
+                .unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Whether `f` is full or old enough to close, by the stream's own share of the limits.
+    fn due(self, stream_id: i64, f: &OpenFile, now_us: i64) -> bool {
+        i64::try_from(f.len).unwrap_or(i64::MAX) >= roll_spread(stream_id, self.bytes)
+            || now_us.saturating_sub(f.created_us) >= roll_spread(stream_id, self.age_us)
+    }
+}
+
+/// A stream's own share of a roll limit (`storage.file_roll_secs` or `file_roll_bytes`): between
+/// 7/8 of it and all of it, fixed per stream. Cameras started together (a server restart, a site
+/// powering up) would otherwise roll their files in the same second every period, and a new
+/// file's first sync (its block allocation and directory entry) costs several times an append's:
+/// a thousand of them in one commit group is a stall of every camera's acks.
+fn roll_spread(stream_id: i64, limit: i64) -> i64 {
+    // A multiplicative hash of the id: neighbouring ids land far apart.
+    let mixed = (stream_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    let eighth = limit / 8;
+    if eighth <= 0 {
+        return limit;
+    }
+    limit - (mixed % (eighth as u64 + 1)) as i64
+}
+
 /// `fdatasync` of every file, spread over up to [`SYNC_THREADS`] threads; the first error wins.
 fn sync_files_parallel(files: &[&File]) -> Result<()> {
     if files.len() <= 1 {
@@ -1190,6 +1225,35 @@ pub(crate) fn shutdown_error() -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A thousand streams started together roll spread over the last eighth of the period:
+    /// never later than the limit, never sooner than 7/8 of it, and no second of a 600 s
+    /// period sees more than a few of them.
+    #[test]
+    fn rolls_of_streams_started_together_are_spread() {
+        let limit_us = 600 * 1_000_000;
+        let mut per_second = std::collections::BTreeMap::new();
+        for id in 1..=1000 {
+            let at = roll_spread(id, limit_us);
+            assert!(
+                at <= limit_us && at >= limit_us - limit_us / 8,
+                "{id}: {at}"
+            );
+            *per_second.entry(at / 1_000_000).or_insert(0) += 1;
+        }
+        let busiest = per_second.values().max().copied().unwrap_or(0);
+        assert!(
+            per_second.len() >= 60,
+            "{} distinct seconds",
+            per_second.len()
+        );
+        assert!(busiest <= 40, "{busiest} rolls in one second");
+        assert_eq!(
+            roll_spread(5, 7),
+            7,
+            "limits too small to spread stay as they are"
+        );
+    }
 
     fn frag(
         session_id: i64,
