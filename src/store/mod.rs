@@ -518,15 +518,8 @@ mod tests {
         let ts = TestStore::new();
         let cam = ts.add_stream("cam").await;
         let first = ts.append(&cam, 0, 1000, 50).await;
-        ts.store
-            .exec(|w| {
-                Ok(w.conn.execute_batch(
-                    "CREATE TEMP TRIGGER fail_commit BEFORE INSERT ON main.fragments \
-                     BEGIN SELECT RAISE(ABORT, 'injected commit failure'); END",
-                )?)
-            })
-            .await
-            .unwrap();
+        ts.fail_inserts_into("fragments", "injected commit failure")
+            .await;
         let pause = ts.pause_writer();
         let acks: Vec<_> = (1..4).map(|i| ts.queue(&cam, i * 1000, 1000, 50)).collect();
         pause.release();
@@ -537,10 +530,7 @@ mod tests {
         let file_len = std::fs::metadata(ts.file_of(&first)).unwrap().len();
         assert_eq!(file_len, 66, "only the committed fragment's bytes are left");
 
-        ts.store
-            .exec(|w| Ok(w.conn.execute_batch("DROP TRIGGER fail_commit")?))
-            .await
-            .unwrap();
+        ts.stop_failing_inserts("fragments").await;
         let next = ts.append(&cam, 1000, 1000, 50).await;
         assert_eq!(next.number, 2, "the failed group used no numbers");
     }
@@ -571,15 +561,8 @@ mod tests {
         assert_eq!(missing.kind, crate::error::Kind::NotFound, "{missing}");
         assert!(ts.store.stream("cam").await.unwrap().is_none());
 
-        ts.store
-            .exec(|w| {
-                Ok(w.conn.execute_batch(
-                    "CREATE TEMP TRIGGER fail_session BEFORE INSERT ON main.sessions \
-                     BEGIN SELECT RAISE(ABORT, 'injected session failure'); END",
-                )?)
-            })
-            .await
-            .unwrap();
+        ts.fail_inserts_into("sessions", "injected session failure")
+            .await;
         let err = ts
             .store
             .open_session(opening("cam", true, ts.clock_us()))
@@ -590,10 +573,7 @@ mod tests {
             ts.store.stream("cam").await.unwrap().is_none(),
             "the stream created for the failed open was rolled back"
         );
-        ts.store
-            .exec(|w| Ok(w.conn.execute_batch("DROP TRIGGER fail_session")?))
-            .await
-            .unwrap();
+        ts.stop_failing_inserts("sessions").await;
 
         let first = ts
             .store

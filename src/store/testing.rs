@@ -157,6 +157,28 @@ impl TestStore {
         files::file_path(self.data_dir(), row.stream_id, row.file_id)
     }
 
+    /// Makes every insert into `table` fail with `message`, through a temporary trigger on the
+    /// writer's connection, until [`TestStore::stop_failing_inserts`]: a commit or metadata
+    /// change that fails half-way, as a full disk or a broken database would make it.
+    pub async fn fail_inserts_into(&self, table: &'static str, message: &'static str) {
+        let sql = format!(
+            "CREATE TEMP TRIGGER fail_{table} BEFORE INSERT ON main.{table} \
+             BEGIN SELECT RAISE(ABORT, '{message}'); END"
+        );
+        self.store
+            .exec(move |w| Ok(w.conn.execute_batch(&sql)?))
+            .await
+            .expect("install the failing trigger");
+    }
+
+    pub async fn stop_failing_inserts(&self, table: &'static str) {
+        let sql = format!("DROP TRIGGER fail_{table}");
+        self.store
+            .exec(move |w| Ok(w.conn.execute_batch(&sql)?))
+            .await
+            .expect("drop the failing trigger");
+    }
+
     /// Holds the writer thread between two turns until the returned guard is released or
     /// dropped, so commands queued meanwhile are taken together, as under load.
     pub fn pause_writer(&self) -> WriterPause {
