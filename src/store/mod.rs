@@ -535,15 +535,18 @@ mod tests {
         assert_eq!(next.number, 2, "the failed group used no numbers");
     }
 
-    fn opening(stream: &str, create: bool, started_us: i64) -> SessionOpening {
-        SessionOpening {
-            stream: stream.into(),
-            create_with_retention_hours: create.then_some(24),
-            kind: "upload",
-            remote: None,
-            started_us,
-            init: testing::test_init(),
-        }
+    /// Opens a session of `stream` now, creating the stream when `create`.
+    async fn open(ts: &TestStore, stream: &str, create: bool) -> Result<OpenedSession> {
+        ts.store
+            .open_session(SessionOpening {
+                stream: stream.into(),
+                create_with_retention_hours: create.then_some(24),
+                kind: "upload",
+                remote: None,
+                started_us: ts.clock_us(),
+                init: testing::test_init(),
+            })
+            .await
     }
 
     /// A session's open (stream, session row, init) is one all-or-nothing change: when its
@@ -553,21 +556,13 @@ mod tests {
     #[tokio::test]
     async fn opening_a_session_is_all_or_nothing() {
         let ts = TestStore::new();
-        let missing = ts
-            .store
-            .open_session(opening("cam", false, ts.clock_us()))
-            .await
-            .unwrap_err();
+        let missing = open(&ts, "cam", false).await.unwrap_err();
         assert_eq!(missing.kind, crate::error::Kind::NotFound, "{missing}");
         assert!(ts.store.stream("cam").await.unwrap().is_none());
 
         ts.fail_inserts_into("sessions", "injected session failure")
             .await;
-        let err = ts
-            .store
-            .open_session(opening("cam", true, ts.clock_us()))
-            .await
-            .unwrap_err();
+        let err = open(&ts, "cam", true).await.unwrap_err();
         assert!(err.message.contains("injected session failure"), "{err}");
         assert!(
             ts.store.stream("cam").await.unwrap().is_none(),
@@ -575,17 +570,9 @@ mod tests {
         );
         ts.stop_failing_inserts("sessions").await;
 
-        let first = ts
-            .store
-            .open_session(opening("cam", true, ts.clock_us()))
-            .await
-            .unwrap();
+        let first = open(&ts, "cam", true).await.unwrap();
         assert!(first.created);
-        let second = ts
-            .store
-            .open_session(opening("cam", false, ts.clock_us()))
-            .await
-            .unwrap();
+        let second = open(&ts, "cam", false).await.unwrap();
         assert!(!second.created);
         assert_eq!(second.stream.id, first.stream.id);
         assert_ne!(second.session_id, first.session_id);
@@ -601,11 +588,7 @@ mod tests {
     #[tokio::test]
     async fn opens_relax_only_their_own_commit() {
         let ts = TestStore::new();
-        let opened = ts
-            .store
-            .open_session(opening("cam", true, ts.clock_us()))
-            .await
-            .unwrap();
+        let opened = open(&ts, "cam", true).await.unwrap();
         let level: i64 = ts
             .store
             .exec(|w| {
